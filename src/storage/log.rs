@@ -1,0 +1,1 @@
+//! Record log (being written).

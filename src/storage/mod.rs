@@ -1,0 +1,39 @@
+//! Acceptor storage: an append-only file of CRC-framed records.
+//!
+//! The acceptor keeps every key's state in memory; this layer makes it
+//! durable. One record holds one key's whole acceptor state, so replaying the
+//! log and keeping the last record per key restores the acceptor exactly.
+//! `log` has the byte layout, recovery and compaction; `identity` the marker
+//! that ties a data dir to one node of one cluster.
+
+pub mod identity;
+pub mod log;
+
+use crate::types::{Ballot, Key, RegisterState};
+use serde::{Deserialize, Serialize};
+
+/// One durable fact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// A key's whole acceptor state: the highest ballot promised, the ballot
+    /// of the accepted state (`Ballot::ZERO` if none) and that state.
+    Slot { key: Key, promised: Ballot, accepted: Ballot, state: RegisterState },
+    /// The proposer may use rounds below `round_limit`. Written before a
+    /// round of a new block is used, so a restart never reissues a ballot.
+    RoundsReserved { round_limit: u64 },
+}
+
+/// Proof that everything appended so far is on stable storage. Only
+/// `Storage::sync` makes one, and messages that depend on state can only be
+/// released with one (see `core::Ready`).
+#[derive(Debug)]
+pub struct Synced(pub(crate) ());
+
+/// What the driver (real or simulated) needs from acceptor storage.
+pub trait Storage {
+    type Error: std::fmt::Display;
+    /// Buffers a record; it is not durable until `sync` returns.
+    fn append(&mut self, record: &Record) -> Result<(), Self::Error>;
+    /// Makes every appended record durable (fdatasync on a real file).
+    fn sync(&mut self) -> Result<Synced, Self::Error>;
+}
