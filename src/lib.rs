@@ -6,9 +6,15 @@
 //!   clocks and files;
 //! - `core`: the protocol as pure state machines (no I/O);
 //! - `storage`: the acceptor's append-only record log;
-//! - `wire`: messages and datagram framing.
+//! - `wire`, `change`, `types`: messages, datagram framing and value types.
 
+pub mod change;
 pub mod checker;
+pub mod client;
+pub mod config;
+pub mod core;
+pub mod driver;
 pub mod limits;
 pub mod storage;
 pub mod types;
+pub mod wire;

@@ -6,7 +6,7 @@ use std::fmt;
 
 /// A cluster member's id, as written in `paxosd.toml` (1, 2, 3, ...).
 /// Id 0 is never a node: on the wire it marks a datagram from a client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub u16);
 
 impl NodeId {
@@ -34,7 +34,7 @@ impl fmt::Display for ClusterId {
 /// A proposal number. Ordered by round first, then by node id, so two
 /// proposers can never issue the same ballot. `Ballot::ZERO` is below every
 /// ballot a proposer issues (rounds start at 1) and means "none".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ballot {
     pub round: u64,
     pub node: NodeId,

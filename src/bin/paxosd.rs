@@ -1,0 +1,59 @@
+//! `paxosd`: one node of a paxosd cluster.
+
+use clap::Parser;
+use paxosd::config::Config;
+use paxosd::driver::{Driver, Options};
+use paxosd::types::NodeId;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// One node of a paxosd cluster: acceptor, proposer and learner for every key.
+///
+/// Every node reads the same config file, which describes the whole cluster;
+/// `--id` says which of its nodes this process is. Logs go to stderr; set
+/// RUST_LOG=debug for more. SIGTERM or SIGINT stop the node cleanly.
+///
+/// Exit codes: 0 stopped cleanly; 2 usage or config error; 1 anything else
+/// (data dir refused, storage failure, port in use).
+#[derive(Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Args {
+    /// The cluster config file.
+    #[arg(long, default_value = "paxosd.toml", value_name = "FILE")]
+    config: PathBuf,
+    /// Which node of the config this process is.
+    #[arg(long, value_name = "ID")]
+    id: u16,
+    /// Initialise an empty data dir as a founding member of a NEW cluster.
+    /// Never use it for a node of a running cluster that lost its data: it
+    /// could break promises that node made before (see the README).
+    #[arg(long)]
+    bootstrap: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("paxosd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = Options { id: NodeId(args.id), bootstrap: args.bootstrap };
+    let driver = match Driver::open(config, &options) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("paxosd: node {}: {e}", args.id);
+            return ExitCode::from(if matches!(e, paxosd::driver::DriverError::UnknownNode(_)) { 2 } else { 1 });
+        }
+    };
+    match driver.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("paxosd: node {}: fatal: {e}", args.id);
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Changes: pure functions from a register's current state to its next
+//! state (the memo's `change`). A read is the identity; a compare-and-set
+//! whose expectation does not hold is the identity too, and reports that the
+//! precondition failed. Either way the proposer writes the resulting state
+//! back, which is what makes reads and failed CAS linearizable.
+
+use crate::types::{RegisterState, Value, Version};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Identity: observe the current state.
+    Read,
+    /// Set the value unconditionally.
+    Put(Value),
+    /// Set `new` if the current value is `expect` (`None`: the key is absent).
+    CasValue { expect: Option<Value>, new: Value },
+    /// Set `new` if the current version is `expect`.
+    CasVersion { expect: Version, new: Value },
+    /// Remove the value, leaving a tombstone that keeps the version.
+    Delete,
+}
+
+/// The result of applying a change to a state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub state: RegisterState,
+    /// False when a CAS found a value or version other than the expected one;
+    /// then `state` is the unchanged current state.
+    pub precondition_held: bool,
+}
+
+impl Change {
+    /// Applies the change. Every write bumps the version by one, so versions
+    /// grow along the chain of states (the memo's Lemma 1).
+    pub fn apply(&self, current: &RegisterState) -> Applied {
+        let held = match self {
+            Change::Read | Change::Put(_) | Change::Delete => true,
+            Change::CasValue { expect, .. } => current.value == *expect,
+            Change::CasVersion { expect, .. } => current.version == *expect,
+        };
+        let new_value = match self {
+            _ if !held => return unchanged(current, false),
+            Change::Read => return unchanged(current, true),
+            Change::Put(v) => Some(v.clone()),
+            Change::CasValue { new, .. } | Change::CasVersion { new, .. } => Some(new.clone()),
+            Change::Delete => None,
+        };
+        let state = RegisterState { value: new_value, version: Version(current.version.0 + 1) };
+        Applied { state, precondition_held: true }
+    }
+
+    /// Whether applying this change can alter the state (used to decide
+    /// whether an unanswered request may have taken effect).
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Change::Read)
+    }
+
+    /// The largest value this change carries, for limit checks.
+    pub fn value_bytes(&self) -> usize {
+        match self {
+            Change::Read | Change::Delete => 0,
+            Change::Put(v) | Change::CasVersion { new: v, .. } => v.0.len(),
+            Change::CasValue { expect, new } => {
+                new.0.len().max(expect.as_ref().map_or(0, |e| e.0.len()))
+            }
+        }
+    }
+}
+
+fn unchanged(current: &RegisterState, held: bool) -> Applied {
+    Applied { state: current.clone(), precondition_held: held }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(value: Option<&str>, version: u64) -> RegisterState {
+        RegisterState { value: value.map(Value::from), version: Version(version) }
+    }
+
+    fn applied(state: RegisterState, held: bool) -> Applied {
+        Applied { state, precondition_held: held }
+    }
+
+    #[test]
+    fn read_is_identity() {
+        assert_eq!(Change::Read.apply(&st(Some("a"), 3)), applied(st(Some("a"), 3), true));
+        assert_eq!(Change::Read.apply(&st(None, 0)), applied(st(None, 0), true));
+    }
+
+    #[test]
+    fn put_sets_value_and_bumps_version() {
+        let c = Change::Put(Value::from("b"));
+        assert_eq!(c.apply(&st(Some("a"), 3)), applied(st(Some("b"), 4), true));
+        assert_eq!(c.apply(&st(None, 0)), applied(st(Some("b"), 1), true));
+    }
+
+    #[test]
+    fn cas_value_matches_or_leaves_state() {
+        let c = Change::CasValue { expect: Some(Value::from("a")), new: Value::from("b") };
+        assert_eq!(c.apply(&st(Some("a"), 3)), applied(st(Some("b"), 4), true));
+        assert_eq!(c.apply(&st(Some("x"), 3)), applied(st(Some("x"), 3), false));
+        assert_eq!(c.apply(&st(None, 5)), applied(st(None, 5), false));
+    }
+
+    #[test]
+    fn cas_value_expecting_absent() {
+        let c = Change::CasValue { expect: None, new: Value::from("b") };
+        assert_eq!(c.apply(&st(None, 2)), applied(st(Some("b"), 3), true));
+        assert_eq!(c.apply(&st(Some("a"), 2)), applied(st(Some("a"), 2), false));
+    }
+
+    #[test]
+    fn cas_version_matches_or_leaves_state() {
+        let c = Change::CasVersion { expect: Version(3), new: Value::from("b") };
+        assert_eq!(c.apply(&st(Some("a"), 3)), applied(st(Some("b"), 4), true));
+        assert_eq!(c.apply(&st(Some("a"), 4)), applied(st(Some("a"), 4), false));
+    }
+
+    #[test]
+    fn delete_leaves_tombstone_with_next_version() {
+        assert_eq!(Change::Delete.apply(&st(Some("a"), 3)), applied(st(None, 4), true));
+        assert_eq!(Change::Delete.apply(&st(None, 4)), applied(st(None, 5), true));
+    }
+
+    #[test]
+    fn value_bytes_counts_largest_value() {
+        let c = Change::CasValue { expect: Some(Value::from("long")), new: Value::from("x") };
+        assert_eq!(c.value_bytes(), 4);
+        assert_eq!(Change::Put(Value::from("abc")).value_bytes(), 3);
+        assert_eq!(Change::Read.value_bytes(), 0);
+    }
+}

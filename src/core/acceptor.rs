@@ -1,0 +1,271 @@
+//! The acceptor: per key, the highest ballot promised and the last state
+//! accepted. Its two rules are all of Paxos' memory:
+//! - promise `b` only if no higher ballot was promised;
+//! - accept at `b` only if no higher ballot was promised.
+//! Every change to a slot produces a `Record`; the answer it goes with may
+//! leave the node only after that record is synced (see `core::Ready`).
+
+use crate::storage::Record;
+use crate::types::{Ballot, Key, RegisterState};
+use crate::wire::Message;
+use std::collections::HashMap;
+
+/// One key's acceptor state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slot {
+    pub promised: Ballot,
+    pub accepted: Ballot,
+    pub state: RegisterState,
+}
+
+impl Slot {
+    fn record(&self, key: &Key) -> Record {
+        Record::Slot {
+            key: key.clone(),
+            promised: self.promised,
+            accepted: self.accepted,
+            state: self.state.clone(),
+        }
+    }
+
+    /// Roughly what this slot costs in the log, to decide when to compact.
+    fn bytes(&self, key: &Key) -> u64 {
+        let value = self.state.value.as_ref().map_or(0, |v| v.0.len());
+        (key.0.len() + value + 48) as u64
+    }
+}
+
+/// What handling one phase message produced: the answer, and the record that
+/// must be durable before the answer is sent (none if nothing changed).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Vote {
+    pub reply: Message,
+    pub record: Option<Record>,
+}
+
+#[derive(Debug, Default)]
+pub struct Acceptor {
+    slots: HashMap<Key, Slot>,
+    live_bytes: u64,
+    #[cfg(feature = "planted-bugs")]
+    pub bugs: super::PlantedBugs,
+}
+
+impl Acceptor {
+    pub fn new() -> Acceptor {
+        Acceptor::default()
+    }
+
+    /// Replays a slot record found in the log; later records win.
+    pub fn restore(&mut self, key: Key, slot: Slot) {
+        self.live_bytes += slot.bytes(&key);
+        if let Some(old) = self.slots.insert(key.clone(), slot) {
+            self.live_bytes -= old.bytes(&key);
+        }
+    }
+
+    pub fn slot(&self, key: &Key) -> Option<&Slot> {
+        self.slots.get(key)
+    }
+
+    pub fn keys(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// Every slot as a record, for compaction.
+    pub fn live_records(&self) -> impl Iterator<Item = Record> + '_ {
+        self.slots.iter().map(|(k, s)| s.record(k))
+    }
+
+    /// Phase 1: promise `ballot` unless a higher one was promised. A repeated
+    /// prepare at the promised ballot (a retransmission) is answered again.
+    pub fn handle_prepare(&mut self, key: &Key, ballot: Ballot) -> Vote {
+        let slot = self.slots.get(key).cloned().unwrap_or_default();
+        if ballot < slot.promised {
+            return reject(key, ballot, slot.promised);
+        }
+        let reply = Message::Promise {
+            key: key.clone(),
+            ballot,
+            accepted: slot.accepted,
+            state: slot.state.clone(),
+        };
+        if ballot == slot.promised {
+            return Vote { reply, record: None };
+        }
+        let new = Slot { promised: ballot, ..slot };
+        Vote { reply, record: Some(self.store(key, new)) }
+    }
+
+    /// Phase 2: accept `state` at `ballot` unless a higher ballot was
+    /// promised. Accepting also promises `ballot`.
+    pub fn handle_accept(&mut self, key: &Key, ballot: Ballot, state: &RegisterState) -> Vote {
+        let slot = self.slots.get(key).cloned().unwrap_or_default();
+        if ballot < slot.promised && !self.accepts_below_promise() {
+            return reject(key, ballot, slot.promised);
+        }
+        let reply = Message::Accepted { key: key.clone(), ballot };
+        if slot.accepted == ballot && slot.state == *state {
+            return Vote { reply, record: None };
+        }
+        let new = Slot { promised: ballot.max(slot.promised), accepted: ballot, state: state.clone() };
+        Vote { reply, record: Some(self.store(key, new)) }
+    }
+
+    fn store(&mut self, key: &Key, new: Slot) -> Record {
+        let record = new.record(key);
+        if let Some(old) = self.slots.get(key) {
+            // The two rules above guarantee these; a violation is a bug here,
+            // never something a peer can cause.
+            debug_assert!(new.promised >= old.promised, "promise went down");
+            debug_assert!(new.accepted <= new.promised || self.accepts_below_promise());
+        }
+        self.restore(key.clone(), new);
+        record
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn accepts_below_promise(&self) -> bool {
+        self.bugs.accept_below_promise
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn accepts_below_promise(&self) -> bool {
+        false
+    }
+}
+
+fn reject(key: &Key, ballot: Ballot, promised: Ballot) -> Vote {
+    Vote { reply: Message::Reject { key: key.clone(), ballot, promised }, record: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{NodeId, Value, Version};
+
+    fn b(round: u64, node: u16) -> Ballot {
+        Ballot::new(round, NodeId(node))
+    }
+
+    fn k() -> Key {
+        Key::from("k")
+    }
+
+    fn st(v: &str, version: u64) -> RegisterState {
+        RegisterState { value: Some(Value::from(v)), version: Version(version) }
+    }
+
+    fn slot_record(promised: Ballot, accepted: Ballot, state: RegisterState) -> Option<Record> {
+        Some(Record::Slot { key: k(), promised, accepted, state })
+    }
+
+    #[test]
+    fn first_prepare_is_promised_and_persisted() {
+        let mut a = Acceptor::new();
+        let vote = a.handle_prepare(&k(), b(1, 1));
+        assert_eq!(
+            vote,
+            Vote {
+                reply: Message::Promise {
+                    key: k(),
+                    ballot: b(1, 1),
+                    accepted: Ballot::ZERO,
+                    state: RegisterState::default()
+                },
+                record: slot_record(b(1, 1), Ballot::ZERO, RegisterState::default()),
+            }
+        );
+    }
+
+    #[test]
+    fn lower_prepare_is_rejected_with_the_promise() {
+        let mut a = Acceptor::new();
+        a.handle_prepare(&k(), b(5, 2));
+        let vote = a.handle_prepare(&k(), b(4, 3));
+        assert_eq!(
+            vote,
+            Vote { reply: Message::Reject { key: k(), ballot: b(4, 3), promised: b(5, 2) }, record: None }
+        );
+        // Same round, lower node id: still lower.
+        let vote = a.handle_prepare(&k(), b(5, 1));
+        assert!(matches!(vote.reply, Message::Reject { .. }));
+    }
+
+    #[test]
+    fn repeated_prepare_is_answered_without_a_new_record() {
+        let mut a = Acceptor::new();
+        a.handle_prepare(&k(), b(2, 1));
+        let vote = a.handle_prepare(&k(), b(2, 1));
+        assert!(matches!(vote.reply, Message::Promise { .. }));
+        assert_eq!(vote.record, None);
+    }
+
+    #[test]
+    fn promise_reports_the_accepted_state() {
+        let mut a = Acceptor::new();
+        a.handle_accept(&k(), b(3, 1), &st("x", 1));
+        let vote = a.handle_prepare(&k(), b(4, 2));
+        assert_eq!(
+            vote.reply,
+            Message::Promise { key: k(), ballot: b(4, 2), accepted: b(3, 1), state: st("x", 1) }
+        );
+        assert_eq!(vote.record, slot_record(b(4, 2), b(3, 1), st("x", 1)));
+    }
+
+    #[test]
+    fn accept_at_or_above_promise_is_accepted() {
+        let mut a = Acceptor::new();
+        a.handle_prepare(&k(), b(3, 1));
+        let vote = a.handle_accept(&k(), b(3, 1), &st("x", 1));
+        assert_eq!(vote.reply, Message::Accepted { key: k(), ballot: b(3, 1) });
+        assert_eq!(vote.record, slot_record(b(3, 1), b(3, 1), st("x", 1)));
+        // A higher accept without a prepare raises the promise too.
+        let vote = a.handle_accept(&k(), b(6, 2), &st("y", 2));
+        assert_eq!(vote.record, slot_record(b(6, 2), b(6, 2), st("y", 2)));
+    }
+
+    #[test]
+    fn accept_below_promise_is_rejected_and_state_kept() {
+        let mut a = Acceptor::new();
+        a.handle_accept(&k(), b(2, 1), &st("x", 1));
+        a.handle_prepare(&k(), b(5, 3));
+        let vote = a.handle_accept(&k(), b(4, 2), &st("y", 2));
+        assert_eq!(
+            vote,
+            Vote { reply: Message::Reject { key: k(), ballot: b(4, 2), promised: b(5, 3) }, record: None }
+        );
+        let slot = a.slot(&k()).cloned();
+        assert_eq!(slot, Some(Slot { promised: b(5, 3), accepted: b(2, 1), state: st("x", 1) }));
+    }
+
+    #[test]
+    fn repeated_accept_needs_no_new_record() {
+        let mut a = Acceptor::new();
+        a.handle_accept(&k(), b(2, 1), &st("x", 1));
+        let vote = a.handle_accept(&k(), b(2, 1), &st("x", 1));
+        assert_eq!(vote, Vote { reply: Message::Accepted { key: k(), ballot: b(2, 1) }, record: None });
+    }
+
+    #[test]
+    fn keys_are_independent() {
+        let mut a = Acceptor::new();
+        a.handle_prepare(&k(), b(9, 1));
+        let vote = a.handle_prepare(&Key::from("other"), b(1, 2));
+        assert!(matches!(vote.reply, Message::Promise { .. }));
+        assert_eq!(a.keys(), 2);
+    }
+
+    #[test]
+    fn live_bytes_follow_overwrites() {
+        let mut a = Acceptor::new();
+        a.handle_accept(&k(), b(1, 1), &st("aaaa", 1));
+        let one = a.live_bytes();
+        a.handle_accept(&k(), b(2, 1), &st("bbbb", 2));
+        assert_eq!(a.live_bytes(), one);
+    }
+}

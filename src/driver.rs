@@ -1,0 +1,425 @@
+//! The mio driver: the only code that touches the socket, the clock and the
+//! acceptor log. One thread, one `Poll`, one UDP socket.
+//!
+//! Each loop turn: wait for datagrams or the core's next deadline; decode and
+//! validate every ready datagram and feed it to the core; run due timers;
+//! then commit the turn: append every record the turn produced, sync once
+//! (group commit), and only then send what the core released.
+
+use crate::config::{Config, NodeConfig};
+use crate::core::{Envelope, Node, ReqHandle};
+use crate::limits;
+use crate::storage::identity::{self, Identity, IdentityError};
+use crate::storage::log::{LogError, LogFile};
+use crate::storage::Storage;
+use crate::types::{NodeId, RequestId, Time};
+use crate::wire::{self, Header, Message, NodeStatus, Outcome};
+use log::{debug, error, info, warn};
+use mio::net::{UdpSocket, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const SOCKET: Token = Token(0);
+const SIGNALS: Token = Token(1);
+
+/// The longest the loop sleeps, so a stuck deadline can never hang it.
+const POLL_TIMEOUT_MAX: Duration = Duration::from_millis(500);
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug)]
+pub enum DriverError {
+    UnknownNode(NodeId),
+    NoParentDir(std::path::PathBuf),
+    Identity(IdentityError),
+    Log(LogError),
+    Io { what: String, error: io::Error },
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::UnknownNode(id) => write!(f, "node {id} is not in the config"),
+            DriverError::NoParentDir(dir) => write!(
+                f,
+                "the parent of data dir {} does not exist; create it or fix data_dir",
+                dir.display()
+            ),
+            DriverError::Identity(e) => write!(f, "{e}"),
+            DriverError::Log(e) => write!(f, "{e}"),
+            DriverError::Io { what, error } => write!(f, "{what}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DriverError {
+    let what = what.into();
+    move |error| DriverError::Io { what, error }
+}
+
+/// Where a client request came from, so its reply can find its way back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ClientRef {
+    addr: SocketAddr,
+    id: RequestId,
+}
+
+/// Client requests in flight and the replies recently sent, so that a
+/// retransmitted request is neither run twice nor left unanswered.
+#[derive(Default)]
+struct Clients {
+    next_handle: u64,
+    in_flight: HashMap<ClientRef, ReqHandle>,
+    handles: HashMap<ReqHandle, ClientRef>,
+    replies: HashMap<ClientRef, Outcome>,
+    reply_order: VecDeque<ClientRef>,
+}
+
+impl Clients {
+    fn start(&mut self, client: ClientRef) -> ReqHandle {
+        self.next_handle += 1;
+        let handle = ReqHandle(self.next_handle);
+        self.in_flight.insert(client, handle);
+        self.handles.insert(handle, client);
+        handle
+    }
+
+    fn finish(&mut self, handle: ReqHandle, outcome: &Outcome) -> Option<ClientRef> {
+        let client = self.handles.remove(&handle)?;
+        self.in_flight.remove(&client);
+        if self.reply_order.len() >= limits::REPLY_CACHE_ENTRIES_MAX {
+            if let Some(old) = self.reply_order.pop_front() {
+                self.replies.remove(&old);
+            }
+        }
+        self.replies.insert(client, outcome.clone());
+        self.reply_order.push_back(client);
+        Some(client)
+    }
+}
+
+/// Options of one daemon run.
+pub struct Options {
+    pub id: NodeId,
+    /// Initialise an empty data dir as a founding member of a new cluster.
+    pub bootstrap: bool,
+}
+
+pub struct Driver {
+    config: Config,
+    me: NodeConfig,
+    node: Node,
+    log: LogFile,
+    socket: UdpSocket,
+    signals: UnixStream,
+    poll: Poll,
+    clients: Clients,
+    started: Instant,
+    buf: Vec<u8>,
+    stopping: bool,
+    dropped: u64,
+}
+
+impl Driver {
+    /// Checks the data dir, recovers the log and binds the socket.
+    pub fn open(config: Config, options: &Options) -> Result<Driver, DriverError> {
+        let me = config.node(options.id).cloned().ok_or(DriverError::UnknownNode(options.id))?;
+        let parent_ok = me.data_dir.parent().is_none_or(|p| p.as_os_str().is_empty() || p.is_dir());
+        if !parent_ok {
+            return Err(DriverError::NoParentDir(me.data_dir.clone()));
+        }
+        let expected = Identity { cluster_id: config.cluster_id, node_id: me.id };
+        identity::check_or_create(&me.data_dir, expected, options.bootstrap).map_err(DriverError::Identity)?;
+        let (log, recovered) = LogFile::open(&me.data_dir).map_err(DriverError::Log)?;
+        info!(
+            "node {}: recovered {} records ({} bytes) from {}",
+            me.id,
+            recovered.records.len(),
+            log.len_bytes(),
+            log.path().display()
+        );
+        let node = Node::new(me.id, config.member_ids(), recovered.records, os_seed());
+        let mut socket = bind(me.address)?;
+        let (signals, poll) = setup_poll(&mut socket)?;
+        Ok(Driver {
+            config,
+            me,
+            node,
+            log,
+            socket,
+            signals,
+            poll,
+            clients: Clients::default(),
+            started: Instant::now(),
+            buf: vec![0u8; 64 * 1024],
+            stopping: false,
+            dropped: 0,
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.socket.local_addr().ok()
+    }
+
+    /// Runs until SIGTERM or SIGINT, or until storage fails.
+    pub fn run(mut self) -> Result<(), DriverError> {
+        info!("node {} serving on {} (cluster {})", self.me.id, self.me.address, self.config.cluster_id);
+        let mut events = Events::with_capacity(64);
+        while !self.stopping {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(DriverError::Io { what: "poll".into(), error: e });
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SOCKET => self.read_datagrams(),
+                    SIGNALS => self.read_signals(),
+                    _ => {}
+                }
+            }
+            let now = self.now();
+            if self.node.next_deadline().is_some_and(|d| d <= now) {
+                self.node.handle_timeout(now);
+            }
+            self.commit_turn()?;
+        }
+        info!("node {}: stopping, answering {} requests in flight", self.me.id, self.node.requests_in_flight());
+        self.node.shutdown();
+        self.commit_turn()?;
+        info!("node {} stopped", self.me.id);
+        Ok(())
+    }
+
+    fn now(&self) -> Time {
+        Time(self.started.elapsed().as_micros() as u64)
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let now = self.now();
+        match self.node.next_deadline() {
+            Some(d) => Duration::from_micros(d.micros_since(now)).min(POLL_TIMEOUT_MAX),
+            None => POLL_TIMEOUT_MAX,
+        }
+    }
+
+    fn read_signals(&mut self) {
+        let mut scratch = [0u8; 64];
+        loop {
+            match self.signals.read(&mut scratch) {
+                Ok(0) => break,
+                Ok(_) => self.stopping = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Reads every ready datagram (until WouldBlock); one bad datagram is
+    /// dropped and never ends the loop.
+    fn read_datagrams(&mut self) {
+        loop {
+            match self.socket.recv_from(&mut self.buf) {
+                Ok((len, from)) => {
+                    let bytes = self.buf[..len].to_vec();
+                    self.handle_datagram(&bytes, from);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP errors from earlier sends surface here; they say
+                // nothing about this node's health.
+                Err(e) => debug!("recv_from: {e}"),
+            }
+        }
+    }
+
+    fn handle_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        let (header, messages) = match wire::decode_datagram(self.config.cluster_id, bytes) {
+            Ok(decoded) => decoded,
+            Err(e) => return self.drop_datagram(from, &e.to_string()),
+        };
+        if header.sender == NodeId::CLIENT {
+            for msg in messages {
+                self.handle_client_message(from, msg);
+            }
+            return;
+        }
+        // A peer must send from its configured address; anything else is
+        // a stray or spoofed datagram.
+        if self.config.node_at(from) != Some(header.sender) || header.sender == self.me.id {
+            return self.drop_datagram(from, &format!("claims to be node {}", header.sender));
+        }
+        let now = self.now();
+        for msg in messages {
+            if is_peer_message(&msg) {
+                self.node.handle_message(now, header.sender, msg);
+            }
+        }
+    }
+
+    fn drop_datagram(&mut self, from: SocketAddr, why: &str) {
+        self.dropped += 1;
+        debug!("dropped datagram from {from}: {why} ({} dropped so far)", self.dropped);
+    }
+
+    fn handle_client_message(&mut self, addr: SocketAddr, msg: Message) {
+        match msg {
+            Message::Request { id, key, change, timeout_ms } => {
+                let client = ClientRef { addr, id };
+                if self.clients.in_flight.contains_key(&client) {
+                    return; // a retransmission of a request still running
+                }
+                if let Some(outcome) = self.clients.replies.get(&client).cloned() {
+                    return self.send_to(addr, vec![wire::encode_message(&Message::Reply { id, outcome })]);
+                }
+                let handle = self.clients.start(client);
+                let now = self.now();
+                self.node.handle_request(now, handle, key, change, u64::from(timeout_ms));
+            }
+            Message::StatusRequest { id } => {
+                let status = self.status();
+                self.send_to(addr, vec![wire::encode_message(&Message::StatusReply { id, status })]);
+            }
+            _ => self.drop_datagram(addr, "a client sent a peer message"),
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        NodeStatus {
+            node: self.me.id,
+            keys: self.node.acceptor().keys() as u64,
+            requests_in_flight: self.node.requests_in_flight() as u64,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            log_bytes: self.log.len_bytes(),
+        }
+    }
+
+    /// Appends the turn's records, syncs once, then sends what the core
+    /// released. A storage failure is fatal: after a failed fsync the state
+    /// of the file is unknown, and an acceptor must not vote on a guess.
+    fn commit_turn(&mut self) -> Result<(), DriverError> {
+        let ready = self.node.take_ready();
+        let envelopes = match ready.release_if_nothing_to_sync() {
+            Ok(envelopes) => envelopes,
+            Err(ready) => {
+                for record in &ready.records {
+                    self.log.append(record).map_err(DriverError::Log)?;
+                }
+                let synced = self.log.sync().map_err(DriverError::Log)?;
+                ready.release(synced)
+            }
+        };
+        self.send_envelopes(envelopes);
+        self.maybe_compact()
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), DriverError> {
+        let live = self.node.acceptor().live_bytes();
+        if !self.log.should_compact(live) {
+            return Ok(());
+        }
+        let before = self.log.len_bytes();
+        self.log.compact(self.node.live_records()).map_err(DriverError::Log)?;
+        info!("compacted {}: {before} -> {} bytes", self.log.path().display(), self.log.len_bytes());
+        Ok(())
+    }
+
+    fn send_envelopes(&mut self, envelopes: Vec<Envelope>) {
+        let mut by_dest: HashMap<SocketAddr, Vec<Vec<u8>>> = HashMap::new();
+        for envelope in envelopes {
+            let (addr, msg) = match envelope {
+                Envelope::Peer(to, msg) => match self.config.node(to) {
+                    Some(peer) => (peer.address, msg),
+                    None => continue,
+                },
+                Envelope::Client(handle, outcome) => match self.clients.finish(handle, &outcome) {
+                    Some(client) => (client.addr, Message::Reply { id: client.id, outcome }),
+                    None => continue,
+                },
+            };
+            by_dest.entry(addr).or_default().push(wire::encode_message(&msg));
+        }
+        for (addr, encoded) in by_dest {
+            self.send_to(addr, encoded);
+        }
+    }
+
+    fn send_to(&mut self, addr: SocketAddr, encoded: Vec<Vec<u8>>) {
+        let header = Header { cluster: self.config.cluster_id, sender: self.me.id };
+        for datagram in wire::pack_datagrams(header, &encoded) {
+            match self.socket.send_to(&datagram, addr) {
+                Ok(_) => {}
+                // A full buffer or an unreachable peer loses this datagram;
+                // proposers resend and clients retry.
+                Err(e) => debug!("send_to {addr}: {e}"),
+            }
+        }
+    }
+}
+
+fn is_peer_message(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::Prepare { .. }
+            | Message::Promise { .. }
+            | Message::Accept { .. }
+            | Message::Accepted { .. }
+            | Message::Reject { .. }
+    )
+}
+
+fn bind(addr: SocketAddr) -> Result<UdpSocket, DriverError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let what = format!("cannot bind UDP {addr}");
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(io_err(what.clone()))?;
+    // Bigger buffers absorb the bursts of a loop turn; the kernel may grant
+    // less, which only costs retransmissions.
+    if let Err(e) = socket.set_recv_buffer_size(limits::SOCKET_BUFFER_BYTES) {
+        warn!("cannot set receive buffer size: {e}");
+    }
+    if let Err(e) = socket.set_send_buffer_size(limits::SOCKET_BUFFER_BYTES) {
+        warn!("cannot set send buffer size: {e}");
+    }
+    socket.set_nonblocking(true).map_err(io_err(what.clone()))?;
+    socket.bind(&addr.into()).map_err(io_err(what))?;
+    Ok(UdpSocket::from_std(socket.into()))
+}
+
+fn setup_poll(socket: &mut UdpSocket) -> Result<(UnixStream, Poll), DriverError> {
+    let poll = Poll::new().map_err(io_err("cannot create poll"))?;
+    let (mut read_end, write_end) = UnixStream::pair().map_err(io_err("cannot create signal pipe"))?;
+    let std_write = unix_stream_to_std(write_end)?;
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let write = std_write.try_clone().map_err(io_err("cannot clone signal pipe"))?;
+        signal_hook::low_level::pipe::register(signal, write).map_err(io_err("cannot register signal handler"))?;
+    }
+    poll.registry().register(socket, SOCKET, Interest::READABLE).map_err(io_err("cannot register socket"))?;
+    poll.registry()
+        .register(&mut read_end, SIGNALS, Interest::READABLE)
+        .map_err(io_err("cannot register signal pipe"))?;
+    Ok((read_end, poll))
+}
+
+fn unix_stream_to_std(stream: UnixStream) -> Result<std::os::unix::net::UnixStream, DriverError> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = stream.into_raw_fd();
+    // SAFETY: `fd` was just released by `into_raw_fd`, so we own it.
+    Ok(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) })
+}
+
+/// A seed for the core's jitter, different for every process.
+fn os_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
+}

@@ -1,0 +1,379 @@
+//! Messages and datagram framing.
+//!
+//! Every datagram, peer or client, has this layout:
+//!
+//! | offset | size | field                                                |
+//! |--------|------|------------------------------------------------------|
+//! | 0      | 4    | magic `PXD1`                                         |
+//! | 4      | 1    | protocol version (`PROTOCOL_VERSION`)                |
+//! | 5      | 1    | flags (bit 0: a MAC follows the body; none defined yet) |
+//! | 6      | 8    | cluster id, little endian                            |
+//! | 14     | 2    | sender node id, little endian (0 = a client)         |
+//! | 16     | ..   | body: postcard `Vec<Message>` (varint count, messages)|
+//!
+//! The body must use every remaining byte: a datagram with trailing bytes is
+//! dropped. Decoding never panics and never sizes an allocation from a length
+//! it has not checked against the datagram (postcard borrows from the input
+//! and fails on short input).
+
+use crate::change::Change;
+use crate::limits;
+use crate::types::{Ballot, ClusterId, Key, NodeId, RegisterState, RequestId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub const MAGIC: [u8; 4] = *b"PXD1";
+pub const PROTOCOL_VERSION: u8 = 1;
+pub const HEADER_BYTES: usize = 16;
+const _: () = assert!(HEADER_BYTES <= limits::HEADER_BYTES_MAX);
+
+/// Everything nodes and clients say to each other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Phase 1a: promise not to accept below `ballot`; tell me what you accepted.
+    Prepare { key: Key, ballot: Ballot },
+    /// Phase 1b: promised `ballot`; `accepted` is `Ballot::ZERO` if nothing was.
+    Promise { key: Key, ballot: Ballot, accepted: Ballot, state: RegisterState },
+    /// Phase 2a: accept `state` at `ballot`.
+    Accept { key: Key, ballot: Ballot, state: RegisterState },
+    /// Phase 2b: accepted `ballot`.
+    Accepted { key: Key, ballot: Ballot },
+    /// Refusal of a prepare or accept at `ballot`: the acceptor has promised
+    /// `promised`, which the proposer must exceed.
+    Reject { key: Key, ballot: Ballot, promised: Ballot },
+    /// A client asks for `change` to be applied to `key`, giving up after
+    /// `timeout_ms`.
+    Request { id: RequestId, key: Key, change: Change, timeout_ms: u32 },
+    /// The answer to a request.
+    Reply { id: RequestId, outcome: Outcome },
+    /// A client asks who the node is.
+    StatusRequest { id: RequestId },
+    StatusReply { id: RequestId, status: NodeStatus },
+}
+
+/// How a request ended, as the client is told.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The change ran at a quorum. `state` is the register after it;
+    /// `precondition_held` is false when a CAS found another value or
+    /// version (then nothing changed and `state` is the current state).
+    Done { state: RegisterState, precondition_held: bool },
+    /// No quorum answered before the deadline. When `maybe_applied` is true
+    /// the change may or may not have taken effect (only a later read can
+    /// tell); when false, no accept carrying it was ever sent, so it did not.
+    Unavailable { maybe_applied: bool },
+    /// The node did not run the request at all; nothing changed.
+    Refused(Refusal),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    KeyTooLarge,
+    ValueTooLarge,
+    Overloaded,
+    BadTimeout,
+    /// The node is stopping.
+    ShuttingDown,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Refusal::KeyTooLarge => "key is larger than the limit",
+            Refusal::ValueTooLarge => "value is larger than the limit",
+            Refusal::Overloaded => "node is overloaded (too many requests in flight)",
+            Refusal::BadTimeout => "timeout is zero or above the limit",
+            Refusal::ShuttingDown => "node is shutting down",
+        };
+        f.write_str(text)
+    }
+}
+
+/// What a node says about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: NodeId,
+    pub keys: u64,
+    pub requests_in_flight: u64,
+    pub uptime_ms: u64,
+    pub log_bytes: u64,
+}
+
+impl Message {
+    /// The checks a decoded message must pass before any layer acts on it.
+    pub fn is_within_limits(&self) -> bool {
+        let key_ok = |k: &Key| k.0.len() <= limits::KEY_BYTES_MAX;
+        let state_ok = |s: &RegisterState| {
+            s.value.as_ref().is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX)
+        };
+        match self {
+            Message::Prepare { key, .. }
+            | Message::Accepted { key, .. }
+            | Message::Reject { key, .. } => key_ok(key),
+            Message::Promise { key, state, .. } | Message::Accept { key, state, .. } => {
+                key_ok(key) && state_ok(state)
+            }
+            // Oversized requests are answered with a refusal, not dropped.
+            Message::Request { .. } | Message::StatusRequest { .. } => true,
+            Message::Reply { outcome, .. } => match outcome {
+                Outcome::Done { state, .. } => state_ok(state),
+                _ => true,
+            },
+            Message::StatusReply { .. } => true,
+        }
+    }
+}
+
+/// The fixed part of every datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub cluster: ClusterId,
+    pub sender: NodeId,
+}
+
+/// Why a datagram was dropped. Dropping is the protocol's answer to any bad
+/// datagram; the reason is only logged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    TooShort(usize),
+    TooLong(usize),
+    BadMagic,
+    UnsupportedVersion(u8),
+    UnsupportedFlags(u8),
+    WrongCluster(ClusterId),
+    BadBody(String),
+    TrailingBytes(usize),
+    TooManyMessages(usize),
+    OverLimit,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::TooShort(n) => write!(f, "datagram of {n} bytes is shorter than a header"),
+            DecodeError::TooLong(n) => write!(f, "datagram of {n} bytes is over the limit"),
+            DecodeError::BadMagic => write!(f, "bad magic (not a paxosd datagram)"),
+            DecodeError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
+            DecodeError::UnsupportedFlags(x) => write!(f, "unsupported header flags {x:#04x}"),
+            DecodeError::WrongCluster(c) => write!(f, "datagram from another cluster ({c})"),
+            DecodeError::BadBody(e) => write!(f, "undecodable body: {e}"),
+            DecodeError::TrailingBytes(n) => write!(f, "{n} trailing bytes after the body"),
+            DecodeError::TooManyMessages(n) => write!(f, "{n} messages in one datagram"),
+            DecodeError::OverLimit => write!(f, "a message is over the size limits"),
+        }
+    }
+}
+
+fn encode_header(header: Header, out: &mut Vec<u8>) {
+    out.extend_from_slice(&MAGIC);
+    out.push(PROTOCOL_VERSION);
+    out.push(0);
+    out.extend_from_slice(&header.cluster.0.to_le_bytes());
+    out.extend_from_slice(&header.sender.0.to_le_bytes());
+}
+
+/// Encodes one message for packing with `DatagramPacker`.
+pub fn encode_message(msg: &Message) -> Vec<u8> {
+    // Serializing our own types into a Vec cannot fail; an empty body would
+    // be dropped by the receiver, never misread.
+    postcard::to_stdvec(msg).unwrap_or_default()
+}
+
+/// Encodes a whole datagram.
+pub fn encode_datagram(header: Header, messages: &[Message]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    encode_header(header, &mut out);
+    let body = postcard::to_stdvec(messages).unwrap_or_default();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Packs already-encoded messages for one destination into datagrams of at
+/// most `DATAGRAM_BYTES_MAX` bytes.
+pub fn pack_datagrams(header: Header, encoded: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut datagrams = Vec::new();
+    let mut start = 0;
+    while start < encoded.len() {
+        let mut end = start;
+        let mut size = HEADER_BYTES + 5;
+        while end < encoded.len()
+            && end - start < limits::MESSAGES_PER_DATAGRAM_MAX
+            && (end == start || size + encoded[end].len() <= limits::DATAGRAM_BYTES_MAX)
+        {
+            size += encoded[end].len();
+            end += 1;
+        }
+        let mut out = Vec::with_capacity(size);
+        encode_header(header, &mut out);
+        push_varint(&mut out, (end - start) as u64);
+        for m in &encoded[start..end] {
+            out.extend_from_slice(m);
+        }
+        datagrams.push(out);
+        start = end;
+    }
+    datagrams
+}
+
+fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Decodes and validates a datagram addressed to cluster `cluster`.
+pub fn decode_datagram(
+    cluster: ClusterId,
+    bytes: &[u8],
+) -> Result<(Header, Vec<Message>), DecodeError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(DecodeError::TooShort(bytes.len()));
+    }
+    if bytes.len() > limits::DATAGRAM_BYTES_MAX {
+        return Err(DecodeError::TooLong(bytes.len()));
+    }
+    let header = decode_header(cluster, bytes)?;
+    let (messages, rest): (Vec<Message>, &[u8]) =
+        postcard::take_from_bytes(&bytes[HEADER_BYTES..])
+            .map_err(|e| DecodeError::BadBody(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    if messages.len() > limits::MESSAGES_PER_DATAGRAM_MAX {
+        return Err(DecodeError::TooManyMessages(messages.len()));
+    }
+    if !messages.iter().all(Message::is_within_limits) {
+        return Err(DecodeError::OverLimit);
+    }
+    Ok((header, messages))
+}
+
+fn decode_header(cluster: ClusterId, bytes: &[u8]) -> Result<Header, DecodeError> {
+    let field = |range: std::ops::Range<usize>| bytes.get(range).ok_or(DecodeError::TooShort(bytes.len()));
+    if field(0..4)? != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let version = bytes[4];
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    if bytes[5] != 0 {
+        return Err(DecodeError::UnsupportedFlags(bytes[5]));
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(field(6..14)?);
+    let found = ClusterId(u64::from_le_bytes(id));
+    if found != cluster {
+        return Err(DecodeError::WrongCluster(found));
+    }
+    let mut sender = [0u8; 2];
+    sender.copy_from_slice(field(14..16)?);
+    Ok(Header { cluster: found, sender: NodeId(u16::from_le_bytes(sender)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Value, Version};
+
+    const CLUSTER: ClusterId = ClusterId(42);
+
+    fn header() -> Header {
+        Header { cluster: CLUSTER, sender: NodeId(2) }
+    }
+
+    fn sample() -> Vec<Message> {
+        let key = Key::from("k");
+        let ballot = Ballot::new(7, NodeId(2));
+        let state = RegisterState { value: Some(Value::from("v")), version: Version(3) };
+        vec![
+            Message::Prepare { key: key.clone(), ballot },
+            Message::Accept { key: key.clone(), ballot, state },
+            Message::Reject { key, ballot, promised: Ballot::new(9, NodeId(1)) },
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode_datagram(header(), &sample());
+        assert_eq!(decode_datagram(CLUSTER, &bytes), Ok((header(), sample())));
+    }
+
+    #[test]
+    fn packed_equals_whole() {
+        let encoded: Vec<Vec<u8>> = sample().iter().map(encode_message).collect();
+        let packed = pack_datagrams(header(), &encoded);
+        assert_eq!(packed, vec![encode_datagram(header(), &sample())]);
+    }
+
+    #[test]
+    fn packing_splits_at_the_size_limit() {
+        let big = Value(vec![7u8; limits::VALUE_BYTES_MAX]);
+        let state = RegisterState { value: Some(big), version: Version(1) };
+        let msg = Message::Accept { key: Key::from("k"), ballot: Ballot::new(1, NodeId(1)), state };
+        let encoded = vec![encode_message(&msg); 10];
+        let packed = pack_datagrams(header(), &encoded);
+        assert!(packed.len() > 1);
+        let mut total = 0;
+        for d in &packed {
+            assert!(d.len() <= limits::DATAGRAM_BYTES_MAX);
+            total += decode_datagram(CLUSTER, d).map(|(_, m)| m.len()).unwrap_or(0);
+        }
+        assert_eq!(total, 10);
+    }
+
+    #[test]
+    fn rejects_wrong_cluster_magic_version_and_trailing() {
+        let bytes = encode_datagram(header(), &sample());
+        assert_eq!(decode_datagram(ClusterId(1), &bytes), Err(DecodeError::WrongCluster(CLUSTER)));
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert_eq!(decode_datagram(CLUSTER, &bad), Err(DecodeError::BadMagic));
+        let mut bad = bytes.clone();
+        bad[4] = 9;
+        assert_eq!(decode_datagram(CLUSTER, &bad), Err(DecodeError::UnsupportedVersion(9)));
+        let mut bad = bytes.clone();
+        bad.push(0);
+        assert_eq!(decode_datagram(CLUSTER, &bad), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn every_truncation_is_rejected_without_panic() {
+        let bytes = encode_datagram(header(), &sample());
+        for len in 0..bytes.len() {
+            assert!(decode_datagram(CLUSTER, &bytes[..len]).is_err(), "prefix {len} accepted");
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        let good = encode_datagram(header(), &sample());
+        for i in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut bytes = if i % 2 == 0 { good.clone() } else { vec![0u8; (x % 200) as usize] };
+            for b in bytes.iter_mut().skip(if i % 2 == 0 { HEADER_BYTES } else { 0 }) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 2 == 1 || x % 8 == 0 {
+                    *b = x as u8;
+                }
+            }
+            let _ = decode_datagram(CLUSTER, &bytes);
+        }
+    }
+
+    #[test]
+    fn oversized_value_in_accept_is_rejected() {
+        let big = Value(vec![1u8; limits::VALUE_BYTES_MAX + 1]);
+        let state = RegisterState { value: Some(big), version: Version(1) };
+        let msg = Message::Accept { key: Key::from("k"), ballot: Ballot::new(1, NodeId(1)), state };
+        let bytes = encode_datagram(header(), &[msg]);
+        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit));
+    }
+}
