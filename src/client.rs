@@ -40,11 +40,16 @@ pub struct Answer {
 pub enum ClientError {
     /// No quorum within the timeout. When `maybe_applied` is true the change
     /// may or may not have taken effect.
-    NoQuorum { maybe_applied: bool, timeout: Duration },
+    NoQuorum {
+        maybe_applied: bool,
+        timeout: Duration,
+    },
     /// The request was refused without being run.
     Refused(Refusal),
     /// No node answered a status ping.
-    Unreachable { tried: Vec<NodeId> },
+    Unreachable {
+        tried: Vec<NodeId>,
+    },
     UnknownNode(NodeId),
     Io(io::Error),
 }
@@ -52,13 +57,19 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::NoQuorum { maybe_applied: true, timeout } => write!(
+            ClientError::NoQuorum {
+                maybe_applied: true,
+                timeout,
+            } => write!(
                 f,
                 "no quorum within {} ms: the outcome is unknown (the change may or may not have \
                  been applied; read the key to find out)",
                 timeout.as_millis()
             ),
-            ClientError::NoQuorum { maybe_applied: false, timeout } => write!(
+            ClientError::NoQuorum {
+                maybe_applied: false,
+                timeout,
+            } => write!(
                 f,
                 "no quorum within {} ms: the outcome is unknown to the cluster, but this change \
                  was never sent for acceptance, so it was not applied",
@@ -99,11 +110,16 @@ pub struct Client {
 impl Client {
     /// A client of the cluster in `config`. `node` pins every request to one
     /// node; otherwise the nodes are tried in turn.
-    pub fn new(config: &Config, node: Option<NodeId>, timeout: Duration) -> Result<Client, ClientError> {
+    pub fn new(
+        config: &Config,
+        node: Option<NodeId>,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
         if let Some(id) = node {
             config.node(id).ok_or(ClientError::UnknownNode(id))?;
         }
-        let nodes: Vec<(NodeId, SocketAddr)> = config.nodes.iter().map(|n| (n.id, n.address)).collect();
+        let nodes: Vec<(NodeId, SocketAddr)> =
+            config.nodes.iter().map(|n| (n.id, n.address)).collect();
         let local: SocketAddr = match nodes.first() {
             Some((_, a)) if a.is_ipv6() => "[::]:0".parse().map_err(io_invalid)?,
             _ => "0.0.0.0:0".parse().map_err(io_invalid)?,
@@ -130,11 +146,21 @@ impl Client {
         self.execute(key, Change::Put(value))
     }
 
-    pub fn cas_value(&mut self, key: &Key, expect: Option<Value>, new: Value) -> Result<Answer, ClientError> {
+    pub fn cas_value(
+        &mut self,
+        key: &Key,
+        expect: Option<Value>,
+        new: Value,
+    ) -> Result<Answer, ClientError> {
         self.execute(key, Change::CasValue { expect, new })
     }
 
-    pub fn cas_version(&mut self, key: &Key, expect: Version, new: Value) -> Result<Answer, ClientError> {
+    pub fn cas_version(
+        &mut self,
+        key: &Key,
+        expect: Version,
+        new: Value,
+    ) -> Result<Answer, ClientError> {
         self.execute(key, Change::CasVersion { expect, new })
     }
 
@@ -155,14 +181,18 @@ impl Client {
                 Attempt::Outcome(Outcome::Unavailable { maybe_applied }) => {
                     return Err(self.no_quorum(maybe_applied));
                 }
-                Attempt::Outcome(Outcome::Refused(r @ (Refusal::Overloaded | Refusal::ShuttingDown))) => {
+                Attempt::Outcome(Outcome::Refused(
+                    r @ (Refusal::Overloaded | Refusal::ShuttingDown),
+                )) => {
                     self.current = None;
                     if self.pinned.is_some() || Instant::now() >= deadline {
                         return Err(ClientError::Refused(r));
                     }
                 }
                 Attempt::Outcome(Outcome::Refused(r)) => return Err(ClientError::Refused(r)),
-                Attempt::Outcome(Outcome::Done { .. }) => unreachable!("Done is returned as Answered"),
+                Attempt::Outcome(Outcome::Done { .. }) => {
+                    unreachable!("Done is returned as Answered")
+                }
                 // A silent node may have run a write, so only reads move on.
                 Attempt::Silent if change.is_write() => return Err(self.no_quorum(true)),
                 Attempt::Silent => self.current = None,
@@ -171,12 +201,19 @@ impl Client {
     }
 
     fn no_quorum(&self, maybe_applied: bool) -> ClientError {
-        ClientError::NoQuorum { maybe_applied, timeout: self.timeout }
+        ClientError::NoQuorum {
+            maybe_applied,
+            timeout: self.timeout,
+        }
     }
 
     /// The node to use: the last one that answered, or the first that
     /// answers a status ping. `None` when time ran out.
-    fn pick_node(&mut self, deadline: Instant, tried: &mut Vec<NodeId>) -> Result<Option<usize>, ClientError> {
+    fn pick_node(
+        &mut self,
+        deadline: Instant,
+        tried: &mut Vec<NodeId>,
+    ) -> Result<Option<usize>, ClientError> {
         if let Some(id) = self.pinned {
             return Ok(self.nodes.iter().position(|(n, _)| *n == id));
         }
@@ -203,23 +240,45 @@ impl Client {
                 return Ok(Some(i));
             }
         }
-        Err(ClientError::Unreachable { tried: tried.clone() })
+        Err(ClientError::Unreachable {
+            tried: tried.clone(),
+        })
     }
 
-    fn run_at(&mut self, index: usize, key: &Key, change: &Change, deadline: Instant) -> Result<Attempt, ClientError> {
+    fn run_at(
+        &mut self,
+        index: usize,
+        key: &Key,
+        change: &Change,
+        deadline: Instant,
+    ) -> Result<Attempt, ClientError> {
         let (node, addr) = self.nodes[index];
         let id = self.fresh_id();
-        let budget = deadline.saturating_duration_since(Instant::now()).saturating_sub(REPLY_MARGIN);
-        let timeout_ms = budget.as_millis().clamp(1, limits::REQUEST_TIMEOUT_MS_MAX as u128) as u32;
-        let request = Message::Request { id, key: key.clone(), change: change.clone(), timeout_ms };
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(REPLY_MARGIN);
+        let timeout_ms = budget
+            .as_millis()
+            .clamp(1, limits::REQUEST_TIMEOUT_MS_MAX as u128) as u32;
+        let request = Message::Request {
+            id,
+            key: key.clone(),
+            change: change.clone(),
+            timeout_ms,
+        };
         let reply = self.exchange(addr, &request, deadline, |m| match m {
             Message::Reply { id: rid, outcome } if rid == id => Some(outcome),
             _ => None,
         })?;
         Ok(match reply {
-            Some(Outcome::Done { state, precondition_held }) => {
-                Attempt::Answered(Answer { state, precondition_held, node })
-            }
+            Some(Outcome::Done {
+                state,
+                precondition_held,
+            }) => Attempt::Answered(Answer {
+                state,
+                precondition_held,
+                node,
+            }),
             Some(other) => Attempt::Outcome(other),
             None => Attempt::Silent,
         })
@@ -228,7 +287,12 @@ impl Client {
     /// Asks every node (or the pinned one) for its status.
     pub fn status_all(&mut self) -> Vec<(NodeId, SocketAddr, Result<NodeStatus, ClientError>)> {
         let indexes: Vec<usize> = match self.pinned {
-            Some(id) => self.nodes.iter().position(|(n, _)| *n == id).into_iter().collect(),
+            Some(id) => self
+                .nodes
+                .iter()
+                .position(|(n, _)| *n == id)
+                .into_iter()
+                .collect(),
             None => (0..self.nodes.len()).collect(),
         };
         let timeout = self.timeout.min(Duration::from_secs(1));
@@ -242,10 +306,15 @@ impl Client {
         let (node, addr) = self.nodes[index];
         let id = self.fresh_id();
         let deadline = Instant::now() + timeout;
-        let reply = self.exchange(addr, &Message::StatusRequest { id }, deadline, |m| match m {
-            Message::StatusReply { id: rid, status } if rid == id => Some(status),
-            _ => None,
-        })?;
+        let reply = self.exchange(
+            addr,
+            &Message::StatusRequest { id },
+            deadline,
+            |m| match m {
+                Message::StatusReply { id: rid, status } if rid == id => Some(status),
+                _ => None,
+            },
+        )?;
         reply.ok_or(ClientError::Unreachable { tried: vec![node] })
     }
 
@@ -258,7 +327,10 @@ impl Client {
         deadline: Instant,
         pick: impl Fn(Message) -> Option<T>,
     ) -> Result<Option<T>, ClientError> {
-        let header = Header { cluster: self.cluster, sender: NodeId::CLIENT };
+        let header = Header {
+            cluster: self.cluster,
+            sender: NodeId::CLIENT,
+        };
         let datagram = wire::encode_datagram(header, std::slice::from_ref(msg));
         let mut next_send = Instant::now();
         loop {
@@ -271,7 +343,10 @@ impl Client {
                 let _ = self.socket.send_to(&datagram, addr);
                 next_send = now + RETRANSMIT_INTERVAL;
             }
-            let wait = next_send.min(deadline).saturating_duration_since(now).max(Duration::from_millis(1));
+            let wait = next_send
+                .min(deadline)
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
             self.socket.set_read_timeout(Some(wait))?;
             let (len, from) = match self.socket.recv_from(&mut self.buf) {
                 Ok(received) => received,
@@ -306,7 +381,10 @@ enum Attempt {
 fn is_timeout_or_refused(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused
+        io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionRefused
     )
 }
 

@@ -9,12 +9,12 @@
 use crate::config::{Config, NodeConfig};
 use crate::core::{Envelope, Node, ReqHandle};
 use crate::limits;
+use crate::storage::Storage;
 use crate::storage::identity::{self, Identity, IdentityError};
 use crate::storage::log::{LogError, LogFile};
-use crate::storage::Storage;
 use crate::types::{NodeId, RequestId, Time};
 use crate::wire::{self, Header, Message, NodeStatus, Outcome};
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 use mio::net::{UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, VecDeque};
@@ -34,6 +34,7 @@ const POLL_TIMEOUT_MAX: Duration = Duration::from_millis(500);
 pub enum DriverError {
     UnknownNode(NodeId),
     NoParentDir(std::path::PathBuf),
+    LostLog(std::path::PathBuf),
     Identity(IdentityError),
     Log(LogError),
     Io { what: String, error: io::Error },
@@ -47,6 +48,13 @@ impl fmt::Display for DriverError {
                 f,
                 "the parent of data dir {} does not exist; create it or fix data_dir",
                 dir.display()
+            ),
+            DriverError::LostLog(path) => write!(
+                f,
+                "{} was missing or empty although the data dir has an identity marker: this \
+                 node's acceptor state is lost, and it refuses to vote on a blank memory (see \
+                 \"Replacing a node's data\" in the README)",
+                path.display()
             ),
             DriverError::Identity(e) => write!(f, "{e}"),
             DriverError::Log(e) => write!(f, "{e}"),
@@ -128,13 +136,32 @@ pub struct Driver {
 impl Driver {
     /// Checks the data dir, recovers the log and binds the socket.
     pub fn open(config: Config, options: &Options) -> Result<Driver, DriverError> {
-        let me = config.node(options.id).cloned().ok_or(DriverError::UnknownNode(options.id))?;
-        let parent_ok = me.data_dir.parent().is_none_or(|p| p.as_os_str().is_empty() || p.is_dir());
+        let me = config
+            .node(options.id)
+            .cloned()
+            .ok_or(DriverError::UnknownNode(options.id))?;
+        let parent_ok = me
+            .data_dir
+            .parent()
+            .is_none_or(|p| p.as_os_str().is_empty() || p.is_dir());
         if !parent_ok {
             return Err(DriverError::NoParentDir(me.data_dir.clone()));
         }
-        let expected = Identity { cluster_id: config.cluster_id, node_id: me.id };
-        identity::check_or_create(&me.data_dir, expected, options.bootstrap).map_err(DriverError::Identity)?;
+        let expected = Identity {
+            cluster_id: config.cluster_id,
+            node_id: me.id,
+        };
+        let marker = me.data_dir.join(identity::IDENTITY_FILE_NAME);
+        let had_marker = marker.exists();
+        identity::check_or_create(&me.data_dir, expected, options.bootstrap)
+            .map_err(DriverError::Identity)?;
+        // A marker without a log means the log was deleted: this node may
+        // have voted before and forgotten it, so it must not vote now.
+        let log_path = me.data_dir.join(crate::storage::log::LOG_FILE_NAME);
+        let log_len = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+        if had_marker && log_len == 0 {
+            return Err(DriverError::LostLog(log_path));
+        }
         let (log, recovered) = LogFile::open(&me.data_dir).map_err(DriverError::Log)?;
         info!(
             "node {}: recovered {} records ({} bytes) from {}",
@@ -168,7 +195,10 @@ impl Driver {
 
     /// Runs until SIGTERM or SIGINT, or until storage fails.
     pub fn run(mut self) -> Result<(), DriverError> {
-        info!("node {} serving on {} (cluster {})", self.me.id, self.me.address, self.config.cluster_id);
+        info!(
+            "node {} serving on {} (cluster {})",
+            self.me.id, self.me.address, self.config.cluster_id
+        );
         let mut events = Events::with_capacity(64);
         while !self.stopping {
             let timeout = self.poll_timeout();
@@ -176,7 +206,10 @@ impl Driver {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(DriverError::Io { what: "poll".into(), error: e });
+                return Err(DriverError::Io {
+                    what: "poll".into(),
+                    error: e,
+                });
             }
             for event in events.iter() {
                 match event.token() {
@@ -191,7 +224,11 @@ impl Driver {
             }
             self.commit_turn()?;
         }
-        info!("node {}: stopping, answering {} requests in flight", self.me.id, self.node.requests_in_flight());
+        info!(
+            "node {}: stopping, answering {} requests in flight",
+            self.me.id,
+            self.node.requests_in_flight()
+        );
         self.node.shutdown();
         self.commit_turn()?;
         info!("node {} stopped", self.me.id);
@@ -266,26 +303,41 @@ impl Driver {
 
     fn drop_datagram(&mut self, from: SocketAddr, why: &str) {
         self.dropped += 1;
-        debug!("dropped datagram from {from}: {why} ({} dropped so far)", self.dropped);
+        debug!(
+            "dropped datagram from {from}: {why} ({} dropped so far)",
+            self.dropped
+        );
     }
 
     fn handle_client_message(&mut self, addr: SocketAddr, msg: Message) {
         match msg {
-            Message::Request { id, key, change, timeout_ms } => {
+            Message::Request {
+                id,
+                key,
+                change,
+                timeout_ms,
+            } => {
                 let client = ClientRef { addr, id };
                 if self.clients.in_flight.contains_key(&client) {
                     return; // a retransmission of a request still running
                 }
                 if let Some(outcome) = self.clients.replies.get(&client).cloned() {
-                    return self.send_to(addr, vec![wire::encode_message(&Message::Reply { id, outcome })]);
+                    return self.send_to(
+                        addr,
+                        vec![wire::encode_message(&Message::Reply { id, outcome })],
+                    );
                 }
                 let handle = self.clients.start(client);
                 let now = self.now();
-                self.node.handle_request(now, handle, key, change, u64::from(timeout_ms));
+                self.node
+                    .handle_request(now, handle, key, change, u64::from(timeout_ms));
             }
             Message::StatusRequest { id } => {
                 let status = self.status();
-                self.send_to(addr, vec![wire::encode_message(&Message::StatusReply { id, status })]);
+                self.send_to(
+                    addr,
+                    vec![wire::encode_message(&Message::StatusReply { id, status })],
+                );
             }
             _ => self.drop_datagram(addr, "a client sent a peer message"),
         }
@@ -326,8 +378,14 @@ impl Driver {
             return Ok(());
         }
         let before = self.log.len_bytes();
-        self.log.compact(self.node.live_records()).map_err(DriverError::Log)?;
-        info!("compacted {}: {before} -> {} bytes", self.log.path().display(), self.log.len_bytes());
+        self.log
+            .compact(self.node.live_records())
+            .map_err(DriverError::Log)?;
+        info!(
+            "compacted {}: {before} -> {} bytes",
+            self.log.path().display(),
+            self.log.len_bytes()
+        );
         Ok(())
     }
 
@@ -340,11 +398,20 @@ impl Driver {
                     None => continue,
                 },
                 Envelope::Client(handle, outcome) => match self.clients.finish(handle, &outcome) {
-                    Some(client) => (client.addr, Message::Reply { id: client.id, outcome }),
+                    Some(client) => (
+                        client.addr,
+                        Message::Reply {
+                            id: client.id,
+                            outcome,
+                        },
+                    ),
                     None => continue,
                 },
             };
-            by_dest.entry(addr).or_default().push(wire::encode_message(&msg));
+            by_dest
+                .entry(addr)
+                .or_default()
+                .push(wire::encode_message(&msg));
         }
         for (addr, encoded) in by_dest {
             self.send_to(addr, encoded);
@@ -352,7 +419,10 @@ impl Driver {
     }
 
     fn send_to(&mut self, addr: SocketAddr, encoded: Vec<Vec<u8>>) {
-        let header = Header { cluster: self.config.cluster_id, sender: self.me.id };
+        let header = Header {
+            cluster: self.config.cluster_id,
+            sender: self.me.id,
+        };
         for datagram in wire::pack_datagrams(header, &encoded) {
             match self.socket.send_to(&datagram, addr) {
                 Ok(_) => {}
@@ -395,13 +465,19 @@ fn bind(addr: SocketAddr) -> Result<UdpSocket, DriverError> {
 
 fn setup_poll(socket: &mut UdpSocket) -> Result<(UnixStream, Poll), DriverError> {
     let poll = Poll::new().map_err(io_err("cannot create poll"))?;
-    let (mut read_end, write_end) = UnixStream::pair().map_err(io_err("cannot create signal pipe"))?;
+    let (mut read_end, write_end) =
+        UnixStream::pair().map_err(io_err("cannot create signal pipe"))?;
     let std_write = unix_stream_to_std(write_end)?;
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        let write = std_write.try_clone().map_err(io_err("cannot clone signal pipe"))?;
-        signal_hook::low_level::pipe::register(signal, write).map_err(io_err("cannot register signal handler"))?;
+        let write = std_write
+            .try_clone()
+            .map_err(io_err("cannot clone signal pipe"))?;
+        signal_hook::low_level::pipe::register(signal, write)
+            .map_err(io_err("cannot register signal handler"))?;
     }
-    poll.registry().register(socket, SOCKET, Interest::READABLE).map_err(io_err("cannot register socket"))?;
+    poll.registry()
+        .register(socket, SOCKET, Interest::READABLE)
+        .map_err(io_err("cannot register socket"))?;
     poll.registry()
         .register(&mut read_end, SIGNALS, Interest::READABLE)
         .map_err(io_err("cannot register signal pipe"))?;
@@ -420,6 +496,10 @@ fn os_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.finish()
 }

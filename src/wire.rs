@@ -31,24 +31,56 @@ const _: () = assert!(HEADER_BYTES <= limits::HEADER_BYTES_MAX);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// Phase 1a: promise not to accept below `ballot`; tell me what you accepted.
-    Prepare { key: Key, ballot: Ballot },
+    Prepare {
+        key: Key,
+        ballot: Ballot,
+    },
     /// Phase 1b: promised `ballot`; `accepted` is `Ballot::ZERO` if nothing was.
-    Promise { key: Key, ballot: Ballot, accepted: Ballot, state: RegisterState },
+    Promise {
+        key: Key,
+        ballot: Ballot,
+        accepted: Ballot,
+        state: RegisterState,
+    },
     /// Phase 2a: accept `state` at `ballot`.
-    Accept { key: Key, ballot: Ballot, state: RegisterState },
+    Accept {
+        key: Key,
+        ballot: Ballot,
+        state: RegisterState,
+    },
     /// Phase 2b: accepted `ballot`.
-    Accepted { key: Key, ballot: Ballot },
+    Accepted {
+        key: Key,
+        ballot: Ballot,
+    },
     /// Refusal of a prepare or accept at `ballot`: the acceptor has promised
     /// `promised`, which the proposer must exceed.
-    Reject { key: Key, ballot: Ballot, promised: Ballot },
+    Reject {
+        key: Key,
+        ballot: Ballot,
+        promised: Ballot,
+    },
     /// A client asks for `change` to be applied to `key`, giving up after
     /// `timeout_ms`.
-    Request { id: RequestId, key: Key, change: Change, timeout_ms: u32 },
+    Request {
+        id: RequestId,
+        key: Key,
+        change: Change,
+        timeout_ms: u32,
+    },
     /// The answer to a request.
-    Reply { id: RequestId, outcome: Outcome },
+    Reply {
+        id: RequestId,
+        outcome: Outcome,
+    },
     /// A client asks who the node is.
-    StatusRequest { id: RequestId },
-    StatusReply { id: RequestId, status: NodeStatus },
+    StatusRequest {
+        id: RequestId,
+    },
+    StatusReply {
+        id: RequestId,
+        status: NodeStatus,
+    },
 }
 
 /// How a request ended, as the client is told.
@@ -57,7 +89,10 @@ pub enum Outcome {
     /// The change ran at a quorum. `state` is the register after it;
     /// `precondition_held` is false when a CAS found another value or
     /// version (then nothing changed and `state` is the current state).
-    Done { state: RegisterState, precondition_held: bool },
+    Done {
+        state: RegisterState,
+        precondition_held: bool,
+    },
     /// No quorum answered before the deadline. When `maybe_applied` is true
     /// the change may or may not have taken effect (only a later read can
     /// tell); when false, no accept carrying it was ever sent, so it did not.
@@ -104,7 +139,9 @@ impl Message {
     pub fn is_within_limits(&self) -> bool {
         let key_ok = |k: &Key| k.0.len() <= limits::KEY_BYTES_MAX;
         let state_ok = |s: &RegisterState| {
-            s.value.as_ref().is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX)
+            s.value
+                .as_ref()
+                .is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX)
         };
         match self {
             Message::Prepare { key, .. }
@@ -235,9 +272,8 @@ pub fn decode_datagram(
         return Err(DecodeError::TooLong(bytes.len()));
     }
     let header = decode_header(cluster, bytes)?;
-    let (messages, rest): (Vec<Message>, &[u8]) =
-        postcard::take_from_bytes(&bytes[HEADER_BYTES..])
-            .map_err(|e| DecodeError::BadBody(e.to_string()))?;
+    let (messages, rest): (Vec<Message>, &[u8]) = postcard::take_from_bytes(&bytes[HEADER_BYTES..])
+        .map_err(|e| DecodeError::BadBody(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
@@ -251,7 +287,8 @@ pub fn decode_datagram(
 }
 
 fn decode_header(cluster: ClusterId, bytes: &[u8]) -> Result<Header, DecodeError> {
-    let field = |range: std::ops::Range<usize>| bytes.get(range).ok_or(DecodeError::TooShort(bytes.len()));
+    let field =
+        |range: std::ops::Range<usize>| bytes.get(range).ok_or(DecodeError::TooShort(bytes.len()));
     if field(0..4)? != MAGIC {
         return Err(DecodeError::BadMagic);
     }
@@ -270,7 +307,10 @@ fn decode_header(cluster: ClusterId, bytes: &[u8]) -> Result<Header, DecodeError
     }
     let mut sender = [0u8; 2];
     sender.copy_from_slice(field(14..16)?);
-    Ok(Header { cluster: found, sender: NodeId(u16::from_le_bytes(sender)) })
+    Ok(Header {
+        cluster: found,
+        sender: NodeId(u16::from_le_bytes(sender)),
+    })
 }
 
 #[cfg(test)]
@@ -281,17 +321,34 @@ mod tests {
     const CLUSTER: ClusterId = ClusterId(42);
 
     fn header() -> Header {
-        Header { cluster: CLUSTER, sender: NodeId(2) }
+        Header {
+            cluster: CLUSTER,
+            sender: NodeId(2),
+        }
     }
 
     fn sample() -> Vec<Message> {
         let key = Key::from("k");
         let ballot = Ballot::new(7, NodeId(2));
-        let state = RegisterState { value: Some(Value::from("v")), version: Version(3) };
+        let state = RegisterState {
+            value: Some(Value::from("v")),
+            version: Version(3),
+        };
         vec![
-            Message::Prepare { key: key.clone(), ballot },
-            Message::Accept { key: key.clone(), ballot, state },
-            Message::Reject { key, ballot, promised: Ballot::new(9, NodeId(1)) },
+            Message::Prepare {
+                key: key.clone(),
+                ballot,
+            },
+            Message::Accept {
+                key: key.clone(),
+                ballot,
+                state,
+            },
+            Message::Reject {
+                key,
+                ballot,
+                promised: Ballot::new(9, NodeId(1)),
+            },
         ]
     }
 
@@ -311,15 +368,24 @@ mod tests {
     #[test]
     fn packing_splits_at_the_size_limit() {
         let big = Value(vec![7u8; limits::VALUE_BYTES_MAX]);
-        let state = RegisterState { value: Some(big), version: Version(1) };
-        let msg = Message::Accept { key: Key::from("k"), ballot: Ballot::new(1, NodeId(1)), state };
+        let state = RegisterState {
+            value: Some(big),
+            version: Version(1),
+        };
+        let msg = Message::Accept {
+            key: Key::from("k"),
+            ballot: Ballot::new(1, NodeId(1)),
+            state,
+        };
         let encoded = vec![encode_message(&msg); 10];
         let packed = pack_datagrams(header(), &encoded);
         assert!(packed.len() > 1);
         let mut total = 0;
         for d in &packed {
             assert!(d.len() <= limits::DATAGRAM_BYTES_MAX);
-            total += decode_datagram(CLUSTER, d).map(|(_, m)| m.len()).unwrap_or(0);
+            total += decode_datagram(CLUSTER, d)
+                .map(|(_, m)| m.len())
+                .unwrap_or(0);
         }
         assert_eq!(total, 10);
     }
@@ -327,23 +393,35 @@ mod tests {
     #[test]
     fn rejects_wrong_cluster_magic_version_and_trailing() {
         let bytes = encode_datagram(header(), &sample());
-        assert_eq!(decode_datagram(ClusterId(1), &bytes), Err(DecodeError::WrongCluster(CLUSTER)));
+        assert_eq!(
+            decode_datagram(ClusterId(1), &bytes),
+            Err(DecodeError::WrongCluster(CLUSTER))
+        );
         let mut bad = bytes.clone();
         bad[0] = b'X';
         assert_eq!(decode_datagram(CLUSTER, &bad), Err(DecodeError::BadMagic));
         let mut bad = bytes.clone();
         bad[4] = 9;
-        assert_eq!(decode_datagram(CLUSTER, &bad), Err(DecodeError::UnsupportedVersion(9)));
+        assert_eq!(
+            decode_datagram(CLUSTER, &bad),
+            Err(DecodeError::UnsupportedVersion(9))
+        );
         let mut bad = bytes.clone();
         bad.push(0);
-        assert_eq!(decode_datagram(CLUSTER, &bad), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(
+            decode_datagram(CLUSTER, &bad),
+            Err(DecodeError::TrailingBytes(1))
+        );
     }
 
     #[test]
     fn every_truncation_is_rejected_without_panic() {
         let bytes = encode_datagram(header(), &sample());
         for len in 0..bytes.len() {
-            assert!(decode_datagram(CLUSTER, &bytes[..len]).is_err(), "prefix {len} accepted");
+            assert!(
+                decode_datagram(CLUSTER, &bytes[..len]).is_err(),
+                "prefix {len} accepted"
+            );
         }
     }
 
@@ -355,8 +433,15 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let mut bytes = if i % 2 == 0 { good.clone() } else { vec![0u8; (x % 200) as usize] };
-            for b in bytes.iter_mut().skip(if i % 2 == 0 { HEADER_BYTES } else { 0 }) {
+            let mut bytes = if i % 2 == 0 {
+                good.clone()
+            } else {
+                vec![0u8; (x % 200) as usize]
+            };
+            for b in bytes
+                .iter_mut()
+                .skip(if i % 2 == 0 { HEADER_BYTES } else { 0 })
+            {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
@@ -371,9 +456,19 @@ mod tests {
     #[test]
     fn oversized_value_in_accept_is_rejected() {
         let big = Value(vec![1u8; limits::VALUE_BYTES_MAX + 1]);
-        let state = RegisterState { value: Some(big), version: Version(1) };
-        let msg = Message::Accept { key: Key::from("k"), ballot: Ballot::new(1, NodeId(1)), state };
+        let state = RegisterState {
+            value: Some(big),
+            version: Version(1),
+        };
+        let msg = Message::Accept {
+            key: Key::from("k"),
+            ballot: Ballot::new(1, NodeId(1)),
+            state,
+        };
         let bytes = encode_datagram(header(), &[msg]);
-        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit));
+        assert_eq!(
+            decode_datagram(CLUSTER, &bytes),
+            Err(DecodeError::OverLimit)
+        );
     }
 }

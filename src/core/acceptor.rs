@@ -95,10 +95,19 @@ impl Acceptor {
             state: slot.state.clone(),
         };
         if ballot == slot.promised {
-            return Vote { reply, record: None };
+            return Vote {
+                reply,
+                record: None,
+            };
         }
-        let new = Slot { promised: ballot, ..slot };
-        Vote { reply, record: Some(self.store(key, new)) }
+        let new = Slot {
+            promised: ballot,
+            ..slot
+        };
+        Vote {
+            reply,
+            record: Some(self.store(key, new)),
+        }
     }
 
     /// Phase 2: accept `state` at `ballot` unless a higher ballot was
@@ -108,12 +117,25 @@ impl Acceptor {
         if ballot < slot.promised && !self.accepts_below_promise() {
             return reject(key, ballot, slot.promised);
         }
-        let reply = Message::Accepted { key: key.clone(), ballot };
+        let reply = Message::Accepted {
+            key: key.clone(),
+            ballot,
+        };
         if slot.accepted == ballot && slot.state == *state {
-            return Vote { reply, record: None };
+            return Vote {
+                reply,
+                record: None,
+            };
         }
-        let new = Slot { promised: ballot.max(slot.promised), accepted: ballot, state: state.clone() };
-        Vote { reply, record: Some(self.store(key, new)) }
+        let new = Slot {
+            promised: ballot.max(slot.promised),
+            accepted: ballot,
+            state: state.clone(),
+        };
+        Vote {
+            reply,
+            record: Some(self.store(key, new)),
+        }
     }
 
     fn store(&mut self, key: &Key, new: Slot) -> Record {
@@ -140,7 +162,14 @@ impl Acceptor {
 }
 
 fn reject(key: &Key, ballot: Ballot, promised: Ballot) -> Vote {
-    Vote { reply: Message::Reject { key: key.clone(), ballot, promised }, record: None }
+    Vote {
+        reply: Message::Reject {
+            key: key.clone(),
+            ballot,
+            promised,
+        },
+        record: None,
+    }
 }
 
 #[cfg(test)]
@@ -157,11 +186,19 @@ mod tests {
     }
 
     fn st(v: &str, version: u64) -> RegisterState {
-        RegisterState { value: Some(Value::from(v)), version: Version(version) }
+        RegisterState {
+            value: Some(Value::from(v)),
+            version: Version(version),
+        }
     }
 
     fn slot_record(promised: Ballot, accepted: Ballot, state: RegisterState) -> Option<Record> {
-        Some(Record::Slot { key: k(), promised, accepted, state })
+        Some(Record::Slot {
+            key: k(),
+            promised,
+            accepted,
+            state,
+        })
     }
 
     #[test]
@@ -189,7 +226,14 @@ mod tests {
         let vote = a.handle_prepare(&k(), b(4, 3));
         assert_eq!(
             vote,
-            Vote { reply: Message::Reject { key: k(), ballot: b(4, 3), promised: b(5, 2) }, record: None }
+            Vote {
+                reply: Message::Reject {
+                    key: k(),
+                    ballot: b(4, 3),
+                    promised: b(5, 2)
+                },
+                record: None
+            }
         );
         // Same round, lower node id: still lower.
         let vote = a.handle_prepare(&k(), b(5, 1));
@@ -212,7 +256,12 @@ mod tests {
         let vote = a.handle_prepare(&k(), b(4, 2));
         assert_eq!(
             vote.reply,
-            Message::Promise { key: k(), ballot: b(4, 2), accepted: b(3, 1), state: st("x", 1) }
+            Message::Promise {
+                key: k(),
+                ballot: b(4, 2),
+                accepted: b(3, 1),
+                state: st("x", 1)
+            }
         );
         assert_eq!(vote.record, slot_record(b(4, 2), b(3, 1), st("x", 1)));
     }
@@ -222,7 +271,13 @@ mod tests {
         let mut a = Acceptor::new();
         a.handle_prepare(&k(), b(3, 1));
         let vote = a.handle_accept(&k(), b(3, 1), &st("x", 1));
-        assert_eq!(vote.reply, Message::Accepted { key: k(), ballot: b(3, 1) });
+        assert_eq!(
+            vote.reply,
+            Message::Accepted {
+                key: k(),
+                ballot: b(3, 1)
+            }
+        );
         assert_eq!(vote.record, slot_record(b(3, 1), b(3, 1), st("x", 1)));
         // A higher accept without a prepare raises the promise too.
         let vote = a.handle_accept(&k(), b(6, 2), &st("y", 2));
@@ -237,10 +292,24 @@ mod tests {
         let vote = a.handle_accept(&k(), b(4, 2), &st("y", 2));
         assert_eq!(
             vote,
-            Vote { reply: Message::Reject { key: k(), ballot: b(4, 2), promised: b(5, 3) }, record: None }
+            Vote {
+                reply: Message::Reject {
+                    key: k(),
+                    ballot: b(4, 2),
+                    promised: b(5, 3)
+                },
+                record: None
+            }
         );
         let slot = a.slot(&k()).cloned();
-        assert_eq!(slot, Some(Slot { promised: b(5, 3), accepted: b(2, 1), state: st("x", 1) }));
+        assert_eq!(
+            slot,
+            Some(Slot {
+                promised: b(5, 3),
+                accepted: b(2, 1),
+                state: st("x", 1)
+            })
+        );
     }
 
     #[test]
@@ -248,7 +317,16 @@ mod tests {
         let mut a = Acceptor::new();
         a.handle_accept(&k(), b(2, 1), &st("x", 1));
         let vote = a.handle_accept(&k(), b(2, 1), &st("x", 1));
-        assert_eq!(vote, Vote { reply: Message::Accepted { key: k(), ballot: b(2, 1) }, record: None });
+        assert_eq!(
+            vote,
+            Vote {
+                reply: Message::Accepted {
+                    key: k(),
+                    ballot: b(2, 1)
+                },
+                record: None
+            }
+        );
     }
 
     #[test]

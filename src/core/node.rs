@@ -37,7 +37,11 @@ impl Ready {
 
     /// The messages, when no record needs syncing first.
     pub fn release_if_nothing_to_sync(self) -> Result<Vec<Envelope>, Ready> {
-        if self.records.is_empty() { Ok(self.messages) } else { Err(self) }
+        if self.records.is_empty() {
+            Ok(self.messages)
+        } else {
+            Err(self)
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -65,7 +69,9 @@ impl Rounds {
         self.next += 1;
         if round >= self.limit {
             self.limit = round + limits::ROUND_BLOCK;
-            records.push(Record::RoundsReserved { round_limit: self.limit });
+            records.push(Record::RoundsReserved {
+                round_limit: self.limit,
+            });
         }
         round
     }
@@ -106,9 +112,21 @@ impl Node {
         let mut rounds = Rounds { next: 1, limit: 1 };
         for record in records {
             match record {
-                Record::Slot { key, promised, accepted, state } => {
+                Record::Slot {
+                    key,
+                    promised,
+                    accepted,
+                    state,
+                } => {
                     rounds.observe(promised.round);
-                    acceptor.restore(key, Slot { promised, accepted, state });
+                    acceptor.restore(
+                        key,
+                        Slot {
+                            promised,
+                            accepted,
+                            state,
+                        },
+                    );
                 }
                 // Skip the rest of the reserved block: ballots in it may have
                 // been sent before the restart.
@@ -145,7 +163,9 @@ impl Node {
     /// Every durable fact of this node, for compacting the log: each key's
     /// slot and the round reservation.
     pub fn live_records(&self) -> impl Iterator<Item = Record> + '_ {
-        let rounds = Record::RoundsReserved { round_limit: self.rounds.limit };
+        let rounds = Record::RoundsReserved {
+            round_limit: self.rounds.limit,
+        };
         self.acceptor.live_records().chain(std::iter::once(rounds))
     }
 
@@ -161,12 +181,22 @@ impl Node {
     /// The earliest time at which `handle_timeout` has work to do.
     pub fn next_deadline(&self) -> Option<Time> {
         let proposals = self.proposals.values().map(Proposal::wake_at);
-        let queued = self.queued.values().flat_map(|q| q.iter().map(|r| r.deadline));
+        let queued = self
+            .queued
+            .values()
+            .flat_map(|q| q.iter().map(|r| r.deadline));
         proposals.chain(queued).min()
     }
 
     /// A client asks for `change` on `key`, to be answered within `timeout_ms`.
-    pub fn handle_request(&mut self, now: Time, handle: ReqHandle, key: Key, change: Change, timeout_ms: u64) {
+    pub fn handle_request(
+        &mut self,
+        now: Time,
+        handle: ReqHandle,
+        key: Key,
+        change: Change,
+        timeout_ms: u64,
+    ) {
         if let Some(refusal) = self.refusal(&key, &change, timeout_ms) {
             self.reply(handle, Outcome::Refused(refusal));
             return;
@@ -175,7 +205,11 @@ impl Node {
         let deadline = now.plus_millis(timeout_ms);
         if self.proposals.contains_key(&key) {
             let queue = self.queued.entry(key).or_default();
-            queue.push_back(Queued { handle, change, deadline });
+            queue.push_back(Queued {
+                handle,
+                change,
+                deadline,
+            });
             return;
         }
         let proposal = Proposal::new(key.clone(), handle, change, now, deadline);
@@ -185,7 +219,10 @@ impl Node {
     }
 
     fn refusal(&self, key: &Key, change: &Change, timeout_ms: u64) -> Option<Refusal> {
-        let queue_full = self.queued.get(key).is_some_and(|q| q.len() >= limits::REQUESTS_QUEUED_PER_KEY_MAX);
+        let queue_full = self
+            .queued
+            .get(key)
+            .is_some_and(|q| q.len() >= limits::REQUESTS_QUEUED_PER_KEY_MAX);
         if key.0.len() > limits::KEY_BYTES_MAX {
             Some(Refusal::KeyTooLarge)
         } else if change.value_bytes() > limits::VALUE_BYTES_MAX {
@@ -221,7 +258,12 @@ impl Node {
                 let vote = self.acceptor.handle_accept(&key, ballot, &state);
                 self.vote(from, vote);
             }
-            Message::Promise { key, ballot, accepted, state } => {
+            Message::Promise {
+                key,
+                ballot,
+                accepted,
+                state,
+            } => {
                 self.rounds.observe(accepted.round);
                 self.with_proposal(now, &key, |p, ctx| {
                     p.on_promise(now, from, ballot, accepted, &state, ctx);
@@ -231,7 +273,11 @@ impl Node {
             Message::Accepted { key, ballot } => {
                 self.with_proposal(now, &key, |p, _| p.on_accepted(from, ballot));
             }
-            Message::Reject { key, ballot, promised } => {
+            Message::Reject {
+                key,
+                ballot,
+                promised,
+            } => {
                 self.rounds.observe(promised.round);
                 self.with_proposal(now, &key, |p, ctx| p.on_reject(now, from, ballot, ctx.rng));
             }
@@ -277,7 +323,12 @@ impl Node {
         self.queued.retain(|_, q| !q.is_empty());
         for handle in expired {
             self.requests -= 1;
-            self.reply(handle, Outcome::Unavailable { maybe_applied: false });
+            self.reply(
+                handle,
+                Outcome::Unavailable {
+                    maybe_applied: false,
+                },
+            );
         }
     }
 
@@ -297,7 +348,12 @@ impl Node {
 
     /// Runs `f` on the proposal for `key` (if any), then starts attempts that
     /// need a ballot and finishes the proposal if `f` says it is over.
-    fn with_proposal(&mut self, now: Time, key: &Key, f: impl FnOnce(&mut Proposal, &mut Ctx<'_>) -> Progress) {
+    fn with_proposal(
+        &mut self,
+        now: Time,
+        key: &Key,
+        f: impl FnOnce(&mut Proposal, &mut Ctx<'_>) -> Progress,
+    ) {
         let Some(mut proposal) = self.proposals.remove(key) else {
             return;
         };
