@@ -46,14 +46,8 @@ impl Change {
             Change::CasValue { new, .. } | Change::CasVersion { new, .. } => Some(new.clone()),
             Change::Delete => None,
         };
-        let state = RegisterState {
-            value: new_value,
-            version: Version(current.version.0 + 1),
-        };
-        Applied {
-            state,
-            precondition_held: true,
-        }
+        let state = RegisterState { value: new_value, version: Version(current.version.0 + 1) };
+        Applied { state, precondition_held: true }
     }
 
     /// Whether applying this change can alter the state (used to decide
@@ -67,18 +61,13 @@ impl Change {
         match self {
             Change::Read | Change::Delete => 0,
             Change::Put(v) | Change::CasVersion { new: v, .. } => v.0.len(),
-            Change::CasValue { expect, new } => {
-                new.0.len().max(expect.as_ref().map_or(0, |e| e.0.len()))
-            }
+            Change::CasValue { expect, new } => new.0.len().max(expect.as_ref().map_or(0, |e| e.0.len())),
         }
     }
 }
 
 fn unchanged(current: &RegisterState, held: bool) -> Applied {
-    Applied {
-        state: current.clone(),
-        precondition_held: held,
-    }
+    Applied { state: current.clone(), precondition_held: held }
 }
 
 #[cfg(test)]
@@ -86,25 +75,16 @@ mod tests {
     use super::*;
 
     fn st(value: Option<&str>, version: u64) -> RegisterState {
-        RegisterState {
-            value: value.map(Value::from),
-            version: Version(version),
-        }
+        RegisterState { value: value.map(Value::from), version: Version(version) }
     }
 
     fn applied(state: RegisterState, held: bool) -> Applied {
-        Applied {
-            state,
-            precondition_held: held,
-        }
+        Applied { state, precondition_held: held }
     }
 
     #[test]
     fn read_is_identity() {
-        assert_eq!(
-            Change::Read.apply(&st(Some("a"), 3)),
-            applied(st(Some("a"), 3), true)
-        );
+        assert_eq!(Change::Read.apply(&st(Some("a"), 3)), applied(st(Some("a"), 3), true));
         assert_eq!(Change::Read.apply(&st(None, 0)), applied(st(None, 0), true));
     }
 
@@ -117,10 +97,7 @@ mod tests {
 
     #[test]
     fn cas_value_matches_or_leaves_state() {
-        let c = Change::CasValue {
-            expect: Some(Value::from("a")),
-            new: Value::from("b"),
-        };
+        let c = Change::CasValue { expect: Some(Value::from("a")), new: Value::from("b") };
         assert_eq!(c.apply(&st(Some("a"), 3)), applied(st(Some("b"), 4), true));
         assert_eq!(c.apply(&st(Some("x"), 3)), applied(st(Some("x"), 3), false));
         assert_eq!(c.apply(&st(None, 5)), applied(st(None, 5), false));
@@ -128,42 +105,27 @@ mod tests {
 
     #[test]
     fn cas_value_expecting_absent() {
-        let c = Change::CasValue {
-            expect: None,
-            new: Value::from("b"),
-        };
+        let c = Change::CasValue { expect: None, new: Value::from("b") };
         assert_eq!(c.apply(&st(None, 2)), applied(st(Some("b"), 3), true));
         assert_eq!(c.apply(&st(Some("a"), 2)), applied(st(Some("a"), 2), false));
     }
 
     #[test]
     fn cas_version_matches_or_leaves_state() {
-        let c = Change::CasVersion {
-            expect: Version(3),
-            new: Value::from("b"),
-        };
+        let c = Change::CasVersion { expect: Version(3), new: Value::from("b") };
         assert_eq!(c.apply(&st(Some("a"), 3)), applied(st(Some("b"), 4), true));
         assert_eq!(c.apply(&st(Some("a"), 4)), applied(st(Some("a"), 4), false));
     }
 
     #[test]
     fn delete_leaves_tombstone_with_next_version() {
-        assert_eq!(
-            Change::Delete.apply(&st(Some("a"), 3)),
-            applied(st(None, 4), true)
-        );
-        assert_eq!(
-            Change::Delete.apply(&st(None, 4)),
-            applied(st(None, 5), true)
-        );
+        assert_eq!(Change::Delete.apply(&st(Some("a"), 3)), applied(st(None, 4), true));
+        assert_eq!(Change::Delete.apply(&st(None, 4)), applied(st(None, 5), true));
     }
 
     #[test]
     fn value_bytes_counts_largest_value() {
-        let c = Change::CasValue {
-            expect: Some(Value::from("long")),
-            new: Value::from("x"),
-        };
+        let c = Change::CasValue { expect: Some(Value::from("long")), new: Value::from("x") };
         assert_eq!(c.value_bytes(), 4);
         assert_eq!(Change::Put(Value::from("abc")).value_bytes(), 3);
         assert_eq!(Change::Read.value_bytes(), 0);

@@ -57,19 +57,13 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::NoQuorum {
-                maybe_applied: true,
-                timeout,
-            } => write!(
+            ClientError::NoQuorum { maybe_applied: true, timeout } => write!(
                 f,
                 "no quorum within {} ms: the outcome is unknown (the change may or may not have \
                  been applied; read the key to find out)",
                 timeout.as_millis()
             ),
-            ClientError::NoQuorum {
-                maybe_applied: false,
-                timeout,
-            } => write!(
+            ClientError::NoQuorum { maybe_applied: false, timeout } => write!(
                 f,
                 "no quorum within {} ms: the outcome is unknown to the cluster, but this change \
                  was never sent for acceptance, so it was not applied",
@@ -110,16 +104,11 @@ pub struct Client {
 impl Client {
     /// A client of the cluster in `config`. `node` pins every request to one
     /// node; otherwise the nodes are tried in turn.
-    pub fn new(
-        config: &Config,
-        node: Option<NodeId>,
-        timeout: Duration,
-    ) -> Result<Client, ClientError> {
+    pub fn new(config: &Config, node: Option<NodeId>, timeout: Duration) -> Result<Client, ClientError> {
         if let Some(id) = node {
             config.node(id).ok_or(ClientError::UnknownNode(id))?;
         }
-        let nodes: Vec<(NodeId, SocketAddr)> =
-            config.nodes.iter().map(|n| (n.id, n.address)).collect();
+        let nodes: Vec<(NodeId, SocketAddr)> = config.nodes.iter().map(|n| (n.id, n.address)).collect();
         let local: SocketAddr = match nodes.first() {
             Some((_, a)) if a.is_ipv6() => "[::]:0".parse().map_err(io_invalid)?,
             _ => "0.0.0.0:0".parse().map_err(io_invalid)?,
@@ -146,21 +135,11 @@ impl Client {
         self.execute(key, Change::Put(value))
     }
 
-    pub fn cas_value(
-        &mut self,
-        key: &Key,
-        expect: Option<Value>,
-        new: Value,
-    ) -> Result<Answer, ClientError> {
+    pub fn cas_value(&mut self, key: &Key, expect: Option<Value>, new: Value) -> Result<Answer, ClientError> {
         self.execute(key, Change::CasValue { expect, new })
     }
 
-    pub fn cas_version(
-        &mut self,
-        key: &Key,
-        expect: Version,
-        new: Value,
-    ) -> Result<Answer, ClientError> {
+    pub fn cas_version(&mut self, key: &Key, expect: Version, new: Value) -> Result<Answer, ClientError> {
         self.execute(key, Change::CasVersion { expect, new })
     }
 
@@ -181,9 +160,7 @@ impl Client {
                 Attempt::Outcome(Outcome::Unavailable { maybe_applied }) => {
                     return Err(self.no_quorum(maybe_applied));
                 }
-                Attempt::Outcome(Outcome::Refused(
-                    r @ (Refusal::Overloaded | Refusal::ShuttingDown),
-                )) => {
+                Attempt::Outcome(Outcome::Refused(r @ (Refusal::Overloaded | Refusal::ShuttingDown))) => {
                     self.current = None;
                     if self.pinned.is_some() || Instant::now() >= deadline {
                         return Err(ClientError::Refused(r));
@@ -201,10 +178,7 @@ impl Client {
     }
 
     fn no_quorum(&self, maybe_applied: bool) -> ClientError {
-        ClientError::NoQuorum {
-            maybe_applied,
-            timeout: self.timeout,
-        }
+        ClientError::NoQuorum { maybe_applied, timeout: self.timeout }
     }
 
     /// The node to use: the last one that answered, or the first that
@@ -240,9 +214,7 @@ impl Client {
                 return Ok(Some(i));
             }
         }
-        Err(ClientError::Unreachable {
-            tried: tried.clone(),
-        })
+        Err(ClientError::Unreachable { tried: tried.clone() })
     }
 
     fn run_at(
@@ -254,31 +226,17 @@ impl Client {
     ) -> Result<Attempt, ClientError> {
         let (node, addr) = self.nodes[index];
         let id = self.fresh_id();
-        let budget = deadline
-            .saturating_duration_since(Instant::now())
-            .saturating_sub(REPLY_MARGIN);
-        let timeout_ms = budget
-            .as_millis()
-            .clamp(1, limits::REQUEST_TIMEOUT_MS_MAX as u128) as u32;
-        let request = Message::Request {
-            id,
-            key: key.clone(),
-            change: change.clone(),
-            timeout_ms,
-        };
+        let budget = deadline.saturating_duration_since(Instant::now()).saturating_sub(REPLY_MARGIN);
+        let timeout_ms = budget.as_millis().clamp(1, limits::REQUEST_TIMEOUT_MS_MAX as u128) as u32;
+        let request = Message::Request { id, key: key.clone(), change: change.clone(), timeout_ms };
         let reply = self.exchange(addr, &request, deadline, |m| match m {
             Message::Reply { id: rid, outcome } if rid == id => Some(outcome),
             _ => None,
         })?;
         Ok(match reply {
-            Some(Outcome::Done {
-                state,
-                precondition_held,
-            }) => Attempt::Answered(Answer {
-                state,
-                precondition_held,
-                node,
-            }),
+            Some(Outcome::Done { state, precondition_held }) => {
+                Attempt::Answered(Answer { state, precondition_held, node })
+            }
             Some(other) => Attempt::Outcome(other),
             None => Attempt::Silent,
         })
@@ -287,34 +245,21 @@ impl Client {
     /// Asks every node (or the pinned one) for its status.
     pub fn status_all(&mut self) -> Vec<(NodeId, SocketAddr, Result<NodeStatus, ClientError>)> {
         let indexes: Vec<usize> = match self.pinned {
-            Some(id) => self
-                .nodes
-                .iter()
-                .position(|(n, _)| *n == id)
-                .into_iter()
-                .collect(),
+            Some(id) => self.nodes.iter().position(|(n, _)| *n == id).into_iter().collect(),
             None => (0..self.nodes.len()).collect(),
         };
         let timeout = self.timeout.min(Duration::from_secs(1));
-        indexes
-            .into_iter()
-            .map(|i| (self.nodes[i].0, self.nodes[i].1, self.status_at(i, timeout)))
-            .collect()
+        indexes.into_iter().map(|i| (self.nodes[i].0, self.nodes[i].1, self.status_at(i, timeout))).collect()
     }
 
     fn status_at(&mut self, index: usize, timeout: Duration) -> Result<NodeStatus, ClientError> {
         let (node, addr) = self.nodes[index];
         let id = self.fresh_id();
         let deadline = Instant::now() + timeout;
-        let reply = self.exchange(
-            addr,
-            &Message::StatusRequest { id },
-            deadline,
-            |m| match m {
-                Message::StatusReply { id: rid, status } if rid == id => Some(status),
-                _ => None,
-            },
-        )?;
+        let reply = self.exchange(addr, &Message::StatusRequest { id }, deadline, |m| match m {
+            Message::StatusReply { id: rid, status } if rid == id => Some(status),
+            _ => None,
+        })?;
         reply.ok_or(ClientError::Unreachable { tried: vec![node] })
     }
 
@@ -327,10 +272,7 @@ impl Client {
         deadline: Instant,
         pick: impl Fn(Message) -> Option<T>,
     ) -> Result<Option<T>, ClientError> {
-        let header = Header {
-            cluster: self.cluster,
-            sender: NodeId::CLIENT,
-        };
+        let header = Header { cluster: self.cluster, sender: NodeId::CLIENT };
         let datagram = wire::encode_datagram(header, std::slice::from_ref(msg));
         let mut next_send = Instant::now();
         loop {
@@ -343,10 +285,7 @@ impl Client {
                 let _ = self.socket.send_to(&datagram, addr);
                 next_send = now + RETRANSMIT_INTERVAL;
             }
-            let wait = next_send
-                .min(deadline)
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1));
+            let wait = next_send.min(deadline).saturating_duration_since(now).max(Duration::from_millis(1));
             self.socket.set_read_timeout(Some(wait))?;
             let (len, from) = match self.socket.recv_from(&mut self.buf) {
                 Ok(received) => received,

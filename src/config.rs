@@ -53,18 +53,9 @@ pub struct NodeConfig {
 
 #[derive(Debug)]
 pub enum ConfigError {
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    Parse {
-        path: PathBuf,
-        message: String,
-    },
-    Invalid {
-        path: PathBuf,
-        message: String,
-    },
+    Read { path: PathBuf, error: std::io::Error },
+    Parse { path: PathBuf, message: String },
+    Invalid { path: PathBuf, message: String },
 }
 
 impl fmt::Display for ConfigError {
@@ -74,12 +65,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "cannot read config {}: {error}", path.display())
             }
             ConfigError::Parse { path, message } => {
-                write!(
-                    f,
-                    "config {} is not valid: {}",
-                    path.display(),
-                    message.trim_end()
-                )
+                write!(f, "config {} is not valid: {}", path.display(), message.trim_end())
             }
             ConfigError::Invalid { path, message } => {
                 write!(f, "config {}: {message}", path.display())
@@ -92,30 +78,20 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
         Config::parse(path, &text)
     }
 
     /// Parses and validates `text`, read from `path` (used to resolve
     /// relative data dirs and in messages).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let nodes = validate_nodes(&raw.nodes, &base).map_err(invalid)?;
-        let client_timeout_ms = raw
-            .client
-            .timeout_ms
-            .unwrap_or(limits::REQUEST_TIMEOUT_MS_DEFAULT);
+        let client_timeout_ms = raw.client.timeout_ms.unwrap_or(limits::REQUEST_TIMEOUT_MS_DEFAULT);
         if client_timeout_ms == 0 || client_timeout_ms > limits::REQUEST_TIMEOUT_MS_MAX {
             return Err(invalid(format!(
                 "client.timeout_ms = {client_timeout_ms}: must be between 1 and {}",
@@ -150,11 +126,7 @@ fn validate_nodes(raw: &[RawNode], base: &Path) -> Result<Vec<NodeConfig>, Strin
         return Err("no [[node]] entries: describe every node of the cluster".into());
     }
     if raw.len() > limits::NODES_MAX {
-        return Err(format!(
-            "{} nodes: at most {} are supported",
-            raw.len(),
-            limits::NODES_MAX
-        ));
+        return Err(format!("{} nodes: at most {} are supported", raw.len(), limits::NODES_MAX));
     }
     let (mut ids, mut addrs) = (HashSet::new(), HashSet::new());
     let mut nodes = Vec::new();
@@ -166,33 +138,17 @@ fn validate_nodes(raw: &[RawNode], base: &Path) -> Result<Vec<NodeConfig>, Strin
             return Err(format!("node id {} appears twice", node.id));
         }
         let address: SocketAddr = node.address.parse().map_err(|_| {
-            format!(
-                "node {}: address {:?} is not IP:PORT (e.g. 127.0.0.1:7101)",
-                node.id, node.address
-            )
+            format!("node {}: address {:?} is not IP:PORT (e.g. 127.0.0.1:7101)", node.id, node.address)
         })?;
         if address.port() == 0 || address.ip().is_unspecified() {
-            return Err(format!(
-                "node {}: address {address} must name a real IP and port",
-                node.id
-            ));
+            return Err(format!("node {}: address {address} must name a real IP and port", node.id));
         }
         if !addrs.insert(address) {
-            return Err(format!(
-                "node {}: address {address} is used by another node",
-                node.id
-            ));
+            return Err(format!("node {}: address {address} is used by another node", node.id));
         }
-        let data_dir = if node.data_dir.is_absolute() {
-            node.data_dir.clone()
-        } else {
-            base.join(&node.data_dir)
-        };
-        nodes.push(NodeConfig {
-            id: NodeId(node.id),
-            address,
-            data_dir,
-        });
+        let data_dir =
+            if node.data_dir.is_absolute() { node.data_dir.clone() } else { base.join(&node.data_dir) };
+        nodes.push(NodeConfig { id: NodeId(node.id), address, data_dir });
     }
     Ok(nodes)
 }
@@ -226,16 +182,12 @@ data_dir = "/var/lib/paxosd"
         assert_eq!(c.client_timeout_ms, 3000);
         assert_eq!(c.nodes[0].data_dir, PathBuf::from("/etc/px/data/node1"));
         assert_eq!(c.nodes[1].data_dir, PathBuf::from("/var/lib/paxosd"));
-        assert_eq!(
-            c.node_at("127.0.0.1:7102".parse().expect("addr")),
-            Some(NodeId(2))
-        );
+        assert_eq!(c.node_at("127.0.0.1:7102".parse().expect("addr")), Some(NodeId(2)));
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let err =
-            parse(&GOOD.replace("cluster_id = 7", "cluster_id = 7\nclusterid = 8")).unwrap_err();
+        let err = parse(&GOOD.replace("cluster_id = 7", "cluster_id = 7\nclusterid = 8")).unwrap_err();
         assert!(err.contains("clusterid"), "{err}");
     }
 
@@ -255,11 +207,7 @@ data_dir = "/var/lib/paxosd"
 
     #[test]
     fn id_zero_and_empty_cluster_are_errors() {
-        assert!(
-            parse(&GOOD.replace("id = 2", "id = 0"))
-                .unwrap_err()
-                .contains("reserved")
-        );
+        assert!(parse(&GOOD.replace("id = 2", "id = 0")).unwrap_err().contains("reserved"));
         assert!(parse("cluster_id = 1").unwrap_err().contains("no [[node]]"));
     }
 

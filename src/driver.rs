@@ -7,17 +7,18 @@
 //! (group commit), and only then send what the core released.
 
 use crate::config::{Config, NodeConfig};
-use crate::core::{Envelope, Node, ReqHandle};
+use crate::core::clients::{Admission, ClientRef, Clients};
+use crate::core::{Envelope, Node};
 use crate::limits;
 use crate::storage::Storage;
 use crate::storage::identity::{self, Identity, IdentityError};
 use crate::storage::log::{LogError, LogFile};
-use crate::types::{NodeId, RequestId, Time};
-use crate::wire::{self, Header, Message, NodeStatus, Outcome};
+use crate::types::{NodeId, Time};
+use crate::wire::{self, Header, Message, NodeStatus};
 use log::{debug, info, warn};
 use mio::net::{UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -70,47 +71,6 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DriverError {
     move |error| DriverError::Io { what, error }
 }
 
-/// Where a client request came from, so its reply can find its way back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct ClientRef {
-    addr: SocketAddr,
-    id: RequestId,
-}
-
-/// Client requests in flight and the replies recently sent, so that a
-/// retransmitted request is neither run twice nor left unanswered.
-#[derive(Default)]
-struct Clients {
-    next_handle: u64,
-    in_flight: HashMap<ClientRef, ReqHandle>,
-    handles: HashMap<ReqHandle, ClientRef>,
-    replies: HashMap<ClientRef, Outcome>,
-    reply_order: VecDeque<ClientRef>,
-}
-
-impl Clients {
-    fn start(&mut self, client: ClientRef) -> ReqHandle {
-        self.next_handle += 1;
-        let handle = ReqHandle(self.next_handle);
-        self.in_flight.insert(client, handle);
-        self.handles.insert(handle, client);
-        handle
-    }
-
-    fn finish(&mut self, handle: ReqHandle, outcome: &Outcome) -> Option<ClientRef> {
-        let client = self.handles.remove(&handle)?;
-        self.in_flight.remove(&client);
-        if self.reply_order.len() >= limits::REPLY_CACHE_ENTRIES_MAX {
-            if let Some(old) = self.reply_order.pop_front() {
-                self.replies.remove(&old);
-            }
-        }
-        self.replies.insert(client, outcome.clone());
-        self.reply_order.push_back(client);
-        Some(client)
-    }
-}
-
 /// Options of one daemon run.
 pub struct Options {
     pub id: NodeId,
@@ -126,7 +86,7 @@ pub struct Driver {
     socket: UdpSocket,
     signals: UnixStream,
     poll: Poll,
-    clients: Clients,
+    clients: Clients<SocketAddr>,
     started: Instant,
     buf: Vec<u8>,
     stopping: bool,
@@ -136,21 +96,12 @@ pub struct Driver {
 impl Driver {
     /// Checks the data dir, recovers the log and binds the socket.
     pub fn open(config: Config, options: &Options) -> Result<Driver, DriverError> {
-        let me = config
-            .node(options.id)
-            .cloned()
-            .ok_or(DriverError::UnknownNode(options.id))?;
-        let parent_ok = me
-            .data_dir
-            .parent()
-            .is_none_or(|p| p.as_os_str().is_empty() || p.is_dir());
+        let me = config.node(options.id).cloned().ok_or(DriverError::UnknownNode(options.id))?;
+        let parent_ok = me.data_dir.parent().is_none_or(|p| p.as_os_str().is_empty() || p.is_dir());
         if !parent_ok {
             return Err(DriverError::NoParentDir(me.data_dir.clone()));
         }
-        let expected = Identity {
-            cluster_id: config.cluster_id,
-            node_id: me.id,
-        };
+        let expected = Identity { cluster_id: config.cluster_id, node_id: me.id };
         let marker = me.data_dir.join(identity::IDENTITY_FILE_NAME);
         let had_marker = marker.exists();
         identity::check_or_create(&me.data_dir, expected, options.bootstrap)
@@ -195,10 +146,7 @@ impl Driver {
 
     /// Runs until SIGTERM or SIGINT, or until storage fails.
     pub fn run(mut self) -> Result<(), DriverError> {
-        info!(
-            "node {} serving on {} (cluster {})",
-            self.me.id, self.me.address, self.config.cluster_id
-        );
+        info!("node {} serving on {} (cluster {})", self.me.id, self.me.address, self.config.cluster_id);
         let mut events = Events::with_capacity(64);
         while !self.stopping {
             let timeout = self.poll_timeout();
@@ -206,10 +154,7 @@ impl Driver {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(DriverError::Io {
-                    what: "poll".into(),
-                    error: e,
-                });
+                return Err(DriverError::Io { what: "poll".into(), error: e });
             }
             for event in events.iter() {
                 match event.token() {
@@ -303,41 +248,27 @@ impl Driver {
 
     fn drop_datagram(&mut self, from: SocketAddr, why: &str) {
         self.dropped += 1;
-        debug!(
-            "dropped datagram from {from}: {why} ({} dropped so far)",
-            self.dropped
-        );
+        debug!("dropped datagram from {from}: {why} ({} dropped so far)", self.dropped);
     }
 
     fn handle_client_message(&mut self, addr: SocketAddr, msg: Message) {
         match msg {
-            Message::Request {
-                id,
-                key,
-                change,
-                timeout_ms,
-            } => {
+            Message::Request { id, key, change, timeout_ms } => {
                 let client = ClientRef { addr, id };
-                if self.clients.in_flight.contains_key(&client) {
-                    return; // a retransmission of a request still running
-                }
-                if let Some(outcome) = self.clients.replies.get(&client).cloned() {
-                    return self.send_to(
-                        addr,
-                        vec![wire::encode_message(&Message::Reply { id, outcome })],
-                    );
-                }
-                let handle = self.clients.start(client);
+                let handle = match self.clients.admit(client) {
+                    Admission::New(handle) => handle,
+                    Admission::Running => return, // a retransmission; the reply will come
+                    Admission::Answered(outcome) => {
+                        let reply = Message::Reply { id, outcome };
+                        return self.send_to(addr, vec![wire::encode_message(&reply)]);
+                    }
+                };
                 let now = self.now();
-                self.node
-                    .handle_request(now, handle, key, change, u64::from(timeout_ms));
+                self.node.handle_request(now, handle, key, change, u64::from(timeout_ms));
             }
             Message::StatusRequest { id } => {
                 let status = self.status();
-                self.send_to(
-                    addr,
-                    vec![wire::encode_message(&Message::StatusReply { id, status })],
-                );
+                self.send_to(addr, vec![wire::encode_message(&Message::StatusReply { id, status })]);
             }
             _ => self.drop_datagram(addr, "a client sent a peer message"),
         }
@@ -378,14 +309,8 @@ impl Driver {
             return Ok(());
         }
         let before = self.log.len_bytes();
-        self.log
-            .compact(self.node.live_records())
-            .map_err(DriverError::Log)?;
-        info!(
-            "compacted {}: {before} -> {} bytes",
-            self.log.path().display(),
-            self.log.len_bytes()
-        );
+        self.log.compact(self.node.live_records()).map_err(DriverError::Log)?;
+        info!("compacted {}: {before} -> {} bytes", self.log.path().display(), self.log.len_bytes());
         Ok(())
     }
 
@@ -398,20 +323,11 @@ impl Driver {
                     None => continue,
                 },
                 Envelope::Client(handle, outcome) => match self.clients.finish(handle, &outcome) {
-                    Some(client) => (
-                        client.addr,
-                        Message::Reply {
-                            id: client.id,
-                            outcome,
-                        },
-                    ),
+                    Some(client) => (client.addr, Message::Reply { id: client.id, outcome }),
                     None => continue,
                 },
             };
-            by_dest
-                .entry(addr)
-                .or_default()
-                .push(wire::encode_message(&msg));
+            by_dest.entry(addr).or_default().push(wire::encode_message(&msg));
         }
         for (addr, encoded) in by_dest {
             self.send_to(addr, encoded);
@@ -419,10 +335,7 @@ impl Driver {
     }
 
     fn send_to(&mut self, addr: SocketAddr, encoded: Vec<Vec<u8>>) {
-        let header = Header {
-            cluster: self.config.cluster_id,
-            sender: self.me.id,
-        };
+        let header = Header { cluster: self.config.cluster_id, sender: self.me.id };
         for datagram in wire::pack_datagrams(header, &encoded) {
             match self.socket.send_to(&datagram, addr) {
                 Ok(_) => {}
@@ -465,19 +378,14 @@ fn bind(addr: SocketAddr) -> Result<UdpSocket, DriverError> {
 
 fn setup_poll(socket: &mut UdpSocket) -> Result<(UnixStream, Poll), DriverError> {
     let poll = Poll::new().map_err(io_err("cannot create poll"))?;
-    let (mut read_end, write_end) =
-        UnixStream::pair().map_err(io_err("cannot create signal pipe"))?;
+    let (mut read_end, write_end) = UnixStream::pair().map_err(io_err("cannot create signal pipe"))?;
     let std_write = unix_stream_to_std(write_end)?;
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        let write = std_write
-            .try_clone()
-            .map_err(io_err("cannot clone signal pipe"))?;
+        let write = std_write.try_clone().map_err(io_err("cannot clone signal pipe"))?;
         signal_hook::low_level::pipe::register(signal, write)
             .map_err(io_err("cannot register signal handler"))?;
     }
-    poll.registry()
-        .register(socket, SOCKET, Interest::READABLE)
-        .map_err(io_err("cannot register socket"))?;
+    poll.registry().register(socket, SOCKET, Interest::READABLE).map_err(io_err("cannot register socket"))?;
     poll.registry()
         .register(&mut read_end, SIGNALS, Interest::READABLE)
         .map_err(io_err("cannot register signal pipe"))?;
@@ -497,9 +405,7 @@ fn os_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
     );
     h.finish()
 }

@@ -6,9 +6,7 @@ use std::fmt;
 
 /// A cluster member's id, as written in `paxosd.toml` (1, 2, 3, ...).
 /// Id 0 is never a node: on the wire it marks a datagram from a client.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub u16);
 
 impl NodeId {
@@ -36,19 +34,14 @@ impl fmt::Display for ClusterId {
 /// A proposal number. Ordered by round first, then by node id, so two
 /// proposers can never issue the same ballot. `Ballot::ZERO` is below every
 /// ballot a proposer issues (rounds start at 1) and means "none".
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ballot {
     pub round: u64,
     pub node: NodeId,
 }
 
 impl Ballot {
-    pub const ZERO: Ballot = Ballot {
-        round: 0,
-        node: NodeId(0),
-    };
+    pub const ZERO: Ballot = Ballot { round: 0, node: NodeId(0) };
 
     pub fn new(round: u64, node: NodeId) -> Ballot {
         Ballot { round, node }
@@ -106,9 +99,7 @@ impl From<&str> for Value {
 /// How many changes have been applied to a key. Absent, never-written keys
 /// are at version 0; every write (put, successful CAS, delete) adds one.
 /// Reads and failed CAS write the same state back and leave it unchanged.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Version(pub u64);
 
 impl fmt::Display for Version {
@@ -127,7 +118,7 @@ pub struct RegisterState {
 
 /// A client's id for one request; retransmissions reuse it so a node can
 /// recognise them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId(pub u64);
 
 /// Time as the core sees it: microseconds since an arbitrary origin chosen by

@@ -89,10 +89,7 @@ pub enum Outcome {
     /// The change ran at a quorum. `state` is the register after it;
     /// `precondition_held` is false when a CAS found another value or
     /// version (then nothing changed and `state` is the current state).
-    Done {
-        state: RegisterState,
-        precondition_held: bool,
-    },
+    Done { state: RegisterState, precondition_held: bool },
     /// No quorum answered before the deadline. When `maybe_applied` is true
     /// the change may or may not have taken effect (only a later read can
     /// tell); when false, no accept carrying it was ever sent, so it did not.
@@ -138,15 +135,12 @@ impl Message {
     /// The checks a decoded message must pass before any layer acts on it.
     pub fn is_within_limits(&self) -> bool {
         let key_ok = |k: &Key| k.0.len() <= limits::KEY_BYTES_MAX;
-        let state_ok = |s: &RegisterState| {
-            s.value
-                .as_ref()
-                .is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX)
-        };
+        let state_ok =
+            |s: &RegisterState| s.value.as_ref().is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX);
         match self {
-            Message::Prepare { key, .. }
-            | Message::Accepted { key, .. }
-            | Message::Reject { key, .. } => key_ok(key),
+            Message::Prepare { key, .. } | Message::Accepted { key, .. } | Message::Reject { key, .. } => {
+                key_ok(key)
+            }
             Message::Promise { key, state, .. } | Message::Accept { key, state, .. } => {
                 key_ok(key) && state_ok(state)
             }
@@ -261,10 +255,7 @@ fn push_varint(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// Decodes and validates a datagram addressed to cluster `cluster`.
-pub fn decode_datagram(
-    cluster: ClusterId,
-    bytes: &[u8],
-) -> Result<(Header, Vec<Message>), DecodeError> {
+pub fn decode_datagram(cluster: ClusterId, bytes: &[u8]) -> Result<(Header, Vec<Message>), DecodeError> {
     if bytes.len() < HEADER_BYTES {
         return Err(DecodeError::TooShort(bytes.len()));
     }
@@ -272,8 +263,8 @@ pub fn decode_datagram(
         return Err(DecodeError::TooLong(bytes.len()));
     }
     let header = decode_header(cluster, bytes)?;
-    let (messages, rest): (Vec<Message>, &[u8]) = postcard::take_from_bytes(&bytes[HEADER_BYTES..])
-        .map_err(|e| DecodeError::BadBody(e.to_string()))?;
+    let (messages, rest): (Vec<Message>, &[u8]) =
+        postcard::take_from_bytes(&bytes[HEADER_BYTES..]).map_err(|e| DecodeError::BadBody(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
@@ -287,8 +278,7 @@ pub fn decode_datagram(
 }
 
 fn decode_header(cluster: ClusterId, bytes: &[u8]) -> Result<Header, DecodeError> {
-    let field =
-        |range: std::ops::Range<usize>| bytes.get(range).ok_or(DecodeError::TooShort(bytes.len()));
+    let field = |range: std::ops::Range<usize>| bytes.get(range).ok_or(DecodeError::TooShort(bytes.len()));
     if field(0..4)? != MAGIC {
         return Err(DecodeError::BadMagic);
     }
@@ -307,10 +297,7 @@ fn decode_header(cluster: ClusterId, bytes: &[u8]) -> Result<Header, DecodeError
     }
     let mut sender = [0u8; 2];
     sender.copy_from_slice(field(14..16)?);
-    Ok(Header {
-        cluster: found,
-        sender: NodeId(u16::from_le_bytes(sender)),
-    })
+    Ok(Header { cluster: found, sender: NodeId(u16::from_le_bytes(sender)) })
 }
 
 #[cfg(test)]
@@ -321,34 +308,17 @@ mod tests {
     const CLUSTER: ClusterId = ClusterId(42);
 
     fn header() -> Header {
-        Header {
-            cluster: CLUSTER,
-            sender: NodeId(2),
-        }
+        Header { cluster: CLUSTER, sender: NodeId(2) }
     }
 
     fn sample() -> Vec<Message> {
         let key = Key::from("k");
         let ballot = Ballot::new(7, NodeId(2));
-        let state = RegisterState {
-            value: Some(Value::from("v")),
-            version: Version(3),
-        };
+        let state = RegisterState { value: Some(Value::from("v")), version: Version(3) };
         vec![
-            Message::Prepare {
-                key: key.clone(),
-                ballot,
-            },
-            Message::Accept {
-                key: key.clone(),
-                ballot,
-                state,
-            },
-            Message::Reject {
-                key,
-                ballot,
-                promised: Ballot::new(9, NodeId(1)),
-            },
+            Message::Prepare { key: key.clone(), ballot },
+            Message::Accept { key: key.clone(), ballot, state },
+            Message::Reject { key, ballot, promised: Ballot::new(9, NodeId(1)) },
         ]
     }
 
@@ -368,24 +338,15 @@ mod tests {
     #[test]
     fn packing_splits_at_the_size_limit() {
         let big = Value(vec![7u8; limits::VALUE_BYTES_MAX]);
-        let state = RegisterState {
-            value: Some(big),
-            version: Version(1),
-        };
-        let msg = Message::Accept {
-            key: Key::from("k"),
-            ballot: Ballot::new(1, NodeId(1)),
-            state,
-        };
+        let state = RegisterState { value: Some(big), version: Version(1) };
+        let msg = Message::Accept { key: Key::from("k"), ballot: Ballot::new(1, NodeId(1)), state };
         let encoded = vec![encode_message(&msg); 10];
         let packed = pack_datagrams(header(), &encoded);
         assert!(packed.len() > 1);
         let mut total = 0;
         for d in &packed {
             assert!(d.len() <= limits::DATAGRAM_BYTES_MAX);
-            total += decode_datagram(CLUSTER, d)
-                .map(|(_, m)| m.len())
-                .unwrap_or(0);
+            total += decode_datagram(CLUSTER, d).map(|(_, m)| m.len()).unwrap_or(0);
         }
         assert_eq!(total, 10);
     }
@@ -393,35 +354,23 @@ mod tests {
     #[test]
     fn rejects_wrong_cluster_magic_version_and_trailing() {
         let bytes = encode_datagram(header(), &sample());
-        assert_eq!(
-            decode_datagram(ClusterId(1), &bytes),
-            Err(DecodeError::WrongCluster(CLUSTER))
-        );
+        assert_eq!(decode_datagram(ClusterId(1), &bytes), Err(DecodeError::WrongCluster(CLUSTER)));
         let mut bad = bytes.clone();
         bad[0] = b'X';
         assert_eq!(decode_datagram(CLUSTER, &bad), Err(DecodeError::BadMagic));
         let mut bad = bytes.clone();
         bad[4] = 9;
-        assert_eq!(
-            decode_datagram(CLUSTER, &bad),
-            Err(DecodeError::UnsupportedVersion(9))
-        );
+        assert_eq!(decode_datagram(CLUSTER, &bad), Err(DecodeError::UnsupportedVersion(9)));
         let mut bad = bytes.clone();
         bad.push(0);
-        assert_eq!(
-            decode_datagram(CLUSTER, &bad),
-            Err(DecodeError::TrailingBytes(1))
-        );
+        assert_eq!(decode_datagram(CLUSTER, &bad), Err(DecodeError::TrailingBytes(1)));
     }
 
     #[test]
     fn every_truncation_is_rejected_without_panic() {
         let bytes = encode_datagram(header(), &sample());
         for len in 0..bytes.len() {
-            assert!(
-                decode_datagram(CLUSTER, &bytes[..len]).is_err(),
-                "prefix {len} accepted"
-            );
+            assert!(decode_datagram(CLUSTER, &bytes[..len]).is_err(), "prefix {len} accepted");
         }
     }
 
@@ -433,15 +382,8 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let mut bytes = if i % 2 == 0 {
-                good.clone()
-            } else {
-                vec![0u8; (x % 200) as usize]
-            };
-            for b in bytes
-                .iter_mut()
-                .skip(if i % 2 == 0 { HEADER_BYTES } else { 0 })
-            {
+            let mut bytes = if i % 2 == 0 { good.clone() } else { vec![0u8; (x % 200) as usize] };
+            for b in bytes.iter_mut().skip(if i % 2 == 0 { HEADER_BYTES } else { 0 }) {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
@@ -456,19 +398,9 @@ mod tests {
     #[test]
     fn oversized_value_in_accept_is_rejected() {
         let big = Value(vec![1u8; limits::VALUE_BYTES_MAX + 1]);
-        let state = RegisterState {
-            value: Some(big),
-            version: Version(1),
-        };
-        let msg = Message::Accept {
-            key: Key::from("k"),
-            ballot: Ballot::new(1, NodeId(1)),
-            state,
-        };
+        let state = RegisterState { value: Some(big), version: Version(1) };
+        let msg = Message::Accept { key: Key::from("k"), ballot: Ballot::new(1, NodeId(1)), state };
         let bytes = encode_datagram(header(), &[msg]);
-        assert_eq!(
-            decode_datagram(CLUSTER, &bytes),
-            Err(DecodeError::OverLimit)
-        );
+        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit));
     }
 }

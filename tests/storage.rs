@@ -24,10 +24,7 @@ impl TempDir {
     fn new(name: &str) -> TempDir {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "paxosd-storage-test-{}-{name}-{n}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("paxosd-storage-test-{}-{name}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
@@ -53,10 +50,7 @@ fn slot(key: &str, round: u64, value: Option<&str>, version: u64) -> Record {
         key: Key::from(key),
         promised: Ballot::new(round + 1, NodeId(2)),
         accepted: Ballot::new(round, NodeId(1)),
-        state: RegisterState {
-            value: value.map(Value::from),
-            version: Version(version),
-        },
+        state: RegisterState { value: value.map(Value::from), version: Version(version) },
     }
 }
 
@@ -73,9 +67,7 @@ fn sample_records(count: u64) -> Vec<Record> {
                 accepted: Ballot::ZERO,
                 state: RegisterState::default(),
             },
-            _ => Record::RoundsReserved {
-                round_limit: i * 1024,
-            },
+            _ => Record::RoundsReserved { round_limit: i * 1024 },
         })
         .collect()
 }
@@ -120,12 +112,7 @@ fn flip_byte(path: &Path, offset: u64) {
 }
 
 fn clean(records: Vec<Record>, valid_len: u64) -> Recovered {
-    Recovered {
-        records,
-        valid_len,
-        torn_tail: None,
-        fresh: false,
-    }
+    Recovered { records, valid_len, torn_tail: None, fresh: false }
 }
 
 /// A tiny deterministic PRNG (xorshift64*), so failures reproduce.
@@ -169,20 +156,12 @@ fn frame_layout_is_length_crc_payload_crc() {
     assert_eq!(frame[0..4], (n as u32).to_le_bytes());
     assert_eq!(frame[4..8], crc32fast::hash(&frame[0..4]).to_le_bytes());
     assert_eq!(frame[8..8 + n], payload[..]);
-    assert_eq!(
-        frame[8 + n..],
-        crc32fast::hash(&frame[..8 + n]).to_le_bytes()
-    );
+    assert_eq!(frame[8 + n..], crc32fast::hash(&frame[..8 + n]).to_le_bytes());
 }
 
 #[test]
 fn recover_empty_input_is_fresh() {
-    let expected = Recovered {
-        records: vec![],
-        valid_len: 0,
-        torn_tail: None,
-        fresh: true,
-    };
+    let expected = Recovered { records: vec![], valid_len: 0, torn_tail: None, fresh: true };
     assert_eq!(log::recover(&[]), Ok(expected));
 }
 
@@ -202,20 +181,12 @@ fn recover_returns_every_record_in_order() {
 fn recover_short_or_damaged_header_is_bad_header() {
     let header = log::encode_header();
     for len in 1..HEADER_BYTES {
-        assert_eq!(
-            log::recover(&header[..len]),
-            Err(RecoveryError::BadHeader),
-            "len {len}"
-        );
+        assert_eq!(log::recover(&header[..len]), Err(RecoveryError::BadHeader), "len {len}");
     }
     for i in 0..HEADER_BYTES {
         let mut bytes = encode_log(&sample_records(3));
         bytes[i] ^= 0x01;
-        assert_eq!(
-            log::recover(&bytes),
-            Err(RecoveryError::BadHeader),
-            "flipped byte {i}"
-        );
+        assert_eq!(log::recover(&bytes), Err(RecoveryError::BadHeader), "flipped byte {i}");
     }
 }
 
@@ -225,10 +196,7 @@ fn recover_other_format_version_is_unsupported() {
     header.extend_from_slice(&2u32.to_le_bytes());
     let crc = crc32fast::hash(&header);
     header.extend_from_slice(&crc.to_le_bytes());
-    assert_eq!(
-        log::recover(&header),
-        Err(RecoveryError::UnsupportedVersion { version: 2 })
-    );
+    assert_eq!(log::recover(&header), Err(RecoveryError::UnsupportedVersion { version: 2 }));
 }
 
 #[test]
@@ -240,17 +208,10 @@ fn recover_cut_anywhere_in_last_frame_is_torn_tail() {
         let expected = Recovered {
             records: records[..3].to_vec(),
             valid_len: last,
-            torn_tail: Some(TornTail {
-                offset: last,
-                bytes: cut - last,
-            }),
+            torn_tail: Some(TornTail { offset: last, bytes: cut - last }),
             fresh: false,
         };
-        assert_eq!(
-            log::recover(&bytes[..cut as usize]),
-            Ok(expected),
-            "cut at {cut}"
-        );
+        assert_eq!(log::recover(&bytes[..cut as usize]), Ok(expected), "cut at {cut}");
     }
 }
 
@@ -262,11 +223,7 @@ fn recover_damage_in_any_byte_of_an_early_frame_is_corrupt() {
     for i in start..end {
         let mut bytes = encode_log(&records);
         bytes[i as usize] ^= 0x80;
-        assert_eq!(
-            log::recover(&bytes),
-            Err(RecoveryError::Corrupt { offset: start }),
-            "flipped byte {i}"
-        );
+        assert_eq!(log::recover(&bytes), Err(RecoveryError::Corrupt { offset: start }), "flipped byte {i}");
     }
 }
 
@@ -278,17 +235,10 @@ fn recover_damage_in_any_byte_of_the_last_frame_is_torn_tail() {
     for i in last..bytes.len() as u64 {
         let mut damaged = bytes.clone();
         damaged[i as usize] ^= 0x80;
-        let torn = TornTail {
-            offset: last,
-            bytes: bytes.len() as u64 - last,
-        };
+        let torn = TornTail { offset: last, bytes: bytes.len() as u64 - last };
         let got = log::recover(&damaged).expect("torn tail is not an error");
         assert_eq!(got.records, records[..4], "flipped byte {i}");
-        assert_eq!(
-            (got.valid_len, got.torn_tail),
-            (last, Some(torn)),
-            "flipped byte {i}"
-        );
+        assert_eq!((got.valid_len, got.torn_tail), (last, Some(torn)), "flipped byte {i}");
     }
 }
 
@@ -305,20 +255,11 @@ fn recover_huge_length_with_valid_length_crc_is_not_trusted() {
     bytes.extend_from_slice(&[0xAB; 64]);
     let got = log::recover(&bytes).expect("torn tail");
     assert_eq!(got.records, records);
-    assert_eq!(
-        got.torn_tail,
-        Some(TornTail {
-            offset: garbage_at,
-            bytes: 8 + 64
-        })
-    );
+    assert_eq!(got.torn_tail, Some(TornTail { offset: garbage_at, bytes: 8 + 64 }));
 
     // The same garbage with a valid frame after it is corruption.
     log::encode_record(&slot("after", 1, None, 1), &mut bytes);
-    assert_eq!(
-        log::recover(&bytes),
-        Err(RecoveryError::Corrupt { offset: garbage_at })
-    );
+    assert_eq!(log::recover(&bytes), Err(RecoveryError::Corrupt { offset: garbage_at }));
 }
 
 #[test]
@@ -337,19 +278,10 @@ fn recover_frame_with_valid_crcs_but_undecodable_payload_is_damage() {
     bytes.extend_from_slice(&frame_crc.to_le_bytes());
 
     let got = log::recover(&bytes).expect("last frame: torn tail");
-    assert_eq!(
-        got.torn_tail,
-        Some(TornTail {
-            offset: bad_at,
-            bytes: 16
-        })
-    );
+    assert_eq!(got.torn_tail, Some(TornTail { offset: bad_at, bytes: 16 }));
 
     log::encode_record(&records[0], &mut bytes);
-    assert_eq!(
-        log::recover(&bytes),
-        Err(RecoveryError::Corrupt { offset: bad_at })
-    );
+    assert_eq!(log::recover(&bytes), Err(RecoveryError::Corrupt { offset: bad_at }));
 }
 
 /// A torn frame whose (valid) length says it runs past the end of the file
@@ -376,13 +308,7 @@ fn recover_frame_embedded_in_a_torn_value_is_not_a_later_record() {
     assert_eq!(bytes[cut - embedded.len()..cut], embedded[..]);
     let got = log::recover(&bytes[..cut]).expect("torn tail");
     assert_eq!(got.records, vec![]);
-    assert_eq!(
-        got.torn_tail,
-        Some(TornTail {
-            offset: 16,
-            bytes: cut as u64 - 16
-        })
-    );
+    assert_eq!(got.torn_tail, Some(TornTail { offset: 16, bytes: cut as u64 - 16 }));
 }
 
 /// Random bytes, half of them behind a valid header so that frame decoding
@@ -394,11 +320,7 @@ fn recover_never_panics_on_random_bytes() {
     let mut accepted = 0;
     for i in 0..10_000 {
         let len = rng.below(300) as usize;
-        let mut bytes = if i % 2 == 0 {
-            log::encode_header()
-        } else {
-            Vec::new()
-        };
+        let mut bytes = if i % 2 == 0 { log::encode_header() } else { Vec::new() };
         bytes.extend((0..len).map(|_| rng.next() as u8));
         if let Ok(got) = log::recover(&bytes) {
             accepted += 1;
@@ -458,10 +380,9 @@ fn check_consistent(bytes: &[u8], got: &Recovered) {
     }
     assert_eq!(encode_log(&got.records), bytes[..valid]);
     match got.torn_tail {
-        Some(torn) => assert_eq!(
-            (torn.offset, torn.offset + torn.bytes),
-            (got.valid_len, bytes.len() as u64)
-        ),
+        Some(torn) => {
+            assert_eq!((torn.offset, torn.offset + torn.bytes), (got.valid_len, bytes.len() as u64))
+        }
         None => assert_eq!(valid, bytes.len()),
     }
 }
@@ -473,21 +394,10 @@ fn check_consistent(bytes: &[u8], got: &Recovered) {
 fn open_creates_a_log_with_only_a_header() {
     let dir = TempDir::new("create");
     let (log, recovered) = LogFile::open(dir.path()).expect("open");
-    assert_eq!(
-        recovered,
-        Recovered {
-            records: vec![],
-            valid_len: 0,
-            torn_tail: None,
-            fresh: true
-        }
-    );
+    assert_eq!(recovered, Recovered { records: vec![], valid_len: 0, torn_tail: None, fresh: true });
     assert_eq!(log.path(), dir.log_path());
     assert_eq!(log.len_bytes(), 16);
-    assert_eq!(
-        fs::read(dir.log_path()).expect("read"),
-        log::encode_header()
-    );
+    assert_eq!(fs::read(dir.log_path()).expect("read"), log::encode_header());
     drop(log);
     let (_, reopened) = LogFile::open(dir.path()).expect("reopen");
     assert_eq!(reopened, clean(vec![], 16));
@@ -510,10 +420,7 @@ fn open_of_an_empty_file_writes_a_header() {
     let (log, recovered) = LogFile::open(dir.path()).expect("open");
     assert!(recovered.fresh);
     assert_eq!(log.len_bytes(), 16);
-    assert_eq!(
-        fs::read(dir.log_path()).expect("read"),
-        log::encode_header()
-    );
+    assert_eq!(fs::read(dir.log_path()).expect("read"), log::encode_header());
 }
 
 #[test]
@@ -523,10 +430,7 @@ fn reopen_after_sync_returns_exactly_the_records() {
     write_synced_log(&dir, &records);
     let expected_len = encode_log(&records).len() as u64;
     assert_eq!(file_len(&dir.log_path()), expected_len);
-    assert_eq!(
-        fs::read(dir.log_path()).expect("read"),
-        encode_log(&records)
-    );
+    assert_eq!(fs::read(dir.log_path()).expect("read"), encode_log(&records));
     let (log, recovered) = LogFile::open(dir.path()).expect("reopen");
     assert_eq!(recovered, clean(records, expected_len));
     assert_eq!(log.len_bytes(), expected_len);
@@ -552,11 +456,7 @@ fn one_sync_commits_every_append_since_the_last() {
     }
     let pending: u64 = records[..5].iter().map(log::record_len).sum();
     assert_eq!(log.len_bytes(), 16 + pending);
-    assert_eq!(
-        file_len(&dir.log_path()),
-        16,
-        "appends are buffered until sync"
-    );
+    assert_eq!(file_len(&dir.log_path()), 16, "appends are buffered until sync");
     log.sync().expect("sync");
     assert_eq!(file_len(&dir.log_path()), 16 + pending);
     for rec in &records[5..] {
@@ -586,10 +486,7 @@ fn unsynced_appends_are_not_in_the_file() {
     assert_eq!(fs::read(dir.log_path()).expect("read"), synced_bytes);
     drop(log); // a crash before sync: the buffer is lost
     let (_, recovered) = LogFile::open(dir.path()).expect("reopen");
-    assert_eq!(
-        recovered,
-        clean(records[..3].to_vec(), synced_bytes.len() as u64)
-    );
+    assert_eq!(recovered, clean(records[..3].to_vec(), synced_bytes.len() as u64));
 }
 
 #[test]
@@ -612,8 +509,7 @@ fn append_of_an_oversized_record_is_refused_and_buffers_nothing() {
         other => panic!("expected RecordTooLarge, got {other:?}"),
     }
     assert_eq!(log.len_bytes(), 16);
-    log.append(&slot("small", 1, None, 1))
-        .expect("later appends still work");
+    log.append(&slot("small", 1, None, 1)).expect("later appends still work");
     log.sync().expect("sync");
 }
 
@@ -632,18 +528,12 @@ fn torn_tail_is_truncated_and_the_next_open_is_clean() {
     for cut in [last + 2, last + 6, payload_mid, full - 2] {
         let dir = TempDir::new("torn");
         write_synced_log(&dir, &records);
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .open(dir.log_path())
-            .expect("open");
+        let file = fs::OpenOptions::new().write(true).open(dir.log_path()).expect("open");
         file.set_len(cut).expect("cut");
         drop(file);
 
         let (log, recovered) = LogFile::open(dir.path()).expect("torn tail is recovered");
-        let torn = TornTail {
-            offset: last,
-            bytes: cut - last,
-        };
+        let torn = TornTail { offset: last, bytes: cut - last };
         let expected = Recovered {
             records: records[..5].to_vec(),
             valid_len: last,
@@ -651,11 +541,7 @@ fn torn_tail_is_truncated_and_the_next_open_is_clean() {
             fresh: false,
         };
         assert_eq!(recovered, expected, "cut at {cut}");
-        assert_eq!(
-            file_len(&dir.log_path()),
-            last,
-            "file truncated to the valid length"
-        );
+        assert_eq!(file_len(&dir.log_path()), last, "file truncated to the valid length");
         assert_eq!(log.len_bytes(), last);
         drop(log);
 
@@ -670,10 +556,7 @@ fn appends_after_a_truncated_torn_tail_are_readable() {
     let records = sample_records(4);
     write_synced_log(&dir, &records);
     let len = file_len(&dir.log_path());
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .open(dir.log_path())
-        .expect("open");
+    let file = fs::OpenOptions::new().write(true).open(dir.log_path()).expect("open");
     file.set_len(len - 3).expect("cut");
     drop(file);
     let (mut log, _) = LogFile::open(dir.path()).expect("open");
@@ -692,12 +575,7 @@ fn flipped_byte_in_an_early_record_refuses_to_open() {
     let offsets = frame_offsets(&records);
     let damaged_frame = offsets[2];
     // In the length, the length crc, the payload and the trailing crc.
-    for at in [
-        damaged_frame + 1,
-        damaged_frame + 5,
-        damaged_frame + 9,
-        offsets[3] - 1,
-    ] {
+    for at in [damaged_frame + 1, damaged_frame + 5, damaged_frame + 9, offsets[3] - 1] {
         let dir = TempDir::new("corrupt");
         write_synced_log(&dir, &records);
         flip_byte(&dir.log_path(), at);
@@ -706,29 +584,15 @@ fn flipped_byte_in_an_early_record_refuses_to_open() {
         let err = LogFile::open(dir.path()).expect_err("corrupt log must not open");
         match &err {
             LogError::Corrupt { path, offset } => {
-                assert_eq!(
-                    (path, *offset),
-                    (&dir.log_path(), damaged_frame),
-                    "flip at {at}"
-                )
+                assert_eq!((path, *offset), (&dir.log_path(), damaged_frame), "flip at {at}")
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }
         let message = err.to_string();
-        assert!(
-            message.contains(&dir.log_path().display().to_string()),
-            "{message}"
-        );
-        assert!(
-            message.contains(&format!("byte offset {damaged_frame}")),
-            "{message}"
-        );
+        assert!(message.contains(&dir.log_path().display().to_string()), "{message}");
+        assert!(message.contains(&format!("byte offset {damaged_frame}")), "{message}");
         assert!(message.contains("refuses to start"), "{message}");
-        assert_eq!(
-            fs::read(dir.log_path()).expect("read"),
-            before,
-            "nothing was truncated"
-        );
+        assert_eq!(fs::read(dir.log_path()).expect("read"), before, "nothing was truncated");
     }
 }
 
@@ -742,13 +606,7 @@ fn flipped_byte_in_the_last_record_is_a_torn_tail() {
     flip_byte(&dir.log_path(), last + 10);
     let (_, recovered) = LogFile::open(dir.path()).expect("open");
     assert_eq!(recovered.records, records[..5]);
-    assert_eq!(
-        recovered.torn_tail,
-        Some(TornTail {
-            offset: last,
-            bytes: len - last
-        })
-    );
+    assert_eq!(recovered.torn_tail, Some(TornTail { offset: last, bytes: len - last }));
     assert_eq!(file_len(&dir.log_path()), last);
 }
 
@@ -760,11 +618,7 @@ fn truncated_header_is_bad_header() {
         Err(LogError::BadHeader { path }) => assert_eq!(path, dir.log_path()),
         other => panic!("expected BadHeader, got {other:?}"),
     }
-    assert_eq!(
-        file_len(&dir.log_path()),
-        5,
-        "a bad header is left for inspection"
-    );
+    assert_eq!(file_len(&dir.log_path()), 5, "a bad header is left for inspection");
 }
 
 #[test]
@@ -788,13 +642,7 @@ fn garbage_length_on_disk_is_not_used_to_allocate() {
     fs::write(dir.log_path(), &bytes).expect("write");
     let (_, recovered) = LogFile::open(dir.path()).expect("open");
     assert_eq!(recovered.records, records);
-    assert_eq!(
-        recovered.torn_tail,
-        Some(TornTail {
-            offset: garbage_at,
-            bytes: 108
-        })
-    );
+    assert_eq!(recovered.torn_tail, Some(TornTail { offset: garbage_at, bytes: 108 }));
 }
 
 // ---------------------------------------------------------------------------
@@ -829,27 +677,17 @@ fn compaction_keeps_only_the_latest_state_per_key() {
             written.push(rec);
         }
         if round % 100 == 0 {
-            log.append(&Record::RoundsReserved {
-                round_limit: round * 1024,
-            })
-            .expect("append");
-            written.push(Record::RoundsReserved {
-                round_limit: round * 1024,
-            });
+            log.append(&Record::RoundsReserved { round_limit: round * 1024 }).expect("append");
+            written.push(Record::RoundsReserved { round_limit: round * 1024 });
             log.sync().expect("sync");
         }
     }
     let (slots, round_limit) = replay(&written);
     let mut live: Vec<Record> = slots.into_values().collect();
-    live.push(Record::RoundsReserved {
-        round_limit: round_limit.expect("reserved"),
-    });
+    live.push(Record::RoundsReserved { round_limit: round_limit.expect("reserved") });
     let live_bytes: u64 = live.iter().map(log::record_len).sum();
     let before = log.len_bytes();
-    assert!(
-        log.should_compact(live_bytes),
-        "{before} bytes vs {live_bytes} live"
-    );
+    assert!(log.should_compact(live_bytes), "{before} bytes vs {live_bytes} live");
 
     log.compact(live.clone().into_iter()).expect("compact");
     assert_eq!(log.len_bytes(), 16 + live_bytes);
@@ -874,10 +712,7 @@ fn compaction_keeps_only_the_latest_state_per_key() {
 fn should_compact_needs_both_the_minimum_size_and_the_ratio() {
     let dir = TempDir::new("shouldcompact");
     let (mut log, _) = LogFile::open(dir.path()).expect("open");
-    assert!(
-        !log.should_compact(0),
-        "a tiny log is never worth compacting"
-    );
+    assert!(!log.should_compact(0), "a tiny log is never worth compacting");
     let rec = slot("k", 1, Some(&"v".repeat(4000)), 1);
     while log.len_bytes() <= paxosd::limits::COMPACT_BYTES_MIN {
         log.append(&rec).expect("append");
@@ -922,14 +757,8 @@ fn compaction_interrupted_before_rename_leaves_the_old_log() {
     fs::write(dir.path().join(COMPACT_FILE_NAME), &partial).expect("write");
 
     let (log, recovered) = LogFile::open(dir.path()).expect("open");
-    assert_eq!(
-        recovered,
-        clean(records.clone(), encode_log(&records).len() as u64)
-    );
-    assert!(
-        !dir.path().join(COMPACT_FILE_NAME).exists(),
-        "leftover removed"
-    );
+    assert_eq!(recovered, clean(records.clone(), encode_log(&records).len() as u64));
+    assert!(!dir.path().join(COMPACT_FILE_NAME).exists(), "leftover removed");
     drop(log);
     let (_, again) = LogFile::open(dir.path()).expect("reopen");
     assert_eq!(again.records, records);
@@ -939,10 +768,7 @@ fn compaction_interrupted_before_rename_leaves_the_old_log() {
 // Identity marker
 
 fn identity(cluster: u64, node: u16) -> Identity {
-    Identity {
-        cluster_id: ClusterId(cluster),
-        node_id: NodeId(node),
-    }
+    Identity { cluster_id: ClusterId(cluster), node_id: NodeId(node) }
 }
 
 #[test]
@@ -969,10 +795,7 @@ fn identity_bootstrap_creates_dir_and_marker_then_matches() {
     // Later starts, with or without --bootstrap, find the marker.
     identity::check_or_create(&dir, identity(7, 2), false).expect("match");
     identity::check_or_create(&dir, identity(7, 2), true).expect("match");
-    assert_eq!(
-        fs::read_to_string(dir.join("identity")).expect("marker"),
-        marker
-    );
+    assert_eq!(fs::read_to_string(dir.join("identity")).expect("marker"), marker);
 }
 
 #[test]
@@ -982,27 +805,14 @@ fn identity_mismatch_names_both_identities() {
     for (expected, bootstrap) in [(identity(7, 3), false), (identity(8, 2), true)] {
         let err = identity::check_or_create(dir.path(), expected, bootstrap).expect_err("mismatch");
         match &err {
-            IdentityError::Mismatch {
-                path,
-                expected: e,
-                found,
-            } => {
-                assert_eq!(
-                    (path, *e, *found),
-                    (&dir.path().join("identity"), expected, identity(7, 2))
-                )
+            IdentityError::Mismatch { path, expected: e, found } => {
+                assert_eq!((path, *e, *found), (&dir.path().join("identity"), expected, identity(7, 2)))
             }
             other => panic!("expected Mismatch, got {other:?}"),
         }
         let message = err.to_string();
-        assert!(
-            message.contains("belongs to node 2 of cluster 7"),
-            "{message}"
-        );
-        assert!(
-            message.contains(&format!("config says this is {expected}")),
-            "{message}"
-        );
+        assert!(message.contains("belongs to node 2 of cluster 7"), "{message}");
+        assert!(message.contains(&format!("config says this is {expected}")), "{message}");
     }
 }
 
@@ -1017,10 +827,7 @@ fn identity_missing_without_bootstrap_explains_what_to_do() {
     let message = err.to_string();
     assert!(message.contains("no identity marker"), "{message}");
     assert!(message.contains("--bootstrap"), "{message}");
-    assert!(
-        message.contains("must not rejoin as if it were empty"),
-        "{message}"
-    );
+    assert!(message.contains("must not rejoin as if it were empty"), "{message}");
     assert!(message.contains("Replacing a node's data"), "{message}");
     assert!(!dir.path().join("identity").exists(), "nothing was created");
 }
@@ -1030,13 +837,7 @@ fn identity_missing_next_to_a_log_says_so() {
     let dir = TempDir::new("idmissinglog");
     write_synced_log(&dir, &sample_records(2));
     let err = identity::check_or_create(dir.path(), identity(7, 2), false).expect_err("missing");
-    assert!(matches!(
-        err,
-        IdentityError::Missing {
-            log_present: true,
-            ..
-        }
-    ));
+    assert!(matches!(err, IdentityError::Missing { log_present: true, .. }));
     assert!(err.to_string().contains("holds an acceptor log"), "{err}");
 }
 
@@ -1045,13 +846,7 @@ fn identity_missing_dir_without_bootstrap_is_missing() {
     let parent = TempDir::new("idmissingdir");
     let dir = parent.path().join("data");
     let err = identity::check_or_create(&dir, identity(7, 2), false).expect_err("missing");
-    assert!(matches!(
-        err,
-        IdentityError::Missing {
-            log_present: false,
-            ..
-        }
-    ));
+    assert!(matches!(err, IdentityError::Missing { log_present: false, .. }));
     assert!(!dir.exists(), "the dir is only created when bootstrapping");
 }
 
@@ -1069,24 +864,14 @@ fn identity_bootstrap_needs_the_parent_dir() {
 #[test]
 fn identity_damaged_marker_is_corrupt() {
     let good = identity::encode(identity(7, 2));
-    let body_only = good
-        .lines()
-        .take(3)
-        .map(|l| format!("{l}\n"))
-        .collect::<String>();
+    let body_only = good.lines().take(3).map(|l| format!("{l}\n")).collect::<String>();
     let unknown_field = {
         let body = format!("{body_only}role = leader\n");
         format!("{body}crc = {:08x}\n", crc32fast::hash(body.as_bytes()))
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "edited id",
-            good.replace("node_id = 2", "node_id = 3").into_bytes(),
-        ),
-        (
-            "edited crc",
-            good.replace("c2260d24", "c2260d25").into_bytes(),
-        ),
+        ("edited id", good.replace("node_id = 2", "node_id = 3").into_bytes()),
+        ("edited crc", good.replace("c2260d24", "c2260d25").into_bytes()),
         ("no crc line", body_only.clone().into_bytes()),
         ("unknown field, valid crc", unknown_field.into_bytes()),
         ("empty", Vec::new()),
@@ -1101,15 +886,8 @@ fn identity_damaged_marker_is_corrupt() {
             IdentityError::Corrupt { path, .. } => assert_eq!(path, &dir.path().join("identity")),
             other => panic!("{name}: expected Corrupt, got {other:?}"),
         }
-        assert!(
-            err.to_string().contains("refusing to start"),
-            "{name}: {err}"
-        );
-        assert_eq!(
-            fs::read(dir.path().join("identity")).expect("read"),
-            contents,
-            "{name}"
-        );
+        assert!(err.to_string().contains("refusing to start"), "{name}: {err}");
+        assert_eq!(fs::read(dir.path().join("identity")).expect("read"), contents, "{name}");
     }
 }
 

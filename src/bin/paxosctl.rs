@@ -40,12 +40,7 @@ const EXIT_NO_QUORUM: u8 = 4;
 #[command(version, verbatim_doc_comment)]
 struct Cli {
     /// The cluster config file.
-    #[arg(
-        long,
-        global = true,
-        default_value = "paxosd.toml",
-        value_name = "FILE"
-    )]
+    #[arg(long, global = true, default_value = "paxosd.toml", value_name = "FILE")]
     config: PathBuf,
     /// Ask only this node (default: the nodes in turn, until one answers).
     #[arg(long, global = true, value_name = "ID")]
@@ -112,21 +107,14 @@ fn run(cli: Cli) -> u8 {
         Err(e) => return fail(EXIT_USAGE, &e.to_string()),
     };
     let timeout = Duration::from_millis(cli.timeout_ms.unwrap_or(config.client_timeout_ms));
-    if timeout.is_zero() || timeout.as_millis() > u128::from(paxosd::limits::REQUEST_TIMEOUT_MS_MAX)
-    {
+    if timeout.is_zero() || timeout.as_millis() > u128::from(paxosd::limits::REQUEST_TIMEOUT_MS_MAX) {
         let max = paxosd::limits::REQUEST_TIMEOUT_MS_MAX;
-        return fail(
-            EXIT_USAGE,
-            &format!("--timeout-ms must be between 1 and {max}"),
-        );
+        return fail(EXIT_USAGE, &format!("--timeout-ms must be between 1 and {max}"));
     }
     let mut client = match Client::new(&config, cli.node.map(NodeId), timeout) {
         Ok(c) => c,
         Err(ClientError::UnknownNode(id)) => {
-            return fail(
-                EXIT_USAGE,
-                &format!("node {id} is not in {}", config.path.display()),
-            );
+            return fail(EXIT_USAGE, &format!("node {id} is not in {}", config.path.display()));
         }
         Err(e) => return fail(EXIT_OTHER, &e.to_string()),
     };
@@ -184,11 +172,7 @@ fn read(client: &mut Client, key: &str, json: bool) -> u8 {
         println!("{text}");
     } else if let Some(bytes) = value {
         let mut out = std::io::stdout().lock();
-        if out
-            .write_all(bytes)
-            .and_then(|_| out.write_all(b"\n"))
-            .is_err()
-        {
+        if out.write_all(bytes).and_then(|_| out.write_all(b"\n")).is_err() {
             return EXIT_OTHER;
         }
     }
@@ -216,9 +200,7 @@ fn cas(client: &mut Client, args: CasArgs) -> u8 {
             let version = answer.state.version;
             fail(
                 EXIT_PRECONDITION,
-                &format!(
-                    "precondition failed, nothing changed: {key} is {current} at version {version}"
-                ),
+                &format!("precondition failed, nothing changed: {key} is {current} at version {version}"),
             )
         }
         Err(e) => client_error(e),

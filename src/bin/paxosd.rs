@@ -41,21 +41,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let options = Options {
-        id: NodeId(args.id),
-        bootstrap: args.bootstrap,
-    };
+    let options = Options { id: NodeId(args.id), bootstrap: args.bootstrap };
     let driver = match Driver::open(config, &options) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("paxosd: node {}: {e}", args.id);
-            return ExitCode::from(
-                if matches!(e, paxosd::driver::DriverError::UnknownNode(_)) {
-                    2
-                } else {
-                    1
-                },
-            );
+            return ExitCode::from(if matches!(e, paxosd::driver::DriverError::UnknownNode(_)) {
+                2
+            } else {
+                1
+            });
         }
     };
     match driver.run() {

@@ -8,7 +8,7 @@
 use crate::storage::Record;
 use crate::types::{Ballot, Key, RegisterState};
 use crate::wire::Message;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// One key's acceptor state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub struct Vote {
 
 #[derive(Debug, Default)]
 pub struct Acceptor {
-    slots: HashMap<Key, Slot>,
+    slots: BTreeMap<Key, Slot>,
     live_bytes: u64,
     #[cfg(feature = "planted-bugs")]
     pub bugs: super::PlantedBugs,
@@ -88,26 +88,13 @@ impl Acceptor {
         if ballot < slot.promised {
             return reject(key, ballot, slot.promised);
         }
-        let reply = Message::Promise {
-            key: key.clone(),
-            ballot,
-            accepted: slot.accepted,
-            state: slot.state.clone(),
-        };
+        let reply =
+            Message::Promise { key: key.clone(), ballot, accepted: slot.accepted, state: slot.state.clone() };
         if ballot == slot.promised {
-            return Vote {
-                reply,
-                record: None,
-            };
+            return Vote { reply, record: None };
         }
-        let new = Slot {
-            promised: ballot,
-            ..slot
-        };
-        Vote {
-            reply,
-            record: Some(self.store(key, new)),
-        }
+        let new = Slot { promised: ballot, ..slot };
+        Vote { reply, record: Some(self.store(key, new)) }
     }
 
     /// Phase 2: accept `state` at `ballot` unless a higher ballot was
@@ -117,25 +104,12 @@ impl Acceptor {
         if ballot < slot.promised && !self.accepts_below_promise() {
             return reject(key, ballot, slot.promised);
         }
-        let reply = Message::Accepted {
-            key: key.clone(),
-            ballot,
-        };
+        let reply = Message::Accepted { key: key.clone(), ballot };
         if slot.accepted == ballot && slot.state == *state {
-            return Vote {
-                reply,
-                record: None,
-            };
+            return Vote { reply, record: None };
         }
-        let new = Slot {
-            promised: ballot.max(slot.promised),
-            accepted: ballot,
-            state: state.clone(),
-        };
-        Vote {
-            reply,
-            record: Some(self.store(key, new)),
-        }
+        let new = Slot { promised: ballot.max(slot.promised), accepted: ballot, state: state.clone() };
+        Vote { reply, record: Some(self.store(key, new)) }
     }
 
     fn store(&mut self, key: &Key, new: Slot) -> Record {
@@ -162,14 +136,7 @@ impl Acceptor {
 }
 
 fn reject(key: &Key, ballot: Ballot, promised: Ballot) -> Vote {
-    Vote {
-        reply: Message::Reject {
-            key: key.clone(),
-            ballot,
-            promised,
-        },
-        record: None,
-    }
+    Vote { reply: Message::Reject { key: key.clone(), ballot, promised }, record: None }
 }
 
 #[cfg(test)]
@@ -186,19 +153,11 @@ mod tests {
     }
 
     fn st(v: &str, version: u64) -> RegisterState {
-        RegisterState {
-            value: Some(Value::from(v)),
-            version: Version(version),
-        }
+        RegisterState { value: Some(Value::from(v)), version: Version(version) }
     }
 
     fn slot_record(promised: Ballot, accepted: Ballot, state: RegisterState) -> Option<Record> {
-        Some(Record::Slot {
-            key: k(),
-            promised,
-            accepted,
-            state,
-        })
+        Some(Record::Slot { key: k(), promised, accepted, state })
     }
 
     #[test]
@@ -226,14 +185,7 @@ mod tests {
         let vote = a.handle_prepare(&k(), b(4, 3));
         assert_eq!(
             vote,
-            Vote {
-                reply: Message::Reject {
-                    key: k(),
-                    ballot: b(4, 3),
-                    promised: b(5, 2)
-                },
-                record: None
-            }
+            Vote { reply: Message::Reject { key: k(), ballot: b(4, 3), promised: b(5, 2) }, record: None }
         );
         // Same round, lower node id: still lower.
         let vote = a.handle_prepare(&k(), b(5, 1));
@@ -256,12 +208,7 @@ mod tests {
         let vote = a.handle_prepare(&k(), b(4, 2));
         assert_eq!(
             vote.reply,
-            Message::Promise {
-                key: k(),
-                ballot: b(4, 2),
-                accepted: b(3, 1),
-                state: st("x", 1)
-            }
+            Message::Promise { key: k(), ballot: b(4, 2), accepted: b(3, 1), state: st("x", 1) }
         );
         assert_eq!(vote.record, slot_record(b(4, 2), b(3, 1), st("x", 1)));
     }
@@ -271,13 +218,7 @@ mod tests {
         let mut a = Acceptor::new();
         a.handle_prepare(&k(), b(3, 1));
         let vote = a.handle_accept(&k(), b(3, 1), &st("x", 1));
-        assert_eq!(
-            vote.reply,
-            Message::Accepted {
-                key: k(),
-                ballot: b(3, 1)
-            }
-        );
+        assert_eq!(vote.reply, Message::Accepted { key: k(), ballot: b(3, 1) });
         assert_eq!(vote.record, slot_record(b(3, 1), b(3, 1), st("x", 1)));
         // A higher accept without a prepare raises the promise too.
         let vote = a.handle_accept(&k(), b(6, 2), &st("y", 2));
@@ -292,24 +233,10 @@ mod tests {
         let vote = a.handle_accept(&k(), b(4, 2), &st("y", 2));
         assert_eq!(
             vote,
-            Vote {
-                reply: Message::Reject {
-                    key: k(),
-                    ballot: b(4, 2),
-                    promised: b(5, 3)
-                },
-                record: None
-            }
+            Vote { reply: Message::Reject { key: k(), ballot: b(4, 2), promised: b(5, 3) }, record: None }
         );
         let slot = a.slot(&k()).cloned();
-        assert_eq!(
-            slot,
-            Some(Slot {
-                promised: b(5, 3),
-                accepted: b(2, 1),
-                state: st("x", 1)
-            })
-        );
+        assert_eq!(slot, Some(Slot { promised: b(5, 3), accepted: b(2, 1), state: st("x", 1) }));
     }
 
     #[test]
@@ -317,16 +244,7 @@ mod tests {
         let mut a = Acceptor::new();
         a.handle_accept(&k(), b(2, 1), &st("x", 1));
         let vote = a.handle_accept(&k(), b(2, 1), &st("x", 1));
-        assert_eq!(
-            vote,
-            Vote {
-                reply: Message::Accepted {
-                    key: k(),
-                    ballot: b(2, 1)
-                },
-                record: None
-            }
-        );
+        assert_eq!(vote, Vote { reply: Message::Accepted { key: k(), ballot: b(2, 1) }, record: None });
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 pub mod acceptor;
 pub mod backoff;
+pub mod clients;
 pub mod node;
 pub mod proposer;
 pub mod quorum;

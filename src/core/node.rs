@@ -10,7 +10,7 @@ use crate::limits;
 use crate::storage::{Record, Synced};
 use crate::types::{Ballot, Key, NodeId, Time};
 use crate::wire::{Message, Outcome, Refusal};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// Where an output goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,11 +37,7 @@ impl Ready {
 
     /// The messages, when no record needs syncing first.
     pub fn release_if_nothing_to_sync(self) -> Result<Vec<Envelope>, Ready> {
-        if self.records.is_empty() {
-            Ok(self.messages)
-        } else {
-            Err(self)
-        }
+        if self.records.is_empty() { Ok(self.messages) } else { Err(self) }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -69,9 +65,7 @@ impl Rounds {
         self.next += 1;
         if round >= self.limit {
             self.limit = round + limits::ROUND_BLOCK;
-            records.push(Record::RoundsReserved {
-                round_limit: self.limit,
-            });
+            records.push(Record::RoundsReserved { round_limit: self.limit });
         }
         round
     }
@@ -94,8 +88,8 @@ pub struct Node {
     members: Vec<NodeId>,
     acceptor: Acceptor,
     rounds: Rounds,
-    proposals: HashMap<Key, Proposal>,
-    queued: HashMap<Key, VecDeque<Queued>>,
+    proposals: BTreeMap<Key, Proposal>,
+    queued: BTreeMap<Key, VecDeque<Queued>>,
     requests: usize,
     rng: Rng,
     ready: Ready,
@@ -112,21 +106,9 @@ impl Node {
         let mut rounds = Rounds { next: 1, limit: 1 };
         for record in records {
             match record {
-                Record::Slot {
-                    key,
-                    promised,
-                    accepted,
-                    state,
-                } => {
+                Record::Slot { key, promised, accepted, state } => {
                     rounds.observe(promised.round);
-                    acceptor.restore(
-                        key,
-                        Slot {
-                            promised,
-                            accepted,
-                            state,
-                        },
-                    );
+                    acceptor.restore(key, Slot { promised, accepted, state });
                 }
                 // Skip the rest of the reserved block: ballots in it may have
                 // been sent before the restart.
@@ -141,8 +123,8 @@ impl Node {
             members,
             acceptor,
             rounds,
-            proposals: HashMap::new(),
-            queued: HashMap::new(),
+            proposals: BTreeMap::new(),
+            queued: BTreeMap::new(),
             requests: 0,
             rng: Rng::new(seed),
             ready: Ready::default(),
@@ -163,9 +145,7 @@ impl Node {
     /// Every durable fact of this node, for compacting the log: each key's
     /// slot and the round reservation.
     pub fn live_records(&self) -> impl Iterator<Item = Record> + '_ {
-        let rounds = Record::RoundsReserved {
-            round_limit: self.rounds.limit,
-        };
+        let rounds = Record::RoundsReserved { round_limit: self.rounds.limit };
         self.acceptor.live_records().chain(std::iter::once(rounds))
     }
 
@@ -181,10 +161,7 @@ impl Node {
     /// The earliest time at which `handle_timeout` has work to do.
     pub fn next_deadline(&self) -> Option<Time> {
         let proposals = self.proposals.values().map(Proposal::wake_at);
-        let queued = self
-            .queued
-            .values()
-            .flat_map(|q| q.iter().map(|r| r.deadline));
+        let queued = self.queued.values().flat_map(|q| q.iter().map(|r| r.deadline));
         proposals.chain(queued).min()
     }
 
@@ -205,11 +182,7 @@ impl Node {
         let deadline = now.plus_millis(timeout_ms);
         if self.proposals.contains_key(&key) {
             let queue = self.queued.entry(key).or_default();
-            queue.push_back(Queued {
-                handle,
-                change,
-                deadline,
-            });
+            queue.push_back(Queued { handle, change, deadline });
             return;
         }
         let proposal = Proposal::new(key.clone(), handle, change, now, deadline);
@@ -219,10 +192,7 @@ impl Node {
     }
 
     fn refusal(&self, key: &Key, change: &Change, timeout_ms: u64) -> Option<Refusal> {
-        let queue_full = self
-            .queued
-            .get(key)
-            .is_some_and(|q| q.len() >= limits::REQUESTS_QUEUED_PER_KEY_MAX);
+        let queue_full = self.queued.get(key).is_some_and(|q| q.len() >= limits::REQUESTS_QUEUED_PER_KEY_MAX);
         if key.0.len() > limits::KEY_BYTES_MAX {
             Some(Refusal::KeyTooLarge)
         } else if change.value_bytes() > limits::VALUE_BYTES_MAX {
@@ -258,12 +228,7 @@ impl Node {
                 let vote = self.acceptor.handle_accept(&key, ballot, &state);
                 self.vote(from, vote);
             }
-            Message::Promise {
-                key,
-                ballot,
-                accepted,
-                state,
-            } => {
+            Message::Promise { key, ballot, accepted, state } => {
                 self.rounds.observe(accepted.round);
                 self.with_proposal(now, &key, |p, ctx| {
                     p.on_promise(now, from, ballot, accepted, &state, ctx);
@@ -273,11 +238,7 @@ impl Node {
             Message::Accepted { key, ballot } => {
                 self.with_proposal(now, &key, |p, _| p.on_accepted(from, ballot));
             }
-            Message::Reject {
-                key,
-                ballot,
-                promised,
-            } => {
+            Message::Reject { key, ballot, promised } => {
                 self.rounds.observe(promised.round);
                 self.with_proposal(now, &key, |p, ctx| p.on_reject(now, from, ballot, ctx.rng));
             }
@@ -296,12 +257,8 @@ impl Node {
 
     /// Time passed: retries, backoffs and deadlines.
     pub fn handle_timeout(&mut self, now: Time) {
-        let due: Vec<Key> = self
-            .proposals
-            .iter()
-            .filter(|(_, p)| p.wake_at() <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let due: Vec<Key> =
+            self.proposals.iter().filter(|(_, p)| p.wake_at() <= now).map(|(k, _)| k.clone()).collect();
         for key in due {
             self.with_proposal(now, &key, |p, ctx| p.on_timer(now, ctx));
         }
@@ -323,23 +280,19 @@ impl Node {
         self.queued.retain(|_, q| !q.is_empty());
         for handle in expired {
             self.requests -= 1;
-            self.reply(
-                handle,
-                Outcome::Unavailable {
-                    maybe_applied: false,
-                },
-            );
+            self.reply(handle, Outcome::Unavailable { maybe_applied: false });
         }
     }
 
     /// Answers every request, for a clean shutdown: proposals still running
     /// may have sent accepts, so their outcome is unknown.
     pub fn shutdown(&mut self) {
-        let proposals: Vec<Proposal> = self.proposals.drain().map(|(_, p)| p).collect();
+        let proposals: Vec<Proposal> =
+            std::mem::take(&mut self.proposals).into_iter().map(|(_, p)| p).collect();
         for p in proposals {
             self.reply(p.handle, p.unavailable());
         }
-        let queued: Vec<Queued> = self.queued.drain().flat_map(|(_, q)| q).collect();
+        let queued: Vec<Queued> = std::mem::take(&mut self.queued).into_iter().flat_map(|(_, q)| q).collect();
         for r in queued {
             self.reply(r.handle, Outcome::Refused(Refusal::ShuttingDown));
         }

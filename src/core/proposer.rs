@@ -108,13 +108,7 @@ impl Proposal {
         };
         self.wake_at = now.plus_millis(limits::PHASE_RESEND_MS);
         for &to in members {
-            out.push((
-                to,
-                Message::Prepare {
-                    key: self.key.clone(),
-                    ballot,
-                },
-            ));
+            out.push((to, Message::Prepare { key: self.key.clone(), ballot }));
         }
     }
 
@@ -128,14 +122,7 @@ impl Proposal {
         state: &RegisterState,
         ctx: &mut Ctx<'_>,
     ) {
-        let Phase::Preparing {
-            ballot: mine,
-            votes,
-            best,
-            state: best_state,
-            ..
-        } = &mut self.phase
-        else {
+        let Phase::Preparing { ballot: mine, votes, best, state: best_state, .. } = &mut self.phase else {
             return;
         };
         if *mine != ballot || votes.has_answered(from) {
@@ -158,14 +145,7 @@ impl Proposal {
         debug_assert!(applied.state.version >= base.version);
         for &to in ctx.members {
             let state = applied.state.clone();
-            ctx.out.push((
-                to,
-                Message::Accept {
-                    key: self.key.clone(),
-                    ballot,
-                    state,
-                },
-            ));
+            ctx.out.push((to, Message::Accept { key: self.key.clone(), ballot, state }));
         }
         self.accept_sent |= self.change.is_write();
         self.phase = Phase::Accepting {
@@ -180,14 +160,7 @@ impl Proposal {
 
     /// An accepted for `ballot` from `from`.
     pub fn on_accepted(&mut self, from: NodeId, ballot: Ballot) -> Progress {
-        let Phase::Accepting {
-            ballot: mine,
-            votes,
-            state,
-            held,
-            ..
-        } = &mut self.phase
-        else {
+        let Phase::Accepting { ballot: mine, votes, state, held, .. } = &mut self.phase else {
             return Progress::Pending;
         };
         if *mine != ballot {
@@ -197,43 +170,23 @@ impl Proposal {
         if !votes.is_reached() {
             return Progress::Pending;
         }
-        Progress::Finished(Outcome::Done {
-            state: state.clone(),
-            precondition_held: *held,
-        })
+        Progress::Finished(Outcome::Done { state: state.clone(), precondition_held: *held })
     }
 
     /// A rejection of `ballot` by `from`. When a majority is out of reach the
     /// attempt is abandoned; the node has already fast-forwarded its rounds
     /// past the ballot the acceptor reported.
-    pub fn on_reject(
-        &mut self,
-        now: Time,
-        from: NodeId,
-        ballot: Ballot,
-        rng: &mut Rng,
-    ) -> Progress {
+    pub fn on_reject(&mut self, now: Time, from: NodeId, ballot: Ballot, rng: &mut Rng) -> Progress {
         let lost = match &mut self.phase {
-            Phase::Preparing {
-                ballot: mine,
-                votes,
-                ..
-            }
-            | Phase::Accepting {
-                ballot: mine,
-                votes,
-                ..
-            } if *mine == ballot => {
+            Phase::Preparing { ballot: mine, votes, .. } | Phase::Accepting { ballot: mine, votes, .. }
+                if *mine == ballot =>
+            {
                 votes.no(from);
                 votes.is_lost()
             }
             _ => false,
         };
-        if lost {
-            self.abandon_attempt(now, rng)
-        } else {
-            Progress::Pending
-        }
+        if lost { self.abandon_attempt(now, rng) } else { Progress::Pending }
     }
 
     /// Time passed: resend to silent members, give up the attempt after too
@@ -248,25 +201,11 @@ impl Proposal {
         let key = self.key.clone();
         let resent = match &mut self.phase {
             Phase::Idle => return Progress::Pending,
-            Phase::Preparing {
-                ballot,
-                votes,
-                resends,
-                ..
-            } => resend(ctx, votes, resends, |_| Message::Prepare {
-                key: key.clone(),
-                ballot: *ballot,
-            }),
-            Phase::Accepting {
-                ballot,
-                votes,
-                state,
-                resends,
-                ..
-            } => resend(ctx, votes, resends, |_| Message::Accept {
-                key: key.clone(),
-                ballot: *ballot,
-                state: state.clone(),
+            Phase::Preparing { ballot, votes, resends, .. } => {
+                resend(ctx, votes, resends, |_| Message::Prepare { key: key.clone(), ballot: *ballot })
+            }
+            Phase::Accepting { ballot, votes, state, resends, .. } => resend(ctx, votes, resends, |_| {
+                Message::Accept { key: key.clone(), ballot: *ballot, state: state.clone() }
             }),
         };
         if !resent {
@@ -287,20 +226,13 @@ impl Proposal {
 
     /// The answer for a request that ran out of time or attempts.
     pub fn unavailable(&self) -> Outcome {
-        Outcome::Unavailable {
-            maybe_applied: self.accept_sent,
-        }
+        Outcome::Unavailable { maybe_applied: self.accept_sent }
     }
 }
 
 /// Resends a phase message to the members that have not answered. Returns
 /// false when the resend budget is spent.
-fn resend(
-    ctx: &mut Ctx<'_>,
-    votes: &Quorum,
-    resends: &mut u32,
-    make: impl Fn(NodeId) -> Message,
-) -> bool {
+fn resend(ctx: &mut Ctx<'_>, votes: &Quorum, resends: &mut u32, make: impl Fn(NodeId) -> Message) -> bool {
     if *resends >= limits::PHASE_RESENDS_MAX {
         return false;
     }

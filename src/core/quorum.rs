@@ -18,11 +18,7 @@ pub fn majority(members: usize) -> usize {
 
 impl Quorum {
     pub fn new(members: usize) -> Quorum {
-        Quorum {
-            members,
-            yes: Vec::new(),
-            no: Vec::new(),
-        }
+        Quorum { members, yes: Vec::new(), no: Vec::new() }
     }
 
     /// Counts a yes from `node`; duplicates (retransmitted answers) count once.

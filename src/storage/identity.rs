@@ -54,11 +54,7 @@ impl fmt::Display for Identity {
 #[derive(Debug)]
 pub enum IdentityError {
     /// The marker names another node or cluster.
-    Mismatch {
-        path: PathBuf,
-        expected: Identity,
-        found: Identity,
-    },
+    Mismatch { path: PathBuf, expected: Identity, found: Identity },
     /// No marker, and not bootstrapping. `log_present` tells whether the dir
     /// nevertheless holds an acceptor log.
     Missing { path: PathBuf, log_present: bool },
@@ -67,21 +63,13 @@ pub enum IdentityError {
     /// The marker exists but is damaged or not in the expected format.
     Corrupt { path: PathBuf, detail: String },
     /// A system call failed.
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
+    Io { path: PathBuf, op: &'static str, source: io::Error },
 }
 
 impl fmt::Display for IdentityError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IdentityError::Mismatch {
-                path,
-                expected,
-                found,
-            } => write!(
+            IdentityError::Mismatch { path, expected, found } => write!(
                 f,
                 "data dir marker {} says this data dir belongs to {found}, but the config says \
                  this is {expected}; refusing to start (a data dir must never be copied between \
@@ -89,33 +77,21 @@ impl fmt::Display for IdentityError {
                 path.display()
             ),
             IdentityError::Missing { path, log_present } => write_missing(f, path, *log_present),
-            IdentityError::NoParent { path } => write!(
-                f,
-                "cannot create data dir {}: its parent directory does not exist",
-                path.display()
-            ),
-            IdentityError::Corrupt { path, detail } => write!(
-                f,
-                "data dir marker {} is damaged ({detail}); refusing to start",
-                path.display()
-            ),
+            IdentityError::NoParent { path } => {
+                write!(f, "cannot create data dir {}: its parent directory does not exist", path.display())
+            }
+            IdentityError::Corrupt { path, detail } => {
+                write!(f, "data dir marker {} is damaged ({detail}); refusing to start", path.display())
+            }
             IdentityError::Io { path, op, source } => {
-                write!(
-                    f,
-                    "data dir marker {}: {op} failed: {source}",
-                    path.display()
-                )
+                write!(f, "data dir marker {}: {op} failed: {source}", path.display())
             }
         }
     }
 }
 
 fn write_missing(f: &mut fmt::Formatter<'_>, path: &Path, log_present: bool) -> fmt::Result {
-    write!(
-        f,
-        "this data dir has no identity marker ({} is missing)",
-        path.display()
-    )?;
+    write!(f, "this data dir has no identity marker ({} is missing)", path.display())?;
     if log_present {
         write!(
             f,
@@ -148,19 +124,11 @@ fn io_error(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> Identity
 
 /// Checks that `dir` belongs to `expected`; when it has no marker and
 /// `bootstrap` is set, creates the dir (if missing) and the marker.
-pub fn check_or_create(
-    dir: &Path,
-    expected: Identity,
-    bootstrap: bool,
-) -> Result<(), IdentityError> {
+pub fn check_or_create(dir: &Path, expected: Identity, bootstrap: bool) -> Result<(), IdentityError> {
     let path = dir.join(IDENTITY_FILE_NAME);
     match read_marker(&path)? {
         Some(found) if found == expected => Ok(()),
-        Some(found) => Err(IdentityError::Mismatch {
-            path,
-            expected,
-            found,
-        }),
+        Some(found) => Err(IdentityError::Mismatch { path, expected, found }),
         None if bootstrap => create(dir, expected),
         None => {
             let log_present = dir.join(super::log::LOG_FILE_NAME).exists();
@@ -171,27 +139,17 @@ pub fn check_or_create(
 
 /// The marker's text for `identity`.
 pub fn encode(identity: Identity) -> String {
-    let body = format!(
-        "{COMMENT}\ncluster_id = {}\nnode_id = {}\n",
-        identity.cluster_id, identity.node_id
-    );
+    let body = format!("{COMMENT}\ncluster_id = {}\nnode_id = {}\n", identity.cluster_id, identity.node_id);
     let crc = crc32fast::hash(body.as_bytes());
     format!("{body}{CRC_PREFIX}{crc:08x}\n")
 }
 
 /// Parses a marker's text, checking its CRC first.
 pub fn decode(text: &str) -> Result<Identity, String> {
-    let body_len = text
-        .rfind(&format!("\n{CRC_PREFIX}"))
-        .map(|i| i + 1)
-        .ok_or("no crc line")?;
+    let body_len = text.rfind(&format!("\n{CRC_PREFIX}")).map(|i| i + 1).ok_or("no crc line")?;
     let (body, crc_line) = text.split_at(body_len);
-    let crc_hex = crc_line
-        .strip_prefix(CRC_PREFIX)
-        .and_then(|s| s.strip_suffix('\n'));
-    let crc_hex = crc_hex
-        .filter(|h| h.len() == 8)
-        .ok_or("malformed crc line")?;
+    let crc_hex = crc_line.strip_prefix(CRC_PREFIX).and_then(|s| s.strip_suffix('\n'));
+    let crc_hex = crc_hex.filter(|h| h.len() == 8).ok_or("malformed crc line")?;
     let crc = u32::from_str_radix(crc_hex, 16).map_err(|_| "malformed crc line")?;
     if crc != crc32fast::hash(body.as_bytes()) {
         return Err(format!(
@@ -210,9 +168,7 @@ fn parse_body(body: &str) -> Result<Identity, String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (name, value) = line
-            .split_once('=')
-            .ok_or(format!("line {line:?} is not name = value"))?;
+        let (name, value) = line.split_once('=').ok_or(format!("line {line:?} is not name = value"))?;
         let (name, value) = (name.trim(), value.trim());
         let slot_is_taken = match name {
             "cluster_id" => cluster_id.replace(parse_number(name, value)?).is_some(),
@@ -226,16 +182,11 @@ fn parse_body(body: &str) -> Result<Identity, String> {
     let cluster_id = cluster_id.ok_or("no cluster_id")?;
     let node_id = node_id.ok_or("no node_id")?;
     let node_id = u16::try_from(node_id).map_err(|_| format!("node_id {node_id} is too large"))?;
-    Ok(Identity {
-        cluster_id: ClusterId(cluster_id),
-        node_id: NodeId(node_id),
-    })
+    Ok(Identity { cluster_id: ClusterId(cluster_id), node_id: NodeId(node_id) })
 }
 
 fn parse_number(name: &str, value: &str) -> Result<u64, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{name} {value:?} is not a number"))
+    value.parse().map_err(|_| format!("{name} {value:?} is not a number"))
 }
 
 /// Reads the marker; `Ok(None)` when there is none.
@@ -246,13 +197,8 @@ fn read_marker(path: &Path) -> Result<Option<Identity>, IdentityError> {
         Err(e) => return Err(io_error(path, "open")(e)),
     };
     let mut bytes = Vec::new();
-    file.take(IDENTITY_BYTES_MAX + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_error(path, "read"))?;
-    let corrupt = |detail: String| IdentityError::Corrupt {
-        path: path.to_path_buf(),
-        detail,
-    };
+    file.take(IDENTITY_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(io_error(path, "read"))?;
+    let corrupt = |detail: String| IdentityError::Corrupt { path: path.to_path_buf(), detail };
     if bytes.len() as u64 > IDENTITY_BYTES_MAX {
         return Err(corrupt(format!("larger than {IDENTITY_BYTES_MAX} bytes")));
     }
@@ -278,8 +224,7 @@ fn create(dir: &Path, identity: Identity) -> Result<(), IdentityError> {
         .truncate(true)
         .open(&tmp)
         .map_err(io_error(&tmp, "create"))?;
-    file.write_all(encode(identity).as_bytes())
-        .map_err(io_error(&tmp, "write"))?;
+    file.write_all(encode(identity).as_bytes()).map_err(io_error(&tmp, "write"))?;
     file.sync_all().map_err(io_error(&tmp, "fsync"))?;
     let path = dir.join(IDENTITY_FILE_NAME);
     fs::rename(&tmp, &path).map_err(io_error(&path, "rename"))?;
@@ -298,15 +243,11 @@ fn create_dir(dir: &Path) -> Result<(), IdentityError> {
         Some(p) if p.as_os_str().is_empty() => Path::new("."),
         Some(p) => p,
         None => {
-            return Err(IdentityError::NoParent {
-                path: dir.to_path_buf(),
-            });
+            return Err(IdentityError::NoParent { path: dir.to_path_buf() });
         }
     };
     if !parent.is_dir() {
-        return Err(IdentityError::NoParent {
-            path: dir.to_path_buf(),
-        });
+        return Err(IdentityError::NoParent { path: dir.to_path_buf() });
     }
     fs::create_dir(dir).map_err(io_error(dir, "create directory"))?;
     sync_dir(parent)

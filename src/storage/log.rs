@@ -132,9 +132,7 @@ fn encode_frame(rec: &Record, out: &mut Vec<u8>) -> Result<(), LogError> {
     let payload_bytes = out.len() - start - PREFIX_BYTES;
     if encoded.is_err() || payload_bytes > limits::RECORD_BYTES_MAX {
         out.truncate(start);
-        return Err(LogError::RecordTooLarge {
-            bytes: payload_bytes as u64,
-        });
+        return Err(LogError::RecordTooLarge { bytes: payload_bytes as u64 });
     }
     let length = (payload_bytes as u32).to_le_bytes();
     out[start..start + LENGTH_BYTES].copy_from_slice(&length);
@@ -189,10 +187,9 @@ impl fmt::Display for RecoveryError {
                 f,
                 "log format version {version} is not supported (this build reads version {FORMAT_VERSION})"
             ),
-            RecoveryError::Corrupt { offset } => write!(
-                f,
-                "damaged record at byte offset {offset}, followed by valid records"
-            ),
+            RecoveryError::Corrupt { offset } => {
+                write!(f, "damaged record at byte offset {offset}, followed by valid records")
+            }
         }
     }
 }
@@ -203,12 +200,7 @@ impl std::error::Error for RecoveryError {}
 /// a read or an allocation from a length that has not been checked.
 pub fn recover(bytes: &[u8]) -> Result<Recovered, RecoveryError> {
     if bytes.is_empty() {
-        return Ok(Recovered {
-            records: Vec::new(),
-            valid_len: 0,
-            torn_tail: None,
-            fresh: true,
-        });
+        return Ok(Recovered { records: Vec::new(), valid_len: 0, torn_tail: None, fresh: true });
     }
     check_header(bytes)?;
     let mut records = Vec::new();
@@ -222,25 +214,15 @@ pub fn recover(bytes: &[u8]) -> Result<Recovered, RecoveryError> {
             }
             Err(fault) => {
                 if valid_frame_from(bytes, fault.rescan_from(offset)) {
-                    return Err(RecoveryError::Corrupt {
-                        offset: offset as u64,
-                    });
+                    return Err(RecoveryError::Corrupt { offset: offset as u64 });
                 }
                 let dropped = (bytes.len() - offset) as u64;
-                torn_tail = Some(TornTail {
-                    offset: offset as u64,
-                    bytes: dropped,
-                });
+                torn_tail = Some(TornTail { offset: offset as u64, bytes: dropped });
                 break;
             }
         }
     }
-    Ok(Recovered {
-        records,
-        valid_len: offset as u64,
-        torn_tail,
-        fresh: false,
-    })
+    Ok(Recovered { records, valid_len: offset as u64, torn_tail, fresh: false })
 }
 
 fn check_header(bytes: &[u8]) -> Result<(), RecoveryError> {
@@ -331,11 +313,7 @@ fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
 #[derive(Debug)]
 pub enum LogError {
     /// A system call failed.
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
+    Io { path: PathBuf, op: &'static str, source: io::Error },
     /// The file is not a paxosd log, or its header is damaged.
     BadHeader { path: PathBuf },
     /// The log was written in a format this build does not read.
@@ -451,16 +429,12 @@ impl LogFile {
             Err(e) => return Err(io_error(&path, "open")(e)),
         };
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(io_error(&path, "read"))?;
+        file.read_to_end(&mut bytes).map_err(io_error(&path, "read"))?;
         let recovered = recover(&bytes).map_err(|e| recovery_error(&path, e))?;
         if recovered.fresh {
             // Logs are created by renaming a complete file into place, so
             // an empty one was not made by paxosd; it holds nothing to keep.
-            log::warn!(
-                "acceptor log {} is empty; writing a new header",
-                path.display()
-            );
+            log::warn!("acceptor log {} is empty; writing a new header", path.display());
             return LogFile::create(dir);
         }
         if let Some(torn) = recovered.torn_tail {
@@ -489,12 +463,7 @@ impl LogFile {
             pending: Vec::new(),
             poisoned: None,
         };
-        let recovered = Recovered {
-            records: Vec::new(),
-            valid_len: 0,
-            torn_tail: None,
-            fresh: true,
-        };
+        let recovered = Recovered { records: Vec::new(), valid_len: 0, torn_tail: None, fresh: true };
         Ok((log, recovered))
     }
 
@@ -531,10 +500,7 @@ impl LogFile {
         self.check_poisoned()?;
         if !self.pending.is_empty() {
             let bytes = self.pending.len() as u64;
-            return Err(LogError::UnsyncedAppends {
-                path: self.path.clone(),
-                bytes,
-            });
+            return Err(LogError::UnsyncedAppends { path: self.path.clone(), bytes });
         }
         match write_replacement(&self.dir, live) {
             Ok((file, len)) => {
@@ -552,10 +518,7 @@ impl LogFile {
 
     fn check_poisoned(&self) -> Result<(), LogError> {
         match self.poisoned {
-            Some(op) => Err(LogError::Poisoned {
-                path: self.path.clone(),
-                op,
-            }),
+            Some(op) => Err(LogError::Poisoned { path: self.path.clone(), op }),
             None => Ok(()),
         }
     }
@@ -597,9 +560,7 @@ fn recovery_error(path: &Path, e: RecoveryError) -> LogError {
     let path = path.to_path_buf();
     match e {
         RecoveryError::BadHeader => LogError::BadHeader { path },
-        RecoveryError::UnsupportedVersion { version } => {
-            LogError::UnsupportedVersion { path, version }
-        }
+        RecoveryError::UnsupportedVersion { version } => LogError::UnsupportedVersion { path, version },
         RecoveryError::Corrupt { offset } => LogError::Corrupt { path, offset },
     }
 }
@@ -612,11 +573,9 @@ fn truncate_torn_tail(file: &File, path: &Path, torn: TornTail) -> Result<(), Lo
         torn.bytes,
         torn.offset
     );
-    file.set_len(torn.offset)
-        .map_err(io_error(path, "truncate"))?;
+    file.set_len(torn.offset).map_err(io_error(path, "truncate"))?;
     // The new size is metadata: sync_all, not sync_data, makes it durable.
-    file.sync_all()
-        .map_err(io_error(path, "fsync after truncate"))
+    file.sync_all().map_err(io_error(path, "fsync after truncate"))
 }
 
 fn remove_leftover_compaction(dir: &Path) -> Result<(), LogError> {
@@ -653,10 +612,7 @@ impl From<Replace> for LogError {
 /// Writes a log holding `records` to `acceptor.log.compact`, syncs it,
 /// renames it over `acceptor.log` and syncs the directory. Returns the new
 /// file, open for appending, and its length.
-fn write_replacement(
-    dir: &Path,
-    records: impl Iterator<Item = Record>,
-) -> Result<(File, u64), Replace> {
+fn write_replacement(dir: &Path, records: impl Iterator<Item = Record>) -> Result<(File, u64), Replace> {
     let tmp = dir.join(COMPACT_FILE_NAME);
     let written = write_log_file(&tmp, records);
     let (file, len) = written.map_err(|e| {
@@ -672,10 +628,7 @@ fn write_replacement(
 }
 
 /// Creates `path` with the header and `records`, and syncs it.
-fn write_log_file(
-    path: &Path,
-    records: impl Iterator<Item = Record>,
-) -> Result<(File, u64), LogError> {
+fn write_log_file(path: &Path, records: impl Iterator<Item = Record>) -> Result<(File, u64), LogError> {
     let mut file = OpenOptions::new()
         .read(true)
         .append(true)
@@ -743,11 +696,7 @@ mod tests {
             Err(LogError::Io { op: "write", .. }) => {}
             other => panic!("expected a write error, got {other:?}"),
         }
-        for result in [
-            log.append(&record()),
-            log.sync().map(|_| ()),
-            log.compact(std::iter::empty()),
-        ] {
+        for result in [log.append(&record()), log.sync().map(|_| ()), log.compact(std::iter::empty())] {
             match result {
                 Err(LogError::Poisoned { op: "write", .. }) => {}
                 other => panic!("expected Poisoned, got {other:?}"),

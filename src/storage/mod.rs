@@ -17,12 +17,7 @@ use serde::{Deserialize, Serialize};
 pub enum Record {
     /// A key's whole acceptor state: the highest ballot promised, the ballot
     /// of the accepted state (`Ballot::ZERO` if none) and that state.
-    Slot {
-        key: Key,
-        promised: Ballot,
-        accepted: Ballot,
-        state: RegisterState,
-    },
+    Slot { key: Key, promised: Ballot, accepted: Ballot, state: RegisterState },
     /// The proposer may use rounds below `round_limit`. Written before a
     /// round of a new block is used, so a restart never reissues a ballot.
     RoundsReserved { round_limit: u64 },
