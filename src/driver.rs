@@ -347,7 +347,8 @@ impl Driver {
     }
 }
 
-fn is_peer_message(msg: &Message) -> bool {
+/// The messages nodes exchange among themselves (the core's inputs).
+pub(crate) fn is_peer_message(msg: &Message) -> bool {
     matches!(
         msg,
         Message::Prepare { .. }

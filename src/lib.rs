@@ -4,6 +4,8 @@
 //! Layers, top to bottom (each depends only on those below it):
 //! - `driver`, `client`, `config`: the only code that touches sockets,
 //!   clocks and files;
+//! - `sim`: a second driver for the core, deterministic, with simulated
+//!   network, disk and clients, for testing;
 //! - `core`: the protocol as pure state machines (no I/O);
 //! - `storage`: the acceptor's append-only record log;
 //! - `wire`, `change`, `types`: messages, datagram framing and value types.
@@ -15,6 +17,7 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod limits;
+pub mod sim;
 pub mod storage;
 pub mod types;
 pub mod wire;

@@ -138,6 +138,14 @@ impl Node {
         self.id
     }
 
+    /// Switches on deliberate bugs (tests only). The acceptor keeps its own
+    /// copy, and is reachable only through the node.
+    #[cfg(feature = "planted-bugs")]
+    pub fn set_bugs(&mut self, bugs: super::PlantedBugs) {
+        self.bugs = bugs;
+        self.acceptor.bugs = bugs;
+    }
+
     pub fn acceptor(&self) -> &Acceptor {
         &self.acceptor
     }

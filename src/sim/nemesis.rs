@@ -1,0 +1,158 @@
+//! The nemesis: during the fault phase it starts, at random intervals, one
+//! fault of a kind the seed allows (a partition, crashes, pauses), each
+//! ending after a random time; when the workload reaches its operation
+//! count, everything heals at once and liveness is demanded.
+
+use super::net::Partition;
+use super::node::Power;
+use super::workload::ClientOut;
+use super::world::{Event, LIVENESS_BOUND_US, World};
+use crate::core::quorum::majority;
+use crate::core::rng::Rng;
+use crate::types::NodeId;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Partition,
+    Crash,
+    Pause,
+}
+
+impl World {
+    pub(super) fn nemesis(&mut self) {
+        if self.healed_at.is_some() {
+            return;
+        }
+        let kinds: Vec<Kind> = [
+            (self.plan.partitions, Kind::Partition),
+            (self.plan.crashes, Kind::Crash),
+            (self.plan.pauses, Kind::Pause),
+        ]
+        .into_iter()
+        .filter_map(|(on, kind)| on.then_some(kind))
+        .collect();
+        let Some(&kind) = kinds.get(self.rng.below(kinds.len() as u64) as usize) else {
+            return;
+        };
+        match kind {
+            Kind::Partition => self.start_partition(),
+            Kind::Crash => self.crash_some(),
+            Kind::Pause => self.pause_some(),
+        }
+        let (lo, hi) = self.plan.nemesis_gap_ms;
+        let gap_ms = self.rng.range(lo, hi);
+        self.push(self.now.plus_millis(gap_ms), Event::Nemesis);
+    }
+
+    /// How long a fault lasts: often briefly, often for seconds.
+    fn fault_duration_us(&mut self) -> u64 {
+        if self.rng.chance(0.5) {
+            self.rng.range(20_000, 300_000)
+        } else {
+            self.rng.range(300_000, 4_000_000)
+        }
+    }
+
+    fn start_partition(&mut self) {
+        let n = self.nodes.len() as u64;
+        let ids = shuffled((1..=n as u16).map(NodeId).collect(), &mut self.rng);
+        let partition = match self.rng.below(3) {
+            0 => {
+                self.counts.isolations += 1;
+                Partition::Isolate(ids[0])
+            }
+            1 => {
+                self.counts.bisections += 1;
+                let minority = self.rng.range(1, (n - 1) / 2) as usize;
+                Partition::Bisect { side: ids[..minority].to_vec() }
+            }
+            _ => {
+                self.counts.one_way += 1;
+                let split = self.rng.range(1, n - 1) as usize;
+                Partition::OneWay { from: ids[..split].to_vec(), to: ids[split..].to_vec() }
+            }
+        };
+        self.net.partition(&partition);
+        self.partition_generation += 1;
+        let generation = self.partition_generation;
+        let until = self.now.plus_micros(self.fault_duration_us());
+        self.push(until, Event::HealPartition { generation });
+    }
+
+    /// Crashes one node, or sometimes up to a majority at once: safety must
+    /// hold even then (liveness is only asked for after healing).
+    fn crash_some(&mut self) {
+        let alive: Vec<usize> =
+            (0..self.nodes.len()).filter(|&i| self.nodes[i].power != Power::Down).collect();
+        let count =
+            if self.rng.chance(0.2) { self.rng.range(1, majority(self.nodes.len()) as u64) } else { 1 };
+        for i in shuffled(alive, &mut self.rng).into_iter().take(count as usize) {
+            self.counts.crashes += 1;
+            if self.nodes[i].crash(&mut self.rng) {
+                self.counts.torn_writes += 1;
+            }
+            let incarnation = self.nodes[i].incarnation;
+            let until = self.now.plus_micros(self.fault_duration_us());
+            self.push(until, Event::Restart { node: i, incarnation });
+        }
+    }
+
+    fn pause_some(&mut self) {
+        let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].power == Power::Up).collect();
+        let count = if self.rng.chance(0.2) { 2 } else { 1 };
+        for i in shuffled(up, &mut self.rng).into_iter().take(count) {
+            self.counts.pauses += 1;
+            self.nodes[i].pause();
+            let incarnation = self.nodes[i].incarnation;
+            let until = self.now.plus_micros(self.fault_duration_us());
+            self.push(until, Event::Resume { node: i, incarnation });
+        }
+    }
+
+    /// Restarts node `i` if it is down (and, for a scheduled restart, still
+    /// in the life the restart was meant for).
+    pub(super) fn restart_if_down(&mut self, i: usize, incarnation: Option<u32>) {
+        let node = &self.nodes[i];
+        if node.power != Power::Down || incarnation.is_some_and(|inc| inc != node.incarnation) {
+            return;
+        }
+        let seed = self.rng.next_u64();
+        self.nodes[i].restart(self.now, seed, &mut self.violations);
+        self.schedule_turn(i);
+    }
+
+    pub(super) fn resume_if_paused(&mut self, i: usize, incarnation: Option<u32>) {
+        let node = &self.nodes[i];
+        if node.power != Power::Paused || incarnation.is_some_and(|inc| inc != node.incarnation) {
+            return;
+        }
+        let out = self.nodes[i].resume(self.now, self.plan.compact_bytes_min, &mut self.violations);
+        let from = super::net::Endpoint::Node(self.nodes[i].id);
+        self.send(from, out);
+        self.schedule_turn(i);
+    }
+
+    /// The end of the fault phase: every node up, the network whole and
+    /// calm, no new client operations; then the clock for liveness starts.
+    pub(super) fn heal(&mut self) {
+        self.healed_at = Some(self.now);
+        self.net.heal_all();
+        for i in 0..self.nodes.len() {
+            self.restart_if_down(i, None);
+            self.resume_if_paused(i, None);
+        }
+        let mut out = ClientOut::default();
+        self.workload.finish(self.now, &mut self.rng, &mut out);
+        self.apply_client_out(out);
+        self.push(self.now.plus_micros(LIVENESS_BOUND_US), Event::LivenessDeadline);
+    }
+}
+
+/// Fisher-Yates, from the seeded source.
+fn shuffled<T>(mut items: Vec<T>, rng: &mut Rng) -> Vec<T> {
+    for i in (1..items.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        items.swap(i, j);
+    }
+    items
+}

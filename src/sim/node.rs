@@ -1,0 +1,321 @@
+//! One simulated node: the core `Node` driven the way `driver.rs` drives
+//! it, over the simulated network and disk. A turn takes every input that
+//! arrived since the last one, runs due timers, appends the records and
+//! starts one sync; the messages leave only when the sync completes, and
+//! inputs arriving meanwhile wait for the next turn (group commit).
+//!
+//! The node also checks the two invariants that only it can see: nothing
+//! is released before the state it depends on is durable, and a promise it
+//! released never goes down, even across a crash.
+
+use super::disk::SimDisk;
+use super::net::{ClientAddr, Endpoint};
+use crate::core::clients::{Admission, ClientRef, Clients};
+use crate::core::rng::Rng;
+use crate::core::{Envelope, Node, Ready};
+use crate::driver::is_peer_message;
+use crate::storage::Storage;
+use crate::types::{Ballot, Key, NodeId, Time};
+use crate::wire::Message;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Power {
+    Up,
+    /// Stopped (SIGSTOP): inputs queue up, timers run late, nothing leaves.
+    Paused,
+    Down,
+}
+
+/// Datagrams to send, one per destination, in a deterministic order.
+pub type Outgoing = Vec<(Endpoint, Vec<Message>)>;
+
+pub struct SimNode {
+    pub id: NodeId,
+    members: Vec<NodeId>,
+    core: Option<Node>,
+    disk: SimDisk,
+    clients: Clients<ClientAddr>,
+    inbox: Vec<(Endpoint, Message)>,
+    /// The turn whose records are being synced.
+    syncing: Option<Ready>,
+    /// The sync completed while the node was paused; it releases on resume.
+    synced_while_paused: bool,
+    pub power: Power,
+    /// Bumped by every crash, so events meant for an earlier life are ignored.
+    pub incarnation: u32,
+    /// When the world will next wake this node, if it is scheduled to.
+    pub wake_at: Option<Time>,
+    /// The highest ballot this node ever promised in a message that left it.
+    released: BTreeMap<Key, Ballot>,
+    #[cfg(feature = "planted-bugs")]
+    bugs: crate::core::PlantedBugs,
+}
+
+impl SimNode {
+    pub fn new(id: NodeId, members: Vec<NodeId>, seed: u64) -> SimNode {
+        SimNode {
+            id,
+            core: Some(Node::new(id, members.clone(), Vec::new(), seed)),
+            members,
+            disk: SimDisk::default(),
+            clients: Clients::default(),
+            inbox: Vec::new(),
+            syncing: None,
+            synced_while_paused: false,
+            power: Power::Up,
+            incarnation: 0,
+            wake_at: None,
+            released: BTreeMap::new(),
+            #[cfg(feature = "planted-bugs")]
+            bugs: crate::core::PlantedBugs::default(),
+        }
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    pub fn set_bugs(&mut self, bugs: crate::core::PlantedBugs) {
+        self.bugs = bugs;
+        if let Some(core) = self.core.as_mut() {
+            core.set_bugs(bugs);
+        }
+    }
+
+    /// A datagram arrived. A node that is down loses it.
+    pub fn deliver(&mut self, from: Endpoint, msgs: Vec<Message>) {
+        if self.power != Power::Down {
+            self.inbox.extend(msgs.into_iter().map(|m| (from, m)));
+        }
+    }
+
+    /// Free to start a turn: running and not waiting for a sync.
+    pub fn is_idle(&self) -> bool {
+        self.power == Power::Up && self.syncing.is_none()
+    }
+
+    /// When the next turn is due: now if inputs wait, else the core's deadline.
+    pub fn next_turn(&self, now: Time) -> Option<Time> {
+        if !self.inbox.is_empty() {
+            return Some(now);
+        }
+        self.core.as_ref().and_then(Node::next_deadline).map(|d| d.max(now))
+    }
+
+    /// One loop turn. Returns what may leave at once, and whether records
+    /// were appended (then the world calls `finish_sync` after a delay).
+    pub fn turn(&mut self, now: Time, violations: &mut Vec<String>) -> (Outgoing, bool) {
+        let mut out = Vec::new();
+        let Some(core) = self.core.as_mut() else {
+            return (Vec::new(), false);
+        };
+        for (from, msg) in std::mem::take(&mut self.inbox) {
+            feed(core, &mut self.clients, now, from, msg, &mut out);
+        }
+        if core.next_deadline().is_some_and(|d| d <= now) {
+            core.handle_timeout(now);
+        }
+        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
+        let mut ready = core.take_ready();
+        self.check_promises(now, violations);
+        #[cfg(feature = "planted-bugs")]
+        if self.bugs.reply_before_sync {
+            let early = ready.take_messages_unsynced();
+            self.release(now, early, &mut out, violations);
+        }
+        let needs_sync = match ready.release_if_nothing_to_sync() {
+            Ok(envelopes) => {
+                self.release(now, envelopes, &mut out, violations);
+                false
+            }
+            Err(ready) => {
+                for record in &ready.records {
+                    let Ok(()) = self.disk.append(record);
+                }
+                self.syncing = Some(ready);
+                true
+            }
+        };
+        (group(out), needs_sync)
+    }
+
+    /// The sync started by the last turn completed: release its messages
+    /// (or, when paused, as soon as the node resumes).
+    pub fn finish_sync(&mut self, now: Time, compact_min: u64, violations: &mut Vec<String>) -> Outgoing {
+        if self.power == Power::Paused {
+            self.synced_while_paused = true;
+            return Vec::new();
+        }
+        let Some(ready) = self.syncing.take() else {
+            return Vec::new();
+        };
+        let Ok(proof) = self.disk.sync();
+        let mut out = Vec::new();
+        self.release(now, ready.release(proof), &mut out, violations);
+        self.maybe_compact(compact_min);
+        group(out)
+    }
+
+    fn maybe_compact(&mut self, bytes_min: u64) {
+        if let Some(core) = self.core.as_ref()
+            && self.disk.should_compact(core.acceptor().live_bytes(), bytes_min)
+        {
+            self.disk.compact(core.live_records());
+        }
+    }
+
+    /// Turns envelopes into messages, checking each against the disk.
+    fn release(
+        &mut self,
+        now: Time,
+        envelopes: Vec<Envelope>,
+        out: &mut Vec<(Endpoint, Message)>,
+        violations: &mut Vec<String>,
+    ) {
+        for envelope in envelopes {
+            match envelope {
+                Envelope::Peer(to, msg) => {
+                    if let Some(v) = self.check_durable(now, &msg) {
+                        violations.push(v);
+                    }
+                    self.note_promise(&msg);
+                    out.push((Endpoint::Node(to), msg));
+                }
+                Envelope::Client(handle, outcome) => {
+                    if let Some(client) = self.clients.finish(handle, &outcome) {
+                        out.push((Endpoint::Client(client.addr), Message::Reply { id: client.id, outcome }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Invariant: a promise or an accepted leaves the node only once the
+    /// log holds the promise (and the acceptance) it reports.
+    fn check_durable(&self, now: Time, msg: &Message) -> Option<String> {
+        let (key, ballot, accepted) = match msg {
+            Message::Promise { key, ballot, .. } => (key, *ballot, false),
+            Message::Accepted { key, ballot } => (key, *ballot, true),
+            _ => return None,
+        };
+        let durable = self.disk.durable().slot(key);
+        let held = durable.promised >= ballot && (!accepted || durable.accepted >= ballot);
+        let what = if accepted { "Accepted" } else { "Promise" };
+        (!held).then(|| {
+            format!(
+                "t={}us node {}: released {what} for key {key} at ballot {ballot} before it was durable \
+                 (log: promised {}, accepted {})",
+                now.0, self.id, durable.promised, durable.accepted
+            )
+        })
+    }
+
+    fn note_promise(&mut self, msg: &Message) {
+        if let Message::Promise { key, ballot, .. } | Message::Accepted { key, ballot } = msg {
+            let highest = self.released.entry(key.clone()).or_default();
+            *highest = (*highest).max(*ballot);
+        }
+    }
+
+    /// Invariant: the acceptor's promise for a key is never below one it
+    /// has sent, whatever happened to the node since.
+    fn check_promises(&self, now: Time, violations: &mut Vec<String>) {
+        let Some(core) = self.core.as_ref() else {
+            return;
+        };
+        for (key, &sent) in &self.released {
+            let promised = core.acceptor().slot(key).map_or(Ballot::ZERO, |s| s.promised);
+            if promised < sent {
+                violations.push(format!(
+                    "t={}us node {}: promise for key {key} went down to {promised} after {sent} was sent",
+                    now.0, self.id
+                ));
+            }
+        }
+    }
+
+    /// The node dies: memory and unsynced writes are lost (but for a torn
+    /// prefix). Returns true when a partial write was left on disk.
+    pub fn crash(&mut self, rng: &mut Rng) -> bool {
+        self.core = None;
+        self.inbox.clear();
+        self.syncing = None;
+        self.synced_while_paused = false;
+        self.power = Power::Down;
+        self.incarnation += 1;
+        self.wake_at = None;
+        self.disk.crash(rng)
+    }
+
+    /// The node starts again from its log. A log recovery refuses is a
+    /// violation: the node stays down.
+    pub fn restart(&mut self, now: Time, seed: u64, violations: &mut Vec<String>) {
+        let records = match self.disk.restart() {
+            Ok(records) => records,
+            Err(e) => {
+                violations.push(format!("t={}us node {}: log recovery failed: {e}", now.0, self.id));
+                return;
+            }
+        };
+        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
+        let mut core = Node::new(self.id, self.members.clone(), records, seed);
+        #[cfg(feature = "planted-bugs")]
+        core.set_bugs(self.bugs);
+        self.core = Some(core);
+        // Like the real driver, the table of answered requests lives in memory.
+        self.clients = Clients::default();
+        self.power = Power::Up;
+        self.check_promises(now, violations);
+    }
+
+    pub fn pause(&mut self) {
+        if self.power == Power::Up {
+            self.power = Power::Paused;
+        }
+    }
+
+    /// Resumes a paused node; releases a sync that completed meanwhile.
+    pub fn resume(&mut self, now: Time, compact_min: u64, violations: &mut Vec<String>) -> Outgoing {
+        if self.power != Power::Paused {
+            return Vec::new();
+        }
+        self.power = Power::Up;
+        if std::mem::take(&mut self.synced_while_paused) {
+            return self.finish_sync(now, compact_min, violations);
+        }
+        Vec::new()
+    }
+}
+
+/// One input, as `driver.rs` handles a decoded message.
+fn feed(
+    core: &mut Node,
+    clients: &mut Clients<ClientAddr>,
+    now: Time,
+    from: Endpoint,
+    msg: Message,
+    out: &mut Vec<(Endpoint, Message)>,
+) {
+    match (from, msg) {
+        (Endpoint::Client(addr), Message::Request { id, key, change, timeout_ms }) => {
+            match clients.admit(ClientRef { addr, id }) {
+                Admission::New(handle) => {
+                    core.handle_request(now, handle, key, change, u64::from(timeout_ms))
+                }
+                Admission::Running => {}
+                Admission::Answered(outcome) => out.push((from, Message::Reply { id, outcome })),
+            }
+        }
+        (Endpoint::Node(peer), msg) if is_peer_message(&msg) && peer != core.id() => {
+            core.handle_message(now, peer, msg);
+        }
+        _ => {}
+    }
+}
+
+/// One datagram per destination, as the real driver packs them.
+fn group(messages: Vec<(Endpoint, Message)>) -> Outgoing {
+    let mut by_dest: BTreeMap<Endpoint, Vec<Message>> = BTreeMap::new();
+    for (to, msg) in messages {
+        by_dest.entry(to).or_default().push(msg);
+    }
+    by_dest.into_iter().collect()
+}

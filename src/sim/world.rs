@@ -1,0 +1,307 @@
+//! The world: virtual time, the event queue, and the dispatch of events to
+//! nodes, clients and the nemesis. Events run in (time, sequence) order, and
+//! every random choice comes from one seeded source, so a seed always
+//! produces the same run; the trace hash covers every event processed.
+
+use super::SimOptions;
+use super::faults::{FaultCounts, FaultPlan};
+use super::net::{ClientAddr, Endpoint, Net};
+use super::node::{Outgoing, SimNode};
+use super::trace::TraceHash;
+use super::workload::{ClientOut, Workload, WorkloadPlan};
+use crate::core::rng::Rng;
+use crate::types::{NodeId, Time};
+use crate::wire::Message;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+/// Once every fault has healed, every pending operation and the final read
+/// of every key must be done within this much virtual time. Operations in
+/// flight end by their client deadline (at most 5 s); a read on a healthy
+/// cluster needs a few 40 ms resend rounds and backoffs of at most 200 ms,
+/// so the final reads of up to five keys need far less than the rest.
+pub const LIVENESS_BOUND_US: u64 = 30_000_000;
+
+/// A run still going after this much virtual time is stuck.
+const VIRTUAL_TIME_MAX_US: u64 = 4 * 3600 * 1_000_000;
+
+pub(super) enum Event {
+    Deliver { from: Endpoint, to: Endpoint, msgs: Vec<Message> },
+    NodeWake { node: usize, incarnation: u32 },
+    SyncDone { node: usize, incarnation: u32 },
+    ClientWake { addr: ClientAddr, generation: u64 },
+    Nemesis,
+    Restart { node: usize, incarnation: u32 },
+    Resume { node: usize, incarnation: u32 },
+    HealPartition { generation: u64 },
+    LivenessDeadline,
+}
+
+struct Scheduled {
+    time: Time,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    /// Reversed, so that the max-heap pops the earliest event first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+pub struct World {
+    pub(super) now: Time,
+    queue: BinaryHeap<Scheduled>,
+    seq: u64,
+    pub(super) rng: Rng,
+    pub(super) nodes: Vec<SimNode>,
+    pub(super) net: Net,
+    pub(super) plan: FaultPlan,
+    pub(super) workload: Workload,
+    pub(super) counts: FaultCounts,
+    trace: TraceHash,
+    pub(super) violations: Vec<String>,
+    pub(super) healed_at: Option<Time>,
+    pub(super) partition_generation: u64,
+    pub(super) events: u64,
+}
+
+impl World {
+    pub fn new(options: &SimOptions, nodes: usize) -> World {
+        let mut rng = Rng::new(options.seed);
+        let plan = FaultPlan::choose(&mut rng);
+        let workload_plan = WorkloadPlan::choose(&mut rng);
+        let members: Vec<NodeId> = (1..=nodes as u16).map(NodeId).collect();
+        let nodes: Vec<SimNode> =
+            members.iter().map(|&id| SimNode::new(id, members.clone(), rng.next_u64())).collect();
+        #[cfg(feature = "planted-bugs")]
+        let nodes = nodes
+            .into_iter()
+            .map(|mut n| {
+                n.set_bugs(options.bugs);
+                n
+            })
+            .collect();
+        World {
+            now: Time(0),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            rng,
+            net: Net::new(members.len(), plan.clone()),
+            plan,
+            workload: Workload::new(workload_plan, members, options.ops),
+            nodes,
+            counts: FaultCounts::default(),
+            trace: TraceHash::default(),
+            violations: Vec::new(),
+            healed_at: None,
+            partition_generation: 0,
+            events: 0,
+        }
+    }
+
+    pub(super) fn push(&mut self, time: Time, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled { time, seq: self.seq, event });
+    }
+
+    /// Runs until the final reads are done or a violation is found.
+    pub fn run(&mut self) {
+        let mut out = ClientOut::default();
+        self.workload.start(self.now, &mut self.rng, &mut out);
+        self.apply_client_out(out);
+        if self.plan.has_nemesis() {
+            self.push(self.now, Event::Nemesis);
+        }
+        while let Some(next) = self.queue.pop() {
+            self.now = next.time;
+            self.events += 1;
+            self.hash_event(&next.event);
+            self.dispatch(next.event);
+            if !self.violations.is_empty() || self.workload.is_finished() {
+                return;
+            }
+            if self.healed_at.is_none() && self.workload.target_reached() {
+                self.heal();
+            }
+            if self.now.0 > VIRTUAL_TIME_MAX_US {
+                self.violations
+                    .push(format!("t={}us the run is stuck: virtual time limit reached", self.now.0));
+                return;
+            }
+        }
+        self.violations.push(format!("t={}us the run stalled: nothing left to happen", self.now.0));
+    }
+
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.finish()
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Deliver { from, to: Endpoint::Node(id), msgs } => {
+                let i = usize::from(id.0) - 1;
+                if let Some(node) = self.nodes.get_mut(i) {
+                    node.deliver(from, msgs);
+                    self.schedule_turn(i);
+                }
+            }
+            Event::Deliver { from, to: Endpoint::Client(addr), msgs } => {
+                self.deliver_to_client(from, addr, msgs)
+            }
+            Event::NodeWake { node, incarnation } => self.node_wake(node, incarnation),
+            Event::SyncDone { node, incarnation } => self.sync_done(node, incarnation),
+            Event::ClientWake { addr, generation } => {
+                let mut out = ClientOut::default();
+                self.workload.on_wake(self.now, &mut self.rng, addr, generation, &mut out);
+                self.apply_client_out(out);
+            }
+            Event::Nemesis => self.nemesis(),
+            Event::Restart { node, incarnation } => self.restart_if_down(node, Some(incarnation)),
+            Event::Resume { node, incarnation } => self.resume_if_paused(node, Some(incarnation)),
+            Event::HealPartition { generation } => {
+                if generation == self.partition_generation {
+                    self.net.heal_partition();
+                }
+            }
+            Event::LivenessDeadline => self.violations.push(format!(
+                "t={}us liveness: not done {} ms after every fault healed: {}",
+                self.now.0,
+                LIVENESS_BOUND_US / 1000,
+                self.workload.describe_pending()
+            )),
+        }
+    }
+}
+
+impl World {
+    fn deliver_to_client(&mut self, from: Endpoint, addr: ClientAddr, msgs: Vec<Message>) {
+        let Endpoint::Node(node) = from else {
+            return;
+        };
+        let mut out = ClientOut::default();
+        for msg in msgs {
+            self.workload.on_reply(self.now, &mut self.rng, addr, node, msg, &mut out);
+        }
+        self.apply_client_out(out);
+    }
+
+    pub(super) fn apply_client_out(&mut self, out: ClientOut) {
+        for (addr, node, msg) in out.sends {
+            self.send(Endpoint::Client(addr), vec![(Endpoint::Node(node), vec![msg])]);
+        }
+        for (addr, generation, time) in out.wakes {
+            self.push(time, Event::ClientWake { addr, generation });
+        }
+        self.violations.extend(out.violations);
+    }
+
+    /// Puts each datagram on the network: lost, delivered, or delivered twice.
+    pub(super) fn send(&mut self, from: Endpoint, out: Outgoing) {
+        for (to, msgs) in out {
+            let delays = self.net.transmit(&mut self.rng, from, to, &mut self.counts);
+            for delay in delays {
+                self.push(self.now.plus_micros(delay), Event::Deliver { from, to, msgs: msgs.clone() });
+            }
+        }
+    }
+
+    /// Makes sure an idle node with work has a turn scheduled.
+    pub(super) fn schedule_turn(&mut self, i: usize) {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(i) else {
+            return;
+        };
+        if !node.is_idle() {
+            return;
+        }
+        let Some(at) = node.next_turn(now) else {
+            return;
+        };
+        if node.wake_at.is_some_and(|w| w <= at) {
+            return;
+        }
+        node.wake_at = Some(at);
+        let incarnation = node.incarnation;
+        self.push(at, Event::NodeWake { node: i, incarnation });
+    }
+
+    fn node_wake(&mut self, i: usize, incarnation: u32) {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(i) else {
+            return;
+        };
+        if node.incarnation != incarnation || node.wake_at != Some(now) {
+            return;
+        }
+        node.wake_at = None;
+        if !node.is_idle() {
+            return;
+        }
+        let (out, needs_sync) = node.turn(now, &mut self.violations);
+        let (from, incarnation) = (Endpoint::Node(node.id), node.incarnation);
+        self.send(from, out);
+        if needs_sync {
+            let latency = self.rng.range(self.plan.sync_us.0, self.plan.sync_us.1);
+            self.push(now.plus_micros(latency), Event::SyncDone { node: i, incarnation });
+        } else {
+            self.schedule_turn(i);
+        }
+    }
+
+    fn sync_done(&mut self, i: usize, incarnation: u32) {
+        let (now, compact) = (self.now, self.plan.compact_bytes_min);
+        let Some(node) = self.nodes.get_mut(i) else {
+            return;
+        };
+        if node.incarnation != incarnation {
+            return;
+        }
+        let out = node.finish_sync(now, compact, &mut self.violations);
+        let from = Endpoint::Node(node.id);
+        self.send(from, out);
+        self.schedule_turn(i);
+    }
+
+    fn hash_event(&mut self, event: &Event) {
+        let h = &mut self.trace;
+        h.u64(self.now.0);
+        let words: [u64; 3] = match event {
+            Event::Deliver { from, to, msgs } => {
+                msgs.iter().for_each(|m| h.message(m));
+                [1, endpoint_word(from), endpoint_word(to)]
+            }
+            Event::NodeWake { node, incarnation } => [2, *node as u64, u64::from(*incarnation)],
+            Event::SyncDone { node, incarnation } => [3, *node as u64, u64::from(*incarnation)],
+            Event::ClientWake { addr, generation } => [4, u64::from(*addr), *generation],
+            Event::Nemesis => [5, 0, 0],
+            Event::Restart { node, incarnation } => [6, *node as u64, u64::from(*incarnation)],
+            Event::Resume { node, incarnation } => [7, *node as u64, u64::from(*incarnation)],
+            Event::HealPartition { generation } => [8, *generation, 0],
+            Event::LivenessDeadline => [9, 0, 0],
+        };
+        words.into_iter().for_each(|w| h.u64(w));
+    }
+}
+
+fn endpoint_word(e: &Endpoint) -> u64 {
+    match e {
+        Endpoint::Node(n) => u64::from(n.0),
+        Endpoint::Client(a) => 1 << 32 | u64::from(*a),
+    }
+}
