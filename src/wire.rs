@@ -108,11 +108,13 @@ pub enum Refusal {
     ShuttingDown,
 }
 
+const _: () = assert!(limits::KEY_BYTES_MAX == 1024 && limits::VALUE_BYTES_MAX == 16384);
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = match self {
-            Refusal::KeyTooLarge => "key is larger than the limit",
-            Refusal::ValueTooLarge => "value is larger than the limit",
+            Refusal::KeyTooLarge => "key is larger than the limit of 1024 bytes",
+            Refusal::ValueTooLarge => "value is larger than the limit of 16384 bytes",
             Refusal::Overloaded => "node is overloaded (too many requests in flight)",
             Refusal::BadTimeout => "timeout is zero or above the limit",
             Refusal::ShuttingDown => "node is shutting down",
