@@ -23,6 +23,8 @@ pub mod node;
 pub mod proposer;
 pub mod quorum;
 pub mod rng;
+#[cfg(test)]
+mod tests;
 
 pub use node::{Envelope, Node, Ready};
 pub use proposer::ReqHandle;
