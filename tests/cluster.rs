@@ -301,3 +301,29 @@ fn oversized_values_and_keys_are_refused_clearly() {
     assert_exit(&cluster.ctl(&["propose", "k", &max]), 0);
     assert_eq!(stdout(&cluster.ctl(&["read", "k"])), format!("{max}\n"));
 }
+
+#[test]
+fn the_counter_example_loses_no_increment_under_contention() {
+    let cluster = TestCluster::start("counter", 3);
+    // Examples are built next to the test binaries' parent directory.
+    let exe = std::env::current_exe().expect("test exe");
+    let example = exe.parent().and_then(|d| d.parent()).expect("target dir").join("examples/counter");
+    assert!(example.exists(), "build the example first (cargo test --all-targets): {}", example.display());
+    let procs: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            std::process::Command::new(&example)
+                .arg("--config")
+                .arg(&cluster.config_path)
+                .args(["--key", "shared", "--increments", "40"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn counter")
+        })
+        .collect();
+    for p in procs {
+        let out = p.wait_with_output().expect("counter ran");
+        assert!(out.status.success(), "counter failed: {}", stdout(&out));
+    }
+    let value = stdout(&cluster.ctl(&["read", "shared"]));
+    assert!(value.starts_with("120 "), "3 processes x 40 increments: {value}");
+}
