@@ -327,3 +327,26 @@ fn the_counter_example_loses_no_increment_under_contention() {
     let value = stdout(&cluster.ctl(&["read", "shared"]));
     assert!(value.starts_with("120 "), "3 processes x 40 increments: {value}");
 }
+
+#[test]
+fn overwrites_keep_the_log_bounded_by_compaction() {
+    let cluster = TestCluster::start("compaction", 3);
+    let mut client = cluster.client(Some(1));
+    let key = Key::from("hot");
+    // 600 overwrites of a 16 KiB value: about 10 MiB of records per node
+    // without compaction.
+    for i in 0..600u32 {
+        let mut value = vec![b'a' + (i % 26) as u8; paxosd::limits::VALUE_BYTES_MAX];
+        value[..4].copy_from_slice(&i.to_le_bytes());
+        client.put(&key, Value(value)).expect("put");
+    }
+    let bound = paxosd::limits::COMPACT_BYTES_MIN + 64 * 1024;
+    for id in 1..=3 {
+        let len = file_len(&cluster.log_path(id));
+        assert!(len < bound, "node {id} log is {len} bytes, bound {bound}");
+    }
+    assert!(cluster.stderr(1).contains("compacted"), "{}", cluster.stderr(1));
+    let answer = client.read(&key).expect("read");
+    assert_eq!(answer.state.version.0, 600);
+    assert_eq!(&answer.state.value.expect("value").0[..4], &599u32.to_le_bytes());
+}
