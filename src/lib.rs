@@ -16,5 +16,6 @@ pub mod core;
 pub mod driver;
 pub mod limits;
 pub mod storage;
+pub mod torture;
 pub mod types;
 pub mod wire;
