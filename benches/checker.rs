@@ -96,11 +96,7 @@ fn generate(rng: &mut Rng) -> Vec<Operation> {
                 invoke_at,
                 complete_at,
                 effect_at: took_effect.then(|| invoke_at + rng.below(complete_at - invoke_at + 1)),
-                completion: if info {
-                    Completion::Info
-                } else {
-                    Completion::Ok
-                },
+                completion: if info { Completion::Info } else { Completion::Ok },
                 read: None,
             }
         })
@@ -115,9 +111,7 @@ fn value_or_absent(rng: &mut Rng) -> Option<u64> {
 /// Applies the operations to real registers in the order they take effect,
 /// filling in what reads returned and whether each cas succeeded.
 fn run_registers(ops: &mut [Operation]) {
-    let mut order: Vec<usize> = (0..ops.len())
-        .filter(|&i| ops[i].effect_at.is_some())
-        .collect();
+    let mut order: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].effect_at.is_some()).collect();
     order.sort_by_key(|&i| (ops[i].effect_at, i));
     let mut registers: Vec<Option<u64>> = vec![None; KEYS];
     for i in order {
@@ -146,10 +140,7 @@ fn to_jsonl(ops: &[Operation]) -> Vec<String> {
         .flat_map(|(i, op)| [(op.invoke_at, false, i), (op.complete_at, true, i)])
         .collect();
     events.sort();
-    events
-        .into_iter()
-        .map(|(time, is_completion, i)| event_line(&ops[i], time, is_completion))
-        .collect()
+    events.into_iter().map(|(time, is_completion, i)| event_line(&ops[i], time, is_completion)).collect()
 }
 
 fn event_line(op: &Operation, time: u64, is_completion: bool) -> String {
@@ -272,9 +263,5 @@ fn main() -> ExitCode {
         );
         ok = false;
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -147,7 +147,8 @@ pub fn run(config: &Config, options: &Options, counters: &Arc<Counters>) -> Resu
     let final_process = (options.clients as u64) * 1_000_000;
     let mut reader = Worker::new(config, options, 0, recorder.clone(), counters.clone());
     reader.process = final_process;
-    let (lost_acked, unreadable) = reader.final_reads(options.keys, &acked.lock().map(|a| a.clone()).unwrap_or_default());
+    let (lost_acked, unreadable) =
+        reader.final_reads(options.keys, &acked.lock().map(|a| a.clone()).unwrap_or_default());
     let lines = recorder.lines.lock().map(|l| l.clone()).unwrap_or_default();
     write_history(&options.history, &lines)?;
     let verdict = check_lines(&lines);
@@ -196,9 +197,25 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    fn new(config: &'a Config, options: &'a Options, index: usize, recorder: Arc<Recorder>, counters: Arc<Counters>) -> Worker<'a> {
+    fn new(
+        config: &'a Config,
+        options: &'a Options,
+        index: usize,
+        recorder: Arc<Recorder>,
+        counters: Arc<Counters>,
+    ) -> Worker<'a> {
         let seed = options.seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        Worker { config, options, process: index as u64, last_seen: BTreeMap::new(), client: None, rng: Rng::new(seed), counter: 0, recorder, counters }
+        Worker {
+            config,
+            options,
+            process: index as u64,
+            last_seen: BTreeMap::new(),
+            client: None,
+            rng: Rng::new(seed),
+            counter: 0,
+            recorder,
+            counters,
+        }
     }
 
     fn client(&mut self) -> Result<&mut Client, ClientError> {
@@ -260,7 +277,11 @@ impl<'a> Worker<'a> {
         let result = self.client().and_then(|c| match &op {
             Op::Read => c.read(&k),
             Op::Write(v) => c.put(&k, Value(v.as_bytes().to_vec())),
-            Op::Cas(e, n) => c.cas_value(&k, e.as_ref().map(|e| Value(e.as_bytes().to_vec())), Value(n.as_bytes().to_vec())),
+            Op::Cas(e, n) => c.cas_value(
+                &k,
+                e.as_ref().map(|e| Value(e.as_bytes().to_vec())),
+                Value(n.as_bytes().to_vec()),
+            ),
             Op::Delete => c.delete(&k),
         });
         if let Ok(answer) = &result {
@@ -274,7 +295,13 @@ impl<'a> Worker<'a> {
     }
 
     /// Records the completion of an operation and keeps the counts.
-    fn complete(&mut self, f: &str, key: &str, invoked: &serde_json::Value, result: Result<(bool, serde_json::Value), &ClientError>) {
+    fn complete(
+        &mut self,
+        f: &str,
+        key: &str,
+        invoked: &serde_json::Value,
+        result: Result<(bool, serde_json::Value), &ClientError>,
+    ) {
         self.counters.ops.fetch_add(1, Ordering::Relaxed);
         let (kind, value) = match result {
             Ok((true, v)) => ("ok", v),
@@ -310,10 +337,17 @@ impl<'a> Worker<'a> {
             let invoked = json!([current, new]);
             self.recorder.record(self.process, "invoke", "cas", &key, invoked.clone());
             let expect = current.map(|c| Value(c.into_bytes()));
-            let result = self.client().and_then(|c| c.cas_value(&Key(key.clone().into_bytes()), expect, Value(new.into_bytes())));
+            let result = self
+                .client()
+                .and_then(|c| c.cas_value(&Key(key.clone().into_bytes()), expect, Value(new.into_bytes())));
             let held = result.as_ref().map(|a| a.precondition_held).ok();
             let unknown = matches!(result, Err(ClientError::NoQuorum { maybe_applied: true, .. }));
-            self.complete("cas", &key, &invoked, result.as_ref().map(|a| (a.precondition_held, invoked.clone())));
+            self.complete(
+                "cas",
+                &key,
+                &invoked,
+                result.as_ref().map(|a| (a.precondition_held, invoked.clone())),
+            );
             match held {
                 Some(true) => return Some(element),
                 Some(false) => continue,
@@ -329,7 +363,12 @@ impl<'a> Worker<'a> {
         self.recorder.record(self.process, "invoke", "read", key, json!(null));
         let result = self.client().and_then(|c| c.read(&Key(key.as_bytes().to_vec())));
         let value = result.as_ref().ok().map(text_of);
-        self.complete("read", key, &json!(null), result.as_ref().map(|_| (true, json!(value.clone().flatten()))));
+        self.complete(
+            "read",
+            key,
+            &json!(null),
+            result.as_ref().map(|_| (true, json!(value.clone().flatten()))),
+        );
         value
     }
 

@@ -53,18 +53,11 @@ fn violations(compact: &str) -> Vec<KeyViolation> {
 
 /// Line numbers of the reported stretch for each violating key.
 fn stretch_lines(compact: &str) -> Vec<(String, Vec<usize>)> {
-    violations(compact)
-        .into_iter()
-        .map(|v| (v.key, v.stretch.iter().map(|l| l.line).collect()))
-        .collect()
+    violations(compact).into_iter().map(|v| (v.key, v.stretch.iter().map(|l| l.line).collect())).collect()
 }
 
 fn stretch_is_violation(violation: &KeyViolation) -> bool {
-    let text: String = violation
-        .stretch
-        .iter()
-        .map(|l| format!("{}\n", l.text))
-        .collect();
+    let text: String = violation.stretch.iter().map(|l| format!("{}\n", l.text)).collect();
     let history = parse_history(text.as_bytes()).expect("a stretch parses");
     matches!(check(&history), Verdict::Violation(_))
 }
@@ -88,15 +81,8 @@ fn stale_read_after_completed_write_is_a_violation() {
         0 ok     write x 2
         1 invoke read  x _
         1 ok     read  x 1";
-    assert_eq!(
-        stretch_lines(history),
-        [("x".to_owned(), vec![1, 2, 3, 4, 5, 6])]
-    );
-    let report = Report {
-        operations: 3,
-        keys: 1,
-        verdict: verdict(history),
-    };
+    assert_eq!(stretch_lines(history), [("x".to_owned(), vec![1, 2, 3, 4, 5, 6])]);
+    let report = Report { operations: 3, keys: 1, verdict: verdict(history) };
     let expected = [
         r#"NOT linearizable: key "x""#,
         r#"line 1: {"f":"write","key":"x","process":0,"type":"invoke","value":"1"}"#,
@@ -206,10 +192,7 @@ fn delete_then_read_sees_absent() {
         1 ok     read   x _";
     assert_eq!(verdict(history), Verdict::Linearizable);
     let stale = history.replace("ok     read   x _", "ok     read   x 1");
-    assert_eq!(
-        stretch_lines(&stale),
-        [("x".to_owned(), vec![1, 2, 3, 4, 5, 6])]
-    );
+    assert_eq!(stretch_lines(&stale), [("x".to_owned(), vec![1, 2, 3, 4, 5, 6])]);
 }
 
 #[test]
@@ -257,10 +240,7 @@ fn info_write_once_seen_cannot_be_unseen() {
         1 ok     read  x 2
         1 invoke read  x _
         1 ok     read  x 1";
-    assert_eq!(
-        stretch_lines(history),
-        [("x".to_owned(), vec![1, 2, 3, 4, 5, 6, 7, 8])]
-    );
+    assert_eq!(stretch_lines(history), [("x".to_owned(), vec![1, 2, 3, 4, 5, 6, 7, 8])]);
 }
 
 #[test]
@@ -272,10 +252,7 @@ fn invoke_that_never_completes_is_of_unknown_outcome() {
         1 invoke read  x _
         1 ok     read  x _";
     // The write never completes; the second read cannot undo it.
-    assert_eq!(
-        stretch_lines(history),
-        [("x".to_owned(), vec![1, 2, 3, 4, 5])]
-    );
+    assert_eq!(stretch_lines(history), [("x".to_owned(), vec![1, 2, 3, 4, 5])]);
     let history = "
         0 invoke write x 1
         1 invoke read  x _
@@ -316,11 +293,7 @@ fn every_bad_key_gets_its_own_block() {
         0 ok     read  a 1
         0 invoke read  b _
         0 ok     read  b 2";
-    let report = Report {
-        operations: 2,
-        keys: 2,
-        verdict: verdict(history),
-    };
+    let report = Report { operations: 2, keys: 2, verdict: verdict(history) };
     let expected = [
         r#"NOT linearizable: key "a""#,
         r#"line 2: {"f":"read","key":"a","process":0,"type":"ok","value":"1"}"#,
@@ -345,11 +318,8 @@ fn linearizable_report_counts_operations_and_keys() {
          1 ok     read  y _",
     );
     let history = parse_history(text.as_bytes()).unwrap();
-    let report = Report {
-        operations: history.operation_count(),
-        keys: history.key_count(),
-        verdict: check(&history),
-    };
+    let report =
+        Report { operations: history.operation_count(), keys: history.key_count(), verdict: check(&history) };
     assert_eq!(report.to_string(), "linearizable: 2 operations over 2 keys");
 }
 
@@ -364,14 +334,8 @@ fn exhausted_budget_is_reported_as_unknown() {
          2 ok     read  x 2",
     );
     let history = parse_history(text.as_bytes()).unwrap();
-    let options = CheckOptions {
-        search_steps_max: 2,
-        ..CheckOptions::default()
-    };
-    assert_eq!(
-        check_with(&history, &options),
-        Verdict::Unknown { key: "x".into() }
-    );
+    let options = CheckOptions { search_steps_max: 2, ..CheckOptions::default() };
+    assert_eq!(check_with(&history, &options), Verdict::Unknown { key: "x".into() });
     assert_eq!(check(&history), Verdict::Linearizable);
 }
 
@@ -399,14 +363,8 @@ const OK_WRITE: &str = r#"{"process":0,"type":"ok","f":"write","key":"x","value"
 #[test]
 fn parse_errors_name_the_line_and_the_problem() {
     let cases: &[(&[&str], &str)] = &[
-        (
-            &[INVOKE_WRITE, "{\"process\":"],
-            "line 2: bad JSON at column 11: EOF while parsing a value",
-        ),
-        (
-            &[INVOKE_WRITE, OK_WRITE, "[1, 2]"],
-            "line 3: not a JSON object",
-        ),
+        (&[INVOKE_WRITE, "{\"process\":"], "line 2: bad JSON at column 11: EOF while parsing a value"),
+        (&[INVOKE_WRITE, OK_WRITE, "[1, 2]"], "line 3: not a JSON object"),
         (
             &[r#"{"process":0,"type":"invoke","f":"write","value":"1"}"#],
             "line 1: field `key` is missing or null",
@@ -416,10 +374,7 @@ fn parse_errors_name_the_line_and_the_problem() {
             "line 1: field `process` must be an integer",
         ),
         (
-            &[
-                INVOKE_WRITE,
-                r#"{"process":0,"type":"done","f":"write","key":"x"}"#,
-            ],
+            &[INVOKE_WRITE, r#"{"process":0,"type":"done","f":"write","key":"x"}"#],
             "line 2: unknown type \"done\"",
         ),
         (
@@ -443,19 +398,13 @@ fn parse_errors_name_the_line_and_the_problem() {
             "line 1: the value of a write must be a string",
         ),
         (
-            &[
-                INVOKE_WRITE,
-                r#"{"process":0,"type":"ok","f":"read","key":"x","value":"1"}"#,
-            ],
+            &[INVOKE_WRITE, r#"{"process":0,"type":"ok","f":"read","key":"x","value":"1"}"#],
             "line 2: completion for process 0 has another `f` than its invoke on line 1",
         ),
     ];
     for (lines, expected) in cases {
         let error = parse_error(lines);
-        assert!(
-            error.starts_with(expected),
-            "expected {expected:?}, got {error:?}"
-        );
+        assert!(error.starts_with(expected), "expected {expected:?}, got {error:?}");
     }
 }
 
@@ -466,11 +415,7 @@ fn corpus_dir() -> PathBuf {
     let dir = match std::env::var_os("PAXOSD_CHECKER_DATA") {
         Some(root) => {
             let root = PathBuf::from(root);
-            if root.join("expected.tsv").is_file() {
-                root
-            } else {
-                root.join("porcupine-etcd")
-            }
+            if root.join("expected.tsv").is_file() { root } else { root.join("porcupine-etcd") }
         }
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/checker-data/porcupine-etcd"),
     };
@@ -518,11 +463,7 @@ fn corpus_verdicts_match_porcupine() {
             disagreements.push(format!(
                 "{}: expected {}, got {:?}",
                 path.display(),
-                if *linearizable {
-                    "linearizable"
-                } else {
-                    "violation"
-                },
+                if *linearizable { "linearizable" } else { "violation" },
                 report.verdict
             ));
         }
@@ -600,10 +541,7 @@ struct Rng(u64);
 
 impl Rng {
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 
@@ -622,11 +560,7 @@ fn random_ops(rng: &mut Rng) -> Vec<RandomOp> {
             RandomOp {
                 f,
                 outcome,
-                a: if f == "write" {
-                    Some(1 + rng.below(2) as u8)
-                } else {
-                    rng.value()
-                },
+                a: if f == "write" { Some(1 + rng.below(2) as u8) } else { rng.value() },
                 b: Some(1 + rng.below(2) as u8),
                 invoke_at,
                 complete_at: invoke_at + 1 + rng.below(6) as usize,
@@ -656,8 +590,7 @@ fn random_history(ops: &[RandomOp]) -> (String, Vec<(usize, usize)>) {
             _ => serde_json::json!([s(op.a), s(op.b)]),
         };
         let kind = if is_completion { op.outcome } else { "invoke" };
-        let event =
-            serde_json::json!({"process": i, "type": kind, "f": op.f, "key": "x", "value": value});
+        let event = serde_json::json!({"process": i, "type": kind, "f": op.f, "key": "x", "value": value});
         text.push_str(&format!("{event}\n"));
         if is_completion {
             positions[i].1 = position;
@@ -693,20 +626,13 @@ fn explore(
     done: &mut Vec<bool>,
     state: Option<u8>,
 ) -> bool {
-    if part
-        .iter()
-        .zip(done.iter())
-        .all(|(&(_, required, _), &d)| d || !required)
-    {
+    if part.iter().zip(done.iter()).all(|(&(_, required, _), &d)| d || !required) {
         return true;
     }
     for next in 0..part.len() {
         let (i, _, _) = part[next];
         // Everything that returned before `next` was invoked comes first.
-        let blocked = part
-            .iter()
-            .zip(done.iter())
-            .any(|(&(_, _, ret), &d)| !d && ret < positions[i].0);
+        let blocked = part.iter().zip(done.iter()).any(|(&(_, _, ret), &d)| !d && ret < positions[i].0);
         if done[next] || blocked {
             continue;
         }
@@ -744,23 +670,12 @@ fn random_small_histories_agree_with_brute_force() {
             Verdict::Linearizable => linearizable += 1,
             Verdict::Violation(v) => {
                 violations += 1;
-                assert!(
-                    stretch_is_violation(&v[0]),
-                    "round {round}:\n{text}\n{}",
-                    v[0]
-                );
+                assert!(stretch_is_violation(&v[0]), "round {round}:\n{text}\n{}", v[0]);
             }
             Verdict::Unknown { .. } => panic!("round {round}: unknown"),
         }
-        assert_eq!(
-            verdict == Verdict::Linearizable,
-            expected,
-            "round {round}:\n{text}"
-        );
+        assert_eq!(verdict == Verdict::Linearizable, expected, "round {round}:\n{text}");
     }
     // Both verdicts are exercised.
-    assert!(
-        linearizable > 300 && violations > 300,
-        "{linearizable} / {violations}"
-    );
+    assert!(linearizable > 300 && violations > 300, "{linearizable} / {violations}");
 }

@@ -45,28 +45,13 @@ pub enum HistoryErrorKind {
     Json(serde_json::Error),
     NotAnObject,
     MissingField(&'static str),
-    WrongType {
-        field: &'static str,
-        expected: &'static str,
-    },
+    WrongType { field: &'static str, expected: &'static str },
     UnknownType(String),
     UnknownFunction(String),
-    BadValue {
-        function: Function,
-        expected: &'static str,
-    },
-    AlreadyPending {
-        process: i64,
-        invoke_line: usize,
-    },
-    NothingPending {
-        process: i64,
-    },
-    CompletionMismatch {
-        process: i64,
-        field: &'static str,
-        invoke_line: usize,
-    },
+    BadValue { function: Function, expected: &'static str },
+    AlreadyPending { process: i64, invoke_line: usize },
+    NothingPending { process: i64 },
+    CompletionMismatch { process: i64, field: &'static str, invoke_line: usize },
 }
 
 /// The operations a register offers.
@@ -158,10 +143,7 @@ impl History {
             .iter()
             .map(|&e| {
                 let event = &key.events[e];
-                HistoryLine {
-                    line: event.line,
-                    text: self.source[event.text.clone()].to_owned(),
-                }
+                HistoryLine { line: event.line, text: self.source[event.text.clone()].to_owned() }
             })
             .collect()
     }
@@ -196,11 +178,7 @@ impl KeyHistory {
             }
             Some(Step::CasFailed { expected }) => (Observation::NotEqual(expected), None),
         };
-        Role {
-            observes,
-            writes,
-            required: completed && self.ops[op].outcome != Outcome::Unknown,
-        }
+        Role { observes, writes, required: completed && self.ops[op].outcome != Outcome::Unknown }
     }
 
     /// For each operation, whether its completion is among `events`.
@@ -316,9 +294,8 @@ pub fn parse_history(mut reader: impl BufRead) -> Result<History, HistoryError> 
     loop {
         line += 1;
         buffer.clear();
-        let read = reader
-            .read_line(&mut buffer)
-            .map_err(|e| HistoryError::new(line, HistoryErrorKind::Read(e)))?;
+        let read =
+            reader.read_line(&mut buffer).map_err(|e| HistoryError::new(line, HistoryErrorKind::Read(e)))?;
         if read == 0 {
             break;
         }
@@ -327,9 +304,7 @@ pub fn parse_history(mut reader: impl BufRead) -> Result<History, HistoryError> 
             continue;
         }
         let parsed = parse_line(text).map_err(|kind| HistoryError::new(line, kind))?;
-        builder
-            .add(line, text, parsed)
-            .map_err(|kind| HistoryError::new(line, kind))?;
+        builder.add(line, text, parsed).map_err(|kind| HistoryError::new(line, kind))?;
     }
     Ok(builder.finish())
 }
@@ -342,10 +317,8 @@ fn parse_line(text: &str) -> Result<Line, HistoryErrorKind> {
     }
     let raw: RawEvent = serde_json::from_str(text).map_err(HistoryErrorKind::Json)?;
     let process = required(raw.process, "process")?;
-    let process = process.as_i64().ok_or(HistoryErrorKind::WrongType {
-        field: "process",
-        expected: "an integer",
-    })?;
+    let process =
+        process.as_i64().ok_or(HistoryErrorKind::WrongType { field: "process", expected: "an integer" })?;
     let kind = match required_str(raw.kind, "type")?.as_str() {
         "invoke" => EventType::Invoke,
         "ok" => EventType::Ok,
@@ -361,13 +334,7 @@ fn parse_line(text: &str) -> Result<Line, HistoryErrorKind> {
         other => return Err(HistoryErrorKind::UnknownFunction(other.to_owned())),
     };
     let key = required_str(raw.key, "key")?;
-    Ok(Line {
-        process,
-        kind,
-        function,
-        key,
-        value: raw.value,
-    })
+    Ok(Line { process, kind, function, key, value: raw.value })
 }
 
 fn required(value: Option<Value>, field: &'static str) -> Result<Value, HistoryErrorKind> {
@@ -377,10 +344,7 @@ fn required(value: Option<Value>, field: &'static str) -> Result<Value, HistoryE
 fn required_str(value: Option<Value>, field: &'static str) -> Result<String, HistoryErrorKind> {
     match required(value, field)? {
         Value::String(s) => Ok(s),
-        _ => Err(HistoryErrorKind::WrongType {
-            field,
-            expected: "a string",
-        }),
+        _ => Err(HistoryErrorKind::WrongType { field, expected: "a string" }),
     }
 }
 
@@ -414,17 +378,9 @@ impl Builder {
         }
     }
 
-    fn invoke(
-        &mut self,
-        line: usize,
-        text: Range<usize>,
-        ev: Line,
-    ) -> Result<(), HistoryErrorKind> {
+    fn invoke(&mut self, line: usize, text: Range<usize>, ev: Line) -> Result<(), HistoryErrorKind> {
         if let Some(p) = self.pending.get(&ev.process) {
-            return Err(HistoryErrorKind::AlreadyPending {
-                process: ev.process,
-                invoke_line: p.line,
-            });
+            return Err(HistoryErrorKind::AlreadyPending { process: ev.process, invoke_line: p.line });
         }
         let key = self.key_index(&ev.key);
         let effect = self.effect(key, ev.function, ev.value.as_ref())?;
@@ -432,40 +388,20 @@ impl Builder {
         let op = u32::try_from(history.ops.len()).expect("fewer than 2^32 operations per key");
         // Unknown until a completion says otherwise: an invoke that never
         // completes may or may not have taken effect.
-        history.ops.push(Operation {
-            effect,
-            outcome: Outcome::Unknown,
-        });
-        history.events.push(Event {
-            op,
-            is_invoke: true,
-            line,
-            text,
-        });
+        history.ops.push(Operation { effect, outcome: Outcome::Unknown });
+        history.events.push(Event { op, is_invoke: true, line, text });
         // A read that never completes tells nothing.
         self.kept[key].push(ev.function != Function::Read);
-        let pending = Pending {
-            key,
-            op,
-            function: ev.function,
-            line,
-        };
+        let pending = Pending { key, op, function: ev.function, line };
         self.pending.insert(ev.process, pending);
         Ok(())
     }
 
-    fn complete(
-        &mut self,
-        line: usize,
-        text: Range<usize>,
-        ev: Line,
-    ) -> Result<(), HistoryErrorKind> {
+    fn complete(&mut self, line: usize, text: Range<usize>, ev: Line) -> Result<(), HistoryErrorKind> {
         let pending = self
             .pending
             .remove(&ev.process)
-            .ok_or(HistoryErrorKind::NothingPending {
-                process: ev.process,
-            })?;
+            .ok_or(HistoryErrorKind::NothingPending { process: ev.process })?;
         let mismatch = |field| HistoryErrorKind::CompletionMismatch {
             process: ev.process,
             field,
@@ -480,9 +416,7 @@ impl Builder {
         let (outcome, kept) = match (ev.kind, ev.function) {
             (EventType::Ok, _) => (Outcome::Ok, true),
             (EventType::Fail, Function::Cas) => (Outcome::Failed, true),
-            (EventType::Info, Function::Write | Function::Cas | Function::Delete) => {
-                (Outcome::Unknown, true)
-            }
+            (EventType::Info, Function::Write | Function::Cas | Function::Delete) => (Outcome::Unknown, true),
             // Did not happen, or a read nobody saw the result of.
             _ => (Outcome::Unknown, false),
         };
@@ -492,20 +426,12 @@ impl Builder {
             // A read's result is on its completion; other operations carry
             // their arguments on the invoke.
             let seen = intern(&mut self.values[pending.key], ev.value.as_ref()).ok_or(
-                HistoryErrorKind::BadValue {
-                    function: Function::Read,
-                    expected: "a string or null",
-                },
+                HistoryErrorKind::BadValue { function: Function::Read, expected: "a string or null" },
             )?;
             self.keys[pending.key].ops[pending.op as usize].effect = Effect::Read { seen };
         }
         self.kept[pending.key][pending.op as usize] = kept;
-        self.keys[pending.key].events.push(Event {
-            op: pending.op,
-            is_invoke: false,
-            line,
-            text,
-        });
+        self.keys[pending.key].events.push(Event { op: pending.op, is_invoke: false, line, text });
         Ok(())
     }
 
@@ -515,11 +441,7 @@ impl Builder {
         }
         let index = self.keys.len();
         self.key_index.insert(key.to_owned(), index);
-        self.keys.push(KeyHistory {
-            key: key.to_owned(),
-            ops: Vec::new(),
-            events: Vec::new(),
-        });
+        self.keys.push(KeyHistory { key: key.to_owned(), ops: Vec::new(), events: Vec::new() });
         self.values.push(HashMap::new());
         self.kept.push(Vec::new());
         index
@@ -536,16 +458,12 @@ impl Builder {
         let bad = |expected| HistoryErrorKind::BadValue { function, expected };
         let values = &mut self.values[key];
         match function {
-            Function::Read => Ok(Effect::Read {
-                seen: ValueId::ABSENT,
-            }),
-            Function::Delete => Ok(Effect::Write {
-                value: ValueId::ABSENT,
-            }),
+            Function::Read => Ok(Effect::Read { seen: ValueId::ABSENT }),
+            Function::Delete => Ok(Effect::Write { value: ValueId::ABSENT }),
             Function::Write => match value {
-                Some(Value::String(_)) => Ok(Effect::Write {
-                    value: intern(values, value).ok_or(bad("a string"))?,
-                }),
+                Some(Value::String(_)) => {
+                    Ok(Effect::Write { value: intern(values, value).ok_or(bad("a string"))? })
+                }
                 _ => Err(bad("a string")),
             },
             Function::Cas => {
@@ -565,16 +483,9 @@ impl Builder {
     }
 
     fn finish(self) -> History {
-        let keys = self
-            .keys
-            .into_iter()
-            .zip(self.kept)
-            .map(|(history, kept)| compact(history, &kept))
-            .collect();
-        History {
-            source: self.source,
-            keys,
-        }
+        let keys =
+            self.keys.into_iter().zip(self.kept).map(|(history, kept)| compact(history, &kept)).collect();
+        History { source: self.source, keys }
     }
 }
 
@@ -592,16 +503,9 @@ fn compact(history: KeyHistory, kept: &[bool]) -> KeyHistory {
         .events
         .into_iter()
         .filter(|e| kept[e.op as usize])
-        .map(|e| Event {
-            op: renumbered[e.op as usize],
-            ..e
-        })
+        .map(|e| Event { op: renumbered[e.op as usize], ..e })
         .collect();
-    KeyHistory {
-        key: history.key,
-        ops,
-        events,
-    }
+    KeyHistory { key: history.key, ops, events }
 }
 
 impl HistoryError {
@@ -646,29 +550,20 @@ impl fmt::Display for HistoryErrorKind {
             Self::UnknownType(t) => {
                 write!(f, "unknown type {t:?} (expected invoke, ok, fail or info)")
             }
-            Self::UnknownFunction(name) => write!(
-                f,
-                "unknown f {name:?} (expected read, write, cas or delete)"
-            ),
+            Self::UnknownFunction(name) => {
+                write!(f, "unknown f {name:?} (expected read, write, cas or delete)")
+            }
             Self::BadValue { function, expected } => {
                 write!(f, "the value of a {function} must be {expected}")
             }
-            Self::AlreadyPending {
-                process,
-                invoke_line,
-            } => write!(
+            Self::AlreadyPending { process, invoke_line } => write!(
                 f,
                 "process {process} invokes while its operation from line {invoke_line} is still pending"
             ),
-            Self::NothingPending { process } => write!(
-                f,
-                "completion for process {process}, which has no pending invoke"
-            ),
-            Self::CompletionMismatch {
-                process,
-                field,
-                invoke_line,
-            } => write!(
+            Self::NothingPending { process } => {
+                write!(f, "completion for process {process}, which has no pending invoke")
+            }
+            Self::CompletionMismatch { process, field, invoke_line } => write!(
                 f,
                 "completion for process {process} has another `{field}` than its invoke on line {invoke_line}"
             ),
@@ -696,9 +591,7 @@ mod tests {
         let key = &history.keys()[key];
         let all: Vec<usize> = (0..key.event_count()).collect();
         let completed = key.completed_in(&all);
-        (0..key.op_count())
-            .map(|op| key.op_role(op, completed[op]))
-            .collect()
+        (0..key.op_count()).map(|op| key.op_role(op, completed[op])).collect()
     }
 
     #[test]
@@ -732,11 +625,7 @@ mod tests {
              2 invoke delete x _",
         );
         let (one, two) = (ValueId::from_index(1), ValueId::from_index(2));
-        let role = |observes, writes, required| Role {
-            observes,
-            writes,
-            required,
-        };
+        let role = |observes, writes, required| Role { observes, writes, required };
         let expected = [
             role(Observation::Nothing, Some(one), true),
             role(Observation::NotEqual(one), None, true),
@@ -773,9 +662,8 @@ mod tests {
              0 invoke write b x
              0 ok     write b x",
         );
-        let writes = |key| -> Vec<Option<ValueId>> {
-            roles(&history, key).iter().map(|r| r.writes).collect()
-        };
+        let writes =
+            |key| -> Vec<Option<ValueId>> { roles(&history, key).iter().map(|r| r.writes).collect() };
         let id = |i| Some(ValueId::from_index(i));
         assert_eq!(writes(0), [id(1)]);
         assert_eq!(writes(1), [id(1), id(2)]);
@@ -789,11 +677,7 @@ mod tests {
         assert_eq!(error.line, 2);
         assert!(matches!(
             error.kind,
-            HistoryErrorKind::CompletionMismatch {
-                process: 0,
-                field: "key",
-                invoke_line: 1
-            }
+            HistoryErrorKind::CompletionMismatch { process: 0, field: "key", invoke_line: 1 }
         ));
     }
 
@@ -802,9 +686,6 @@ mod tests {
         let text = "{\"process\":0,\"type\":\"invoke\",\"f\":\"read\",\"key\":\"a\",\"value\":null}\n\
                     {\"process\":0,\"type\":\"ok\",\"f\":\"read\",\"key\":\"a\",\"value\":[1]}\n";
         let error = parse_history(text.as_bytes()).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "line 2: the value of a read must be a string or null"
-        );
+        assert_eq!(error.to_string(), "line 2: the value of a read must be a string or null");
     }
 }

@@ -112,10 +112,7 @@ pub fn check_with(history: &History, options: &CheckOptions) -> Verdict {
             Outcome::Linearizable => {}
             Outcome::Violation => {
                 let stretch = shrink::shrink(key, budget, options.shrink_steps_max);
-                violations.push(KeyViolation {
-                    key: key.key.clone(),
-                    stretch: history.quote(key, &stretch),
-                });
+                violations.push(KeyViolation { key: key.key.clone(), stretch: history.quote(key, &stretch) });
             }
             Outcome::Unknown => {
                 unknown.get_or_insert_with(|| key.key.clone());
@@ -135,14 +132,9 @@ pub fn check_file(path: &Path) -> Result<Report, CheckError> {
 }
 
 pub fn check_file_with(path: &Path, options: &CheckOptions) -> Result<Report, CheckError> {
-    let file = File::open(path).map_err(|source| CheckError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
-    let history = parse_history(BufReader::new(file)).map_err(|source| CheckError::History {
-        path: path.to_owned(),
-        source,
-    })?;
+    let file = File::open(path).map_err(|source| CheckError::Open { path: path.to_owned(), source })?;
+    let history = parse_history(BufReader::new(file))
+        .map_err(|source| CheckError::History { path: path.to_owned(), source })?;
     Ok(Report {
         operations: history.operation_count(),
         keys: history.key_count(),
@@ -153,11 +145,9 @@ pub fn check_file_with(path: &Path, options: &CheckOptions) -> Result<Report, Ch
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.verdict {
-            Verdict::Linearizable => write!(
-                f,
-                "linearizable: {} operations over {} keys",
-                self.operations, self.keys
-            ),
+            Verdict::Linearizable => {
+                write!(f, "linearizable: {} operations over {} keys", self.operations, self.keys)
+            }
             Verdict::Unknown { key } => write!(
                 f,
                 "unknown: the search on key {key:?} ran out of budget \

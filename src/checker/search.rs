@@ -256,11 +256,7 @@ impl Linearized {
     fn new(ops: usize) -> Self {
         let mut seed = 0x9e37_79b9_7f4a_7c15;
         let zobrist = (0..ops).map(|_| splitmix64(&mut seed)).collect();
-        Self {
-            bits: vec![0; ops.div_ceil(64).max(1)],
-            zobrist,
-            hash: 0,
-        }
+        Self { bits: vec![0; ops.div_ceil(64).max(1)], zobrist, hash: 0 }
     }
 
     fn flip(&mut self, op: u32) {
@@ -289,12 +285,7 @@ struct Cache {
 
 impl Cache {
     fn new(words: usize) -> Self {
-        Self {
-            words,
-            heads: HashMap::default(),
-            bits: Vec::new(),
-            chain: Vec::new(),
-        }
+        Self { words, heads: HashMap::default(), bits: Vec::new(), chain: Vec::new() }
     }
 
     /// Adds the pair; false if it was already there.
@@ -363,10 +354,7 @@ mod tests {
     const ABSENT: ValueId = ValueId::ABSENT;
 
     fn budget() -> Budget {
-        Budget {
-            steps_max: 1_000_000,
-            cache_words_max: 1 << 20,
-        }
+        Budget { steps_max: 1_000_000, cache_words_max: 1 << 20 }
     }
 
     /// A problem from entries written as (step, or None for the return of
@@ -395,40 +383,12 @@ mod tests {
             (Step::Read { seen: A }, B, None),
             (Step::Write { value: A }, B, Some(A)),
             (Step::Write { value: ABSENT }, A, Some(ABSENT)),
-            (
-                Step::Cas {
-                    expected: A,
-                    new: B,
-                },
-                A,
-                Some(B),
-            ),
-            (
-                Step::Cas {
-                    expected: A,
-                    new: B,
-                },
-                B,
-                None,
-            ),
+            (Step::Cas { expected: A, new: B }, A, Some(B)),
+            (Step::Cas { expected: A, new: B }, B, None),
             (Step::CasFailed { expected: A }, A, None),
             (Step::CasFailed { expected: A }, B, Some(B)),
-            (
-                Step::CasUnknown {
-                    expected: A,
-                    new: B,
-                },
-                A,
-                Some(B),
-            ),
-            (
-                Step::CasUnknown {
-                    expected: A,
-                    new: B,
-                },
-                ABSENT,
-                Some(ABSENT),
-            ),
+            (Step::CasUnknown { expected: A, new: B }, A, Some(B)),
+            (Step::CasUnknown { expected: A, new: B }, ABSENT, Some(ABSENT)),
         ];
         for (step, state, after) in cases {
             assert_eq!(step.apply(state), after, "{step:?} in state {state:?}");
@@ -441,22 +401,13 @@ mod tests {
         for seen in [ABSENT, A] {
             let read = Ok(Step::Read { seen });
             let entries = [write, read, Err(1), Err(0)];
-            assert_eq!(
-                outcome(&entries),
-                Outcome::Linearizable,
-                "read saw {seen:?}"
-            );
+            assert_eq!(outcome(&entries), Outcome::Linearizable, "read saw {seen:?}");
         }
     }
 
     #[test]
     fn real_time_order_is_kept() {
-        let entries = [
-            Ok(Step::Write { value: A }),
-            Err(0),
-            Ok(Step::Read { seen: ABSENT }),
-            Err(1),
-        ];
+        let entries = [Ok(Step::Write { value: A }), Err(0), Ok(Step::Read { seen: ABSENT }), Err(1)];
         assert_eq!(outcome(&entries), Outcome::Violation);
     }
 
@@ -465,11 +416,7 @@ mod tests {
         let unknown_write = Ok(Step::Write { value: A });
         for seen in [ABSENT, A] {
             let entries = [unknown_write, Ok(Step::Read { seen }), Err(1)];
-            assert_eq!(
-                outcome(&entries),
-                Outcome::Linearizable,
-                "read saw {seen:?}"
-            );
+            assert_eq!(outcome(&entries), Outcome::Linearizable, "read saw {seen:?}");
         }
         // But not before it was invoked.
         let entries = [Ok(Step::Read { seen: A }), Err(0), unknown_write];
@@ -491,10 +438,7 @@ mod tests {
             Ok(Step::Read { seen: A }),
             Err(2),
         ];
-        let tight = Budget {
-            steps_max: 3,
-            ..budget()
-        };
+        let tight = Budget { steps_max: 3, ..budget() };
         let report = search(&problem(&entries), &tight);
         assert_eq!(report.outcome, Outcome::Unknown);
         assert_eq!(outcome(&entries), Outcome::Linearizable);
@@ -513,12 +457,7 @@ mod tests {
 
     #[test]
     fn lift_and_unlift_restore_the_list() {
-        let entries = [
-            Ok(Step::Write { value: A }),
-            Ok(Step::Read { seen: A }),
-            Err(0),
-            Err(1),
-        ];
+        let entries = [Ok(Step::Write { value: A }), Ok(Step::Read { seen: A }), Err(0), Err(1)];
         let mut list = List::new(&problem(&entries));
         let order = |list: &List| {
             let mut order = Vec::new();

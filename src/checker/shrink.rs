@@ -81,10 +81,8 @@ impl Shrinker<'_> {
         if self.steps_left == 0 || events.is_empty() {
             return false;
         }
-        let budget = Budget {
-            steps_max: self.search_budget.steps_max.min(self.steps_left),
-            ..self.search_budget
-        };
+        let budget =
+            Budget { steps_max: self.search_budget.steps_max.min(self.steps_left), ..self.search_budget };
         let report = search(&self.key.problem(events), &budget);
         self.steps_left = self.steps_left.saturating_sub(report.steps);
         report.outcome == Outcome::Violation
@@ -134,9 +132,7 @@ impl Shrinker<'_> {
             let end = (start + chunk).min(ops.len());
             let gone = self.dependents(&ops[start..end], ops);
             let candidate: Vec<usize> = ops.iter().copied().filter(|&op| !gone[op]).collect();
-            if self.keeps_provenance(ops, &candidate)
-                && self.violates(&self.events_of(events, &candidate))
-            {
+            if self.keeps_provenance(ops, &candidate) && self.violates(&self.events_of(events, &candidate)) {
                 *ops = candidate;
                 dropped = true;
             } else {
@@ -167,9 +163,7 @@ impl Shrinker<'_> {
         for (op, facts) in self.facts.iter().enumerate() {
             match facts.role.observes {
                 Observation::Nothing => {}
-                Observation::Equal(value) => {
-                    self.observers_equal.entry(value).or_default().push(op)
-                }
+                Observation::Equal(value) => self.observers_equal.entry(value).or_default().push(op),
                 Observation::NotEqual(value) => self.observers_not_equal.push((op, value)),
             }
         }
@@ -199,10 +193,7 @@ impl Shrinker<'_> {
                     continue;
                 };
                 let equal = self.observers_equal.get(&value).into_iter().flatten();
-                let not_equal = self
-                    .observers_not_equal
-                    .iter()
-                    .filter(|&&(_, e)| e != value);
+                let not_equal = self.observers_not_equal.iter().filter(|&&(_, e)| e != value);
                 for op in equal.copied().chain(not_equal.map(|&(op, _)| op)) {
                     work += 1;
                     if left[op] && self.may_have_seen(op, writer, &cut) {
@@ -244,9 +235,8 @@ impl Shrinker<'_> {
                 return true;
             };
             let return_at = self.facts[op].return_at;
-            let wrote_before = |first: &HashMap<ValueId, usize>| {
-                first.get(&value).is_some_and(|&at| at < return_at)
-            };
+            let wrote_before =
+                |first: &HashMap<ValueId, usize>| first.get(&value).is_some_and(|&at| at < return_at);
             value == ValueId::ABSENT || !wrote_before(&before) || wrote_before(&after)
         })
     }
@@ -284,21 +274,14 @@ impl Shrinker<'_> {
         for &op in ops {
             member[op] = true;
         }
-        events
-            .iter()
-            .copied()
-            .filter(|&e| member[self.key.event_op(e)])
-            .collect()
+        events.iter().copied().filter(|&e| member[self.key.event_op(e)]).collect()
     }
 }
 
 /// `ops` without repeats, in order of first occurrence.
 fn first_occurrences(ops: &[usize], op_count: usize) -> Vec<usize> {
     let mut seen = vec![false; op_count];
-    ops.iter()
-        .copied()
-        .filter(|&op| !std::mem::replace(&mut seen[op], true))
-        .collect()
+    ops.iter().copied().filter(|&op| !std::mem::replace(&mut seen[op], true)).collect()
 }
 
 #[cfg(test)]
@@ -311,10 +294,7 @@ mod tests {
         let key = &history.keys()[0];
         let mut shrinker = Shrinker {
             key,
-            search_budget: Budget {
-                steps_max: 1_000_000,
-                cache_words_max: 1 << 20,
-            },
+            search_budget: Budget { steps_max: 1_000_000, cache_words_max: 1 << 20 },
             steps_left: 1_000_000,
             prefix_len: 0,
             facts: Vec::new(),
@@ -429,9 +409,7 @@ mod tests {
     /// by time.
     fn random_history(seed: &mut u64) -> String {
         let mut below = |n: u64| {
-            *seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (*seed >> 33) % n
         };
         let mut events = Vec::new();
@@ -444,23 +422,12 @@ mod tests {
             let (invoked, completed) = match f {
                 "read" => ("_".to_owned(), value(below(3)).to_owned()),
                 "write" => (value(1 + below(2)).to_owned(), value(0).to_owned()),
-                "cas" => (
-                    format!("{},{}", value(below(3)), value(1 + below(2))),
-                    String::new(),
-                ),
+                "cas" => (format!("{},{}", value(below(3)), value(1 + below(2))), String::new()),
                 _ => ("_".to_owned(), "_".to_owned()),
             };
-            let completed = if completed.is_empty() || f == "write" {
-                invoked.clone()
-            } else {
-                completed
-            };
+            let completed = if completed.is_empty() || f == "write" { invoked.clone() } else { completed };
             events.push((invoke_at, 0, format!("{process} invoke {f} x {invoked}")));
-            events.push((
-                complete_at,
-                1,
-                format!("{process} {outcome} {f} x {completed}"),
-            ));
+            events.push((complete_at, 1, format!("{process} {outcome} {f} x {completed}")));
         }
         events.sort();
         events.into_iter().map(|(_, _, line)| line + "\n").collect()
@@ -484,10 +451,7 @@ mod tests {
                 continue;
             }
             let all: Vec<usize> = (0..key.op_count()).collect();
-            let seeds = all
-                .iter()
-                .map(|&op| vec![op])
-                .chain(all.windows(2).map(<[usize]>::to_vec));
+            let seeds = all.iter().map(|&op| vec![op]).chain(all.windows(2).map(<[usize]>::to_vec));
             for seed_ops in seeds {
                 let dropped = shrinker.dependents(&seed_ops, &all);
                 let kept: Vec<usize> = all.iter().copied().filter(|&op| !dropped[op]).collect();

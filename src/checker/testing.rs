@@ -15,7 +15,8 @@ pub(crate) fn parse(compact: &str) -> History {
             let w: Vec<&str> = l.split_whitespace().collect();
             assert_eq!(w.len(), 5, "bad test line {l:?}");
             let process: i64 = w[0].parse().expect("a process number");
-            let event = json!({"process": process, "type": w[1], "f": w[2], "key": w[3], "value": value(w[4])});
+            let event =
+                json!({"process": process, "type": w[1], "f": w[2], "key": w[3], "value": value(w[4])});
             format!("{event}\n")
         })
         .collect();

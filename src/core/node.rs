@@ -233,8 +233,7 @@ impl Node {
             Message::Promise { key, ballot, accepted, state } => {
                 self.rounds.observe(accepted.round);
                 self.with_proposal(now, &key, |p, ctx| {
-                    p.on_promise(now, from, ballot, accepted, &state, ctx);
-                    Progress::Pending
+                    p.on_promise(now, from, ballot, accepted, &state, ctx)
                 });
             }
             Message::Accepted { key, ballot } => {

@@ -23,7 +23,12 @@ fn k() -> Key {
 }
 
 fn st(v: &str, version: u64) -> RegisterState {
-    RegisterState { value: Some(Value::from(v)), version: Version(version) }
+    RegisterState { value: Some(Value::from(v)), version: Version(version), ..Default::default() }
+}
+
+/// A state written by the attempt at `origin`.
+fn written(v: &str, version: u64, origin: Ballot) -> RegisterState {
+    RegisterState { origin, ..st(v, version) }
 }
 
 fn node1() -> Node {
@@ -76,12 +81,18 @@ fn a_majority_of_promises_leads_to_accept_of_the_changed_highest_state() {
     let (records, messages) = drain(&mut node);
     // Node 2 reported a state accepted at a ballot above "none": the change
     // applies to it, so the version continues from 4.
-    assert_eq!(records, vec![slot(b(1, 1), b(1, 1), st("new", 5))]);
+    assert_eq!(records, vec![slot(b(1, 1), b(1, 1), written("new", 5, b(1, 1)))]);
     assert_eq!(
         messages,
         vec![
-            Envelope::Peer(n(2), Message::Accept { key: k(), ballot: b(1, 1), state: st("new", 5) }),
-            Envelope::Peer(n(3), Message::Accept { key: k(), ballot: b(1, 1), state: st("new", 5) }),
+            Envelope::Peer(
+                n(2),
+                Message::Accept { key: k(), ballot: b(1, 1), state: written("new", 5, b(1, 1)) }
+            ),
+            Envelope::Peer(
+                n(3),
+                Message::Accept { key: k(), ballot: b(1, 1), state: written("new", 5, b(1, 1)) }
+            ),
         ]
     );
 }
@@ -118,7 +129,7 @@ fn a_majority_of_accepted_answers_the_client() {
     node.handle_message(T0, n(3), Message::Accepted { key: k(), ballot: b(1, 1) });
     let (records, messages) = drain(&mut node);
     assert!(records.is_empty());
-    let done = Outcome::Done { state: st("v", 1), precondition_held: true };
+    let done = Outcome::Done { state: written("v", 1, b(1, 1)), precondition_held: true };
     assert_eq!(messages, vec![Envelope::Client(ReqHandle(9), done)]);
     assert_eq!(node.requests_in_flight(), 0);
 }
@@ -231,7 +242,7 @@ fn requests_on_one_key_run_one_after_another() {
     );
     node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
     let (_, messages) = drain(&mut node);
-    let done = Outcome::Done { state: st("a", 1), precondition_held: true };
+    let done = Outcome::Done { state: written("a", 1, b(1, 1)), precondition_held: true };
     assert!(messages.contains(&Envelope::Client(ReqHandle(1), done)));
     assert!(messages.contains(&Envelope::Peer(n(2), Message::Prepare { key: k(), ballot: b(2, 1) })));
 }
@@ -298,4 +309,51 @@ fn shutdown_answers_every_request() {
             Envelope::Client(ReqHandle(2), Outcome::Refused(Refusal::ShuttingDown)),
         ]
     );
+}
+
+/// Runs a write's first attempt to the accept phase (node 1 accepts its own
+/// state), then loses it to rejections, and starts the second attempt.
+fn interrupted_after_accept(change: Change) -> Node {
+    let mut node = node1();
+    node.handle_request(T0, ReqHandle(1), k(), change, 5000);
+    let none = Message::Promise { key: k(), ballot: b(1, 1), accepted: Ballot::ZERO, state: RegisterState::default() };
+    node.handle_message(T0, n(2), none);
+    drain(&mut node);
+    for peer in [2, 3] {
+        node.handle_message(T0, n(peer), Message::Reject { key: k(), ballot: b(1, 1), promised: b(5, 2) });
+    }
+    drain(&mut node);
+    let retry_at = node.next_deadline().expect("a retry is scheduled");
+    node.handle_timeout(retry_at);
+    drain(&mut node);
+    node
+}
+
+#[test]
+fn a_retry_that_finds_its_own_state_proposes_it_again_instead_of_applying_twice() {
+    // A CAS that wrote "v" in its first attempt: applying it again on top of
+    // "v" would fail the precondition and report a failure that is false.
+    let mut node = interrupted_after_accept(Change::CasValue { expect: None, new: Value::from("v") });
+    let ours = written("v", 1, b(1, 1));
+    let promise = Message::Promise { key: k(), ballot: b(6, 1), accepted: b(1, 1), state: ours.clone() };
+    node.handle_message(T0, n(2), promise);
+    let (_, messages) = drain(&mut node);
+    let accept = Message::Accept { key: k(), ballot: b(6, 1), state: ours.clone() };
+    assert_eq!(messages[0], Envelope::Peer(n(2), accept));
+    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(6, 1) });
+    let (_, messages) = drain(&mut node);
+    let done = Outcome::Done { state: ours, precondition_held: true };
+    assert_eq!(messages, vec![Envelope::Client(ReqHandle(1), done)]);
+}
+
+#[test]
+fn a_retry_that_finds_a_later_foreign_state_reports_an_unknown_outcome() {
+    let mut node = interrupted_after_accept(Change::Put(Value::from("v")));
+    // Someone wrote version 2 on top of something at a higher ballot: ours
+    // (version 1) may have been chosen and overwritten, or never chosen.
+    let foreign = written("other", 2, b(4, 3));
+    let promise = Message::Promise { key: k(), ballot: b(6, 1), accepted: b(4, 3), state: foreign };
+    node.handle_message(T0, n(2), promise);
+    let (_, messages) = drain(&mut node);
+    assert_eq!(messages, vec![Envelope::Client(ReqHandle(1), Outcome::Unavailable { maybe_applied: true })]);
 }
