@@ -37,6 +37,14 @@ pub struct Options {
     /// Per-operation timeout: short, so faults show up as `info` quickly.
     pub timeout: Duration,
     pub node: Option<NodeId>,
+    /// Prepended to every key; unique per run (see `unique_prefix`).
+    pub key_prefix: String,
+}
+
+/// A key prefix no earlier run used: the seed and the wall clock.
+pub fn unique_prefix(seed: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    format!("torture-{seed}-{}/", now.map_or(0, |d| d.as_micros()))
 }
 
 /// Counts shared by the client threads, for progress and the summary.
@@ -190,6 +198,9 @@ struct Worker<'a> {
     client: Option<Client>,
     rng: Rng,
     counter: u64,
+    /// Prepended to every key: the checker assumes every key starts absent,
+    /// so each run works on keys no earlier run touched.
+    prefix: String,
     /// The last value this worker saw per key, which its CAS expects.
     last_seen: BTreeMap<String, Option<String>>,
     recorder: Arc<Recorder>,
@@ -209,6 +220,7 @@ impl<'a> Worker<'a> {
             config,
             options,
             process: index as u64,
+            prefix: options.key_prefix.clone(),
             last_seen: BTreeMap::new(),
             client: None,
             rng: Rng::new(seed),
@@ -245,7 +257,7 @@ impl<'a> Worker<'a> {
                     }
                 }
             } else {
-                let key = format!("k{}", self.rng.below(self.options.keys.max(1) as u64));
+                let key = format!("{}k{}", self.prefix, self.rng.below(self.options.keys.max(1) as u64));
                 let op = self.pick_op(&key);
                 self.register_op(&key, op);
             }
@@ -323,7 +335,7 @@ impl<'a> Worker<'a> {
 
     /// CAS-appends a unique element to list `list`; the element if acknowledged.
     fn append(&mut self, list: usize) -> Option<String> {
-        let key = format!("list{list}");
+        let key = format!("{}list{list}", self.prefix);
         let element = self.unique();
         for _ in 0..APPEND_ATTEMPTS_MAX {
             let current = self.read_list(&key)?;
@@ -377,7 +389,7 @@ impl<'a> Worker<'a> {
     fn final_reads(&mut self, lists: usize, acked: &BTreeSet<(usize, String)>) -> (Vec<String>, Vec<String>) {
         let (mut lost, mut unreadable) = (Vec::new(), Vec::new());
         for list in 0..lists {
-            let key = format!("list{list}");
+            let key = format!("{}list{list}", self.prefix);
             let value = (0..FINAL_READ_ATTEMPTS_MAX).find_map(|_| self.read_list(&key));
             let Some(value) = value else {
                 unreadable.push(key);

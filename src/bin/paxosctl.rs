@@ -98,7 +98,8 @@ struct TortureArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 5)]
     clients: usize,
-    /// Keys of each workload (registers k0.., lists list0..).
+    /// Keys of each workload (registers k0.., lists list0..; every run uses
+    /// fresh keys, under a prefix of its own).
     #[arg(long, default_value_t = 5)]
     keys: usize,
     /// How long to run, in seconds.
@@ -206,6 +207,7 @@ fn torture(config: &Config, node: Option<NodeId>, args: TortureArgs) -> u8 {
         history: history.clone(),
         timeout: Duration::from_millis(args.op_timeout_ms.clamp(1, paxosd::limits::REQUEST_TIMEOUT_MS_MAX)),
         node,
+        key_prefix: torture::unique_prefix(seed),
     };
     eprintln!(
         "torture: seed={seed} clients={} keys={} duration={}s history={}",

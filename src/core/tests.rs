@@ -316,7 +316,12 @@ fn shutdown_answers_every_request() {
 fn interrupted_after_accept(change: Change) -> Node {
     let mut node = node1();
     node.handle_request(T0, ReqHandle(1), k(), change, 5000);
-    let none = Message::Promise { key: k(), ballot: b(1, 1), accepted: Ballot::ZERO, state: RegisterState::default() };
+    let none = Message::Promise {
+        key: k(),
+        ballot: b(1, 1),
+        accepted: Ballot::ZERO,
+        state: RegisterState::default(),
+    };
     node.handle_message(T0, n(2), none);
     drain(&mut node);
     for peer in [2, 3] {
