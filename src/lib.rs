@@ -16,6 +16,7 @@ pub mod core;
 pub mod driver;
 pub mod limits;
 pub mod storage;
+pub mod timeline;
 pub mod torture;
 pub mod types;
 pub mod wire;

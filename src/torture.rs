@@ -123,7 +123,14 @@ struct Recorder {
 
 impl Recorder {
     fn record(&self, process: u64, kind: &str, f: &str, key: &str, value: serde_json::Value) {
-        let line = json!({"process": process, "type": kind, "f": f, "key": key, "value": value}).to_string();
+        // Wall-clock microseconds: the timeline lines operations up with the
+        // fault log of a chaos run. The checker ignores `time`.
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let line =
+            json!({"process": process, "type": kind, "f": f, "key": key, "value": value, "time": time})
+                .to_string();
         if let Ok(mut lines) = self.lines.lock() {
             lines.push(line);
         }
@@ -319,6 +326,11 @@ impl<'a> Worker<'a> {
             Ok((true, v)) => ("ok", v),
             Ok((false, _)) => ("fail", invoked.clone()),
             Err(ClientError::NoQuorum { maybe_applied: true, .. }) => ("info", invoked.clone()),
+            // In the history format a failed cas means "ran and saw another
+            // value". One that never ran has no such meaning, and there is
+            // no type for "did not happen" that the checker reads that way
+            // for a cas; `info` (may or may not have happened) is true.
+            Err(_) if f == "cas" => ("info", invoked.clone()),
             Err(_) => ("fail", invoked.clone()),
         };
         let counter = match kind {

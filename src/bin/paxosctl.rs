@@ -91,6 +91,21 @@ enum Command {
     /// Prints one summary line; exit 0 only if linearizable and nothing
     /// acknowledged was lost.
     Torture(TortureArgs),
+    /// Draw a run as an SVG: each operation's latency over time, failures
+    /// and unknown outcomes marked, fault intervals shaded.
+    Timeline {
+        /// A history written by `torture` (events carry `time`).
+        #[arg(long, value_name = "FILE")]
+        history: PathBuf,
+        /// A fault log: lines `START_MS END_MS KIND DESCRIPTION`.
+        #[arg(long, value_name = "FILE")]
+        faults: Option<PathBuf>,
+        /// Where to write the SVG.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long, default_value = "paxosd run")]
+        title: String,
+    },
 }
 
 #[derive(ClapArgs)]
@@ -145,8 +160,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> u8 {
-    if let Command::Check { history } = &cli.command {
-        return check(history);
+    match &cli.command {
+        Command::Check { history } => return check(history),
+        Command::Timeline { history, faults, out, title } => {
+            return timeline(history, faults.as_deref(), out, title);
+        }
+        _ => {}
     }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -173,7 +192,7 @@ fn run(cli: Cli) -> u8 {
         Command::Delete { key } => print_version(client.delete(&Key::from(key.as_str()))),
         Command::Status => status(&mut client),
         Command::Torture(args) => torture(&config, cli.node.map(NodeId), args),
-        Command::Check { .. } => EXIT_USAGE,
+        Command::Check { .. } | Command::Timeline { .. } => EXIT_USAGE,
     }
 }
 
@@ -240,6 +259,31 @@ fn torture(config: &Config, node: Option<NodeId>, args: TortureArgs) -> u8 {
             if report.passed() { EXIT_OK } else { EXIT_OTHER }
         }
         Err(e) => fail(EXIT_OTHER, &e.to_string()),
+    }
+}
+
+fn timeline(
+    history: &std::path::Path,
+    faults: Option<&std::path::Path>,
+    out: &std::path::Path,
+    title: &str,
+) -> u8 {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let history = match read(history) {
+        Ok(text) => text,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    let faults = match faults.map(read).transpose() {
+        Ok(text) => text.unwrap_or_default(),
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    let points = paxosd::timeline::points(&history);
+    let svg = paxosd::timeline::render(title, &points, &paxosd::timeline::faults(&faults));
+    match std::fs::write(out, svg) {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail(EXIT_OTHER, &format!("cannot write {}: {e}", out.display())),
     }
 }
 
