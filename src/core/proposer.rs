@@ -156,8 +156,12 @@ impl Proposal {
         if *mine != ballot || votes.has_answered(from) {
             return Progress::Pending;
         }
+        let first = !votes.has_any_answer();
         votes.yes(from);
-        if accepted > *best || ctx.ignore_accepted_state() {
+        // The planted bug keeps the first promise's state (the proposer's own
+        // acceptor answers first) and ignores what the others accepted.
+        let adopt = if ctx.ignore_accepted_state() { first } else { accepted > *best };
+        if adopt {
             *best = accepted;
             *best_state = state.clone();
         }
