@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${PAXOSD_CONFIG:-paxosd.toml}
 BIN=target/release
-RUN=data
+RUN=${PAXOSD_RUN_DIR:-data}
 mkdir -p "$RUN"
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
@@ -56,6 +56,8 @@ cluster_is_new() {
     local id dir
     for id in $(node_ids); do
         dir=$(data_dir_of "$id")
+        # Relative data dirs are relative to the config file.
+        [[ "$dir" = /* ]] || dir="$(dirname "$CONFIG")/$dir"
         [ -e "$dir/identity" ] && return 1
     done
     return 0

@@ -4,7 +4,7 @@
 //! precondition failed. Either way the proposer writes the resulting state
 //! back, which is what makes reads and failed CAS linearizable.
 
-use crate::types::{RegisterState, Value, Version};
+use crate::types::{Ballot, RegisterState, Value, Version};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,9 +31,11 @@ pub struct Applied {
 }
 
 impl Change {
-    /// Applies the change. Every write bumps the version by one, so versions
-    /// grow along the chain of states (the memo's Lemma 1).
-    pub fn apply(&self, current: &RegisterState) -> Applied {
+    /// Applies the change in the proposal attempt at ballot `origin`. Every
+    /// write bumps the version by one, so versions grow along the chain of
+    /// states (the memo's Lemma 1), and records `origin`; the identity keeps
+    /// the state whole.
+    pub fn apply(&self, current: &RegisterState, origin: Ballot) -> Applied {
         let held = match self {
             Change::Read | Change::Put(_) | Change::Delete => true,
             Change::CasValue { expect, .. } => current.value == *expect,
@@ -46,7 +48,7 @@ impl Change {
             Change::CasValue { new, .. } | Change::CasVersion { new, .. } => Some(new.clone()),
             Change::Delete => None,
         };
-        let state = RegisterState { value: new_value, version: Version(current.version.0 + 1) };
+        let state = RegisterState { value: new_value, version: Version(current.version.0 + 1), origin };
         Applied { state, precondition_held: true }
     }
 
@@ -74,8 +76,11 @@ fn unchanged(current: &RegisterState, held: bool) -> Applied {
 mod tests {
     use super::*;
 
+    const O: Ballot = Ballot { round: 9, node: crate::types::NodeId(1) };
+
+    /// A state written by the attempt at ballot O.
     fn st(value: Option<&str>, version: u64) -> RegisterState {
-        RegisterState { value: value.map(Value::from), version: Version(version) }
+        RegisterState { value: value.map(Value::from), version: Version(version), origin: O }
     }
 
     fn applied(state: RegisterState, held: bool) -> Applied {
@@ -84,43 +89,53 @@ mod tests {
 
     #[test]
     fn read_is_identity() {
-        assert_eq!(Change::Read.apply(&st(Some("a"), 3)), applied(st(Some("a"), 3), true));
-        assert_eq!(Change::Read.apply(&st(None, 0)), applied(st(None, 0), true));
+        assert_eq!(Change::Read.apply(&st(Some("a"), 3), O), applied(st(Some("a"), 3), true));
+        assert_eq!(Change::Read.apply(&st(None, 0), O), applied(st(None, 0), true));
     }
 
     #[test]
     fn put_sets_value_and_bumps_version() {
         let c = Change::Put(Value::from("b"));
-        assert_eq!(c.apply(&st(Some("a"), 3)), applied(st(Some("b"), 4), true));
-        assert_eq!(c.apply(&st(None, 0)), applied(st(Some("b"), 1), true));
+        assert_eq!(c.apply(&st(Some("a"), 3), O), applied(st(Some("b"), 4), true));
+        assert_eq!(c.apply(&st(None, 0), O), applied(st(Some("b"), 1), true));
     }
 
     #[test]
     fn cas_value_matches_or_leaves_state() {
         let c = Change::CasValue { expect: Some(Value::from("a")), new: Value::from("b") };
-        assert_eq!(c.apply(&st(Some("a"), 3)), applied(st(Some("b"), 4), true));
-        assert_eq!(c.apply(&st(Some("x"), 3)), applied(st(Some("x"), 3), false));
-        assert_eq!(c.apply(&st(None, 5)), applied(st(None, 5), false));
+        assert_eq!(c.apply(&st(Some("a"), 3), O), applied(st(Some("b"), 4), true));
+        assert_eq!(c.apply(&st(Some("x"), 3), O), applied(st(Some("x"), 3), false));
+        assert_eq!(c.apply(&st(None, 5), O), applied(st(None, 5), false));
     }
 
     #[test]
     fn cas_value_expecting_absent() {
         let c = Change::CasValue { expect: None, new: Value::from("b") };
-        assert_eq!(c.apply(&st(None, 2)), applied(st(Some("b"), 3), true));
-        assert_eq!(c.apply(&st(Some("a"), 2)), applied(st(Some("a"), 2), false));
+        assert_eq!(c.apply(&st(None, 2), O), applied(st(Some("b"), 3), true));
+        assert_eq!(c.apply(&st(Some("a"), 2), O), applied(st(Some("a"), 2), false));
     }
 
     #[test]
     fn cas_version_matches_or_leaves_state() {
         let c = Change::CasVersion { expect: Version(3), new: Value::from("b") };
-        assert_eq!(c.apply(&st(Some("a"), 3)), applied(st(Some("b"), 4), true));
-        assert_eq!(c.apply(&st(Some("a"), 4)), applied(st(Some("a"), 4), false));
+        assert_eq!(c.apply(&st(Some("a"), 3), O), applied(st(Some("b"), 4), true));
+        assert_eq!(c.apply(&st(Some("a"), 4), O), applied(st(Some("a"), 4), false));
     }
 
     #[test]
     fn delete_leaves_tombstone_with_next_version() {
-        assert_eq!(Change::Delete.apply(&st(Some("a"), 3)), applied(st(None, 4), true));
-        assert_eq!(Change::Delete.apply(&st(None, 4)), applied(st(None, 5), true));
+        assert_eq!(Change::Delete.apply(&st(Some("a"), 3), O), applied(st(None, 4), true));
+        assert_eq!(Change::Delete.apply(&st(None, 4), O), applied(st(None, 5), true));
+    }
+
+    #[test]
+    fn writes_record_their_origin_and_the_identity_keeps_the_old_one() {
+        let older = Ballot { round: 2, node: crate::types::NodeId(3) };
+        let current = RegisterState { origin: older, ..st(Some("a"), 3) };
+        assert_eq!(Change::Read.apply(&current, O).state.origin, older);
+        let failed = Change::CasVersion { expect: Version(9), new: Value::from("b") };
+        assert_eq!(failed.apply(&current, O).state.origin, older);
+        assert_eq!(Change::Delete.apply(&current, O).state.origin, O);
     }
 
     #[test]

@@ -149,6 +149,14 @@ impl Client {
 
     /// Runs `change` on `key` at one node, within the client's timeout.
     pub fn execute(&mut self, key: &Key, change: Change) -> Result<Answer, ClientError> {
+        // Checked here too, so an oversized request is refused at once
+        // instead of being sent in a datagram too large to deliver.
+        if key.0.len() > limits::KEY_BYTES_MAX {
+            return Err(ClientError::Refused(Refusal::KeyTooLarge));
+        }
+        if change.value_bytes() > limits::VALUE_BYTES_MAX {
+            return Err(ClientError::Refused(Refusal::ValueTooLarge));
+        }
         let deadline = Instant::now() + self.timeout;
         let mut tried = Vec::new();
         loop {

@@ -140,6 +140,14 @@ impl Driver {
         })
     }
 
+    /// Switches on deliberate protocol bugs, for tests that prove the chaos
+    /// run catches a broken build.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_bugs(&mut self, bugs: crate::core::PlantedBugs) {
+        warn!("node {}: running with planted bugs {bugs:?}", self.me.id);
+        self.node.bugs = bugs;
+    }
+
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.socket.local_addr().ok()
     }

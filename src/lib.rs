@@ -19,5 +19,7 @@ pub mod driver;
 pub mod limits;
 pub mod sim;
 pub mod storage;
+pub mod timeline;
+pub mod torture;
 pub mod types;
 pub mod wire;

@@ -109,11 +109,18 @@ impl fmt::Display for Version {
 }
 
 /// The state of one key's register: its value (`None` when absent or
-/// deleted; a delete leaves a tombstone) and its version.
+/// deleted; a delete leaves a tombstone), its version, and the ballot of the
+/// proposal attempt that wrote it (`Ballot::ZERO` for the initial state).
+///
+/// `origin` lets a proposer whose attempt was interrupted after sending
+/// accepts recognise its own state when it retries, so a change is never
+/// applied twice (see `core::proposer`). Ballots are never reused, so the
+/// origin names exactly one attempt.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RegisterState {
     pub value: Option<Value>,
     pub version: Version,
+    pub origin: Ballot,
 }
 
 /// A client's id for one request; retransmissions reuse it so a node can

@@ -108,11 +108,13 @@ pub enum Refusal {
     ShuttingDown,
 }
 
+const _: () = assert!(limits::KEY_BYTES_MAX == 1024 && limits::VALUE_BYTES_MAX == 16384);
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = match self {
-            Refusal::KeyTooLarge => "key is larger than the limit",
-            Refusal::ValueTooLarge => "value is larger than the limit",
+            Refusal::KeyTooLarge => "key is larger than the limit of 1024 bytes",
+            Refusal::ValueTooLarge => "value is larger than the limit of 16384 bytes",
             Refusal::Overloaded => "node is overloaded (too many requests in flight)",
             Refusal::BadTimeout => "timeout is zero or above the limit",
             Refusal::ShuttingDown => "node is shutting down",
@@ -314,7 +316,8 @@ mod tests {
     fn sample() -> Vec<Message> {
         let key = Key::from("k");
         let ballot = Ballot::new(7, NodeId(2));
-        let state = RegisterState { value: Some(Value::from("v")), version: Version(3) };
+        let state =
+            RegisterState { value: Some(Value::from("v")), version: Version(3), ..Default::default() };
         vec![
             Message::Prepare { key: key.clone(), ballot },
             Message::Accept { key: key.clone(), ballot, state },
@@ -338,7 +341,7 @@ mod tests {
     #[test]
     fn packing_splits_at_the_size_limit() {
         let big = Value(vec![7u8; limits::VALUE_BYTES_MAX]);
-        let state = RegisterState { value: Some(big), version: Version(1) };
+        let state = RegisterState { value: Some(big), version: Version(1), ..Default::default() };
         let msg = Message::Accept { key: Key::from("k"), ballot: Ballot::new(1, NodeId(1)), state };
         let encoded = vec![encode_message(&msg); 10];
         let packed = pack_datagrams(header(), &encoded);
@@ -398,7 +401,7 @@ mod tests {
     #[test]
     fn oversized_value_in_accept_is_rejected() {
         let big = Value(vec![1u8; limits::VALUE_BYTES_MAX + 1]);
-        let state = RegisterState { value: Some(big), version: Version(1) };
+        let state = RegisterState { value: Some(big), version: Version(1), ..Default::default() };
         let msg = Message::Accept { key: Key::from("k"), ballot: Ballot::new(1, NodeId(1)), state };
         let bytes = encode_datagram(header(), &[msg]);
         assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit));

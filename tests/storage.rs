@@ -50,7 +50,11 @@ fn slot(key: &str, round: u64, value: Option<&str>, version: u64) -> Record {
         key: Key::from(key),
         promised: Ballot::new(round + 1, NodeId(2)),
         accepted: Ballot::new(round, NodeId(1)),
-        state: RegisterState { value: value.map(Value::from), version: Version(version) },
+        state: RegisterState {
+            value: value.map(Value::from),
+            version: Version(version),
+            ..Default::default()
+        },
     }
 }
 
@@ -298,13 +302,15 @@ fn recover_frame_embedded_in_a_torn_value_is_not_a_later_record() {
         state: RegisterState {
             value: Some(Value([b"pad".as_slice(), &embedded, b"pad"].concat())),
             version: Version(1),
+            origin: Ballot::ZERO,
         },
     };
     let mut bytes = encode_log(&[]);
     log::encode_record(&outer, &mut bytes);
     // Cut the outer frame just after its embedded frame: the padding, the
-    // version (one byte) and the trailing crc remain unwritten.
-    let cut = bytes.len() - 4 - 1 - 3;
+    // version (one byte), the origin ballot (two bytes) and the trailing crc
+    // remain unwritten.
+    let cut = bytes.len() - 4 - 2 - 1 - 3;
     assert_eq!(bytes[cut - embedded.len()..cut], embedded[..]);
     let got = log::recover(&bytes[..cut]).expect("torn tail");
     assert_eq!(got.records, vec![]);
@@ -500,6 +506,7 @@ fn append_of_an_oversized_record_is_refused_and_buffers_nothing() {
         state: RegisterState {
             value: Some(Value(vec![7; paxosd::limits::RECORD_BYTES_MAX])),
             version: Version(1),
+            origin: Ballot::ZERO,
         },
     };
     match log.append(&big) {

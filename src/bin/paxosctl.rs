@@ -14,6 +14,7 @@ const EXIT_OTHER: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_PRECONDITION: u8 = 3;
 const EXIT_NO_QUORUM: u8 = 4;
+const EXIT_UNDECIDED: u8 = 5;
 
 /// Read and change keys of a paxosd cluster.
 ///
@@ -29,6 +30,8 @@ const EXIT_NO_QUORUM: u8 = 4;
 ///   paxosctl cas greeting bye --expect-version 3
 ///   paxosctl delete greeting
 ///   paxosctl status
+///   paxosctl check history.jsonl             # linearizability check
+///   paxosctl torture --duration 60           # checked workload
 ///
 /// Exit codes:
 ///   0  success
@@ -36,6 +39,7 @@ const EXIT_NO_QUORUM: u8 = 4;
 ///   2  usage or config error
 ///   3  precondition failed: the CAS expectation did not hold, nothing changed
 ///   4  no quorum within the timeout: the outcome is unknown
+///   5  check: the history could not be decided within the search budget
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -71,6 +75,60 @@ enum Command {
     Delete { key: String },
     /// Show which nodes answer, with their id and address.
     Status,
+    /// Check a history (JSON Lines, Jepsen's conventions) for
+    /// linearizability. Exit 0 linearizable, 1 violation (the key and the
+    /// smallest stretch of its history that cannot be linearized are
+    /// printed), 2 bad input (the line is named), 5 undecided (the search
+    /// hit its budget).
+    #[command(verbatim_doc_comment)]
+    Check {
+        #[arg(value_name = "HISTORY.jsonl")]
+        history: PathBuf,
+    },
+    /// Run a checked workload against the cluster: concurrent clients read,
+    /// write, CAS, delete and CAS-append to lists; the history is written to
+    /// a file and checked for linearizability and lost acknowledged writes.
+    /// Prints one summary line; exit 0 only if linearizable and nothing
+    /// acknowledged was lost.
+    Torture(TortureArgs),
+    /// Draw a run as an SVG: each operation's latency over time, failures
+    /// and unknown outcomes marked, fault intervals shaded.
+    Timeline {
+        /// A history written by `torture` (events carry `time`).
+        #[arg(long, value_name = "FILE")]
+        history: PathBuf,
+        /// A fault log: lines `START_MS END_MS KIND DESCRIPTION`.
+        #[arg(long, value_name = "FILE")]
+        faults: Option<PathBuf>,
+        /// Where to write the SVG.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long, default_value = "paxosd run")]
+        title: String,
+    },
+}
+
+#[derive(ClapArgs)]
+struct TortureArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 5)]
+    clients: usize,
+    /// Keys of each workload (registers k0.., lists list0..; every run uses
+    /// fresh keys, under a prefix of its own).
+    #[arg(long, default_value_t = 5)]
+    keys: usize,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    duration: u64,
+    /// Seed of the workload's choices (random if not given; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where to write the history (default: torture-SEED.jsonl).
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
+    /// Timeout of each operation: short, so faults show up quickly.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    op_timeout_ms: u64,
 }
 
 #[derive(ClapArgs)]
@@ -102,6 +160,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> u8 {
+    match &cli.command {
+        Command::Check { history } => return check(history),
+        Command::Timeline { history, faults, out, title } => {
+            return timeline(history, faults.as_deref(), out, title);
+        }
+        _ => {}
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, &e.to_string()),
@@ -126,6 +191,172 @@ fn run(cli: Cli) -> u8 {
         Command::Cas(args) => cas(&mut client, args),
         Command::Delete { key } => print_version(client.delete(&Key::from(key.as_str()))),
         Command::Status => status(&mut client),
+        Command::Torture(args) => torture(&config, cli.node.map(NodeId), args),
+        Command::Check { .. } | Command::Timeline { .. } => EXIT_USAGE,
+    }
+}
+
+fn check(path: &std::path::Path) -> u8 {
+    use paxosd::checker::{CheckError, Verdict};
+    match paxosd::checker::check_file(path) {
+        Ok(report) => {
+            println!("{report}");
+            match report.verdict {
+                Verdict::Linearizable => EXIT_OK,
+                Verdict::Violation(_) => EXIT_OTHER,
+                Verdict::Unknown { .. } => EXIT_UNDECIDED,
+            }
+        }
+        Err(e @ CheckError::Open { .. }) | Err(e @ CheckError::History { .. }) => {
+            fail(EXIT_USAGE, &e.to_string())
+        }
+    }
+}
+
+fn torture(config: &Config, node: Option<NodeId>, args: TortureArgs) -> u8 {
+    use paxosd::torture::{self, Counters, Options};
+    use std::sync::Arc;
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let history = args.history.unwrap_or_else(|| PathBuf::from(format!("torture-{seed}.jsonl")));
+    let options = Options {
+        clients: args.clients.max(1),
+        keys: args.keys.max(1),
+        duration: Duration::from_secs(args.duration),
+        seed,
+        history: history.clone(),
+        timeout: Duration::from_millis(args.op_timeout_ms.clamp(1, paxosd::limits::REQUEST_TIMEOUT_MS_MAX)),
+        node,
+        key_prefix: torture::unique_prefix(seed),
+    };
+    eprintln!(
+        "torture: seed={seed} clients={} keys={} duration={}s history={}",
+        options.clients,
+        options.keys,
+        args.duration,
+        history.display()
+    );
+    let counters = Arc::new(Counters::default());
+    let progress = progress::start(counters.clone(), options.duration);
+    let result = torture::run(config, &options, &counters);
+    progress.finish();
+    match result {
+        Ok(report) => {
+            if let paxosd::checker::Verdict::Violation(v) = &report.verdict {
+                for violation in v {
+                    eprintln!("torture: NOT linearizable: key {:?}", violation.key);
+                    for line in &violation.stretch {
+                        eprintln!("  line {}: {}", line.line, line.text);
+                    }
+                }
+            }
+            for lost in report.lost_acked.iter().take(20) {
+                eprintln!("torture: acknowledged but missing: {lost}");
+            }
+            for list in &report.unreadable {
+                eprintln!("torture: final read of {list} failed: its elements are unchecked");
+            }
+            println!("{report}");
+            if report.passed() { EXIT_OK } else { EXIT_OTHER }
+        }
+        Err(e) => fail(EXIT_OTHER, &e.to_string()),
+    }
+}
+
+fn timeline(
+    history: &std::path::Path,
+    faults: Option<&std::path::Path>,
+    out: &std::path::Path,
+    title: &str,
+) -> u8 {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let history = match read(history) {
+        Ok(text) => text,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    let faults = match faults.map(read).transpose() {
+        Ok(text) => text.unwrap_or_default(),
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    let points = paxosd::timeline::points(&history);
+    let svg = paxosd::timeline::render(title, &points, &paxosd::timeline::faults(&faults));
+    match std::fs::write(out, svg) {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail(EXIT_OTHER, &format!("cannot write {}: {e}", out.display())),
+    }
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() % 1_000_000_000
+}
+
+/// A progress bar on a terminal, a plain line every few seconds otherwise.
+mod progress {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use paxosd::torture::Counters;
+    use std::io::IsTerminal;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    pub struct Progress {
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Progress {
+        pub fn finish(mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn line(c: &Counters) -> String {
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        format!("ops={} ok={} fail={} info={}", get(&c.ops), get(&c.ok), get(&c.fail), get(&c.info))
+    }
+
+    pub fn start(counters: Arc<Counters>, duration: Duration) -> Progress {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let terminal = std::io::stderr().is_terminal();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let bar = terminal.then(|| {
+                let bar = ProgressBar::new(duration.as_secs().max(1));
+                let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len}s {msg}");
+                if let Ok(style) = style {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                bar
+            });
+            let mut last_line = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                let elapsed = started.elapsed().as_secs().min(duration.as_secs());
+                match &bar {
+                    Some(bar) => {
+                        bar.set_position(elapsed);
+                        bar.set_message(line(&counters));
+                    }
+                    None if last_line.elapsed() >= Duration::from_secs(5) => {
+                        eprintln!("torture: {elapsed}s {}", line(&counters));
+                        last_line = Instant::now();
+                    }
+                    None => {}
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        });
+        Progress { stop, thread: Some(thread) }
     }
 }
 

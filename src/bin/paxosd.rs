@@ -53,6 +53,8 @@ fn main() -> ExitCode {
             });
         }
     };
+    #[cfg(feature = "planted-bugs")]
+    let driver = plant_bugs(driver);
     match driver.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -60,4 +62,24 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Reads `PAXOSD_PLANTED_BUGS` (a comma-separated list of
+/// `accept_below_promise`, `ignore_accepted_state`) in builds made with the
+/// `planted-bugs` feature, which exist only to prove the tests catch bugs.
+#[cfg(feature = "planted-bugs")]
+fn plant_bugs(mut driver: Driver) -> Driver {
+    let list = std::env::var("PAXOSD_PLANTED_BUGS").unwrap_or_default();
+    let mut bugs = paxosd::core::PlantedBugs::default();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name {
+            "accept_below_promise" => bugs.accept_below_promise = true,
+            "ignore_accepted_state" => bugs.ignore_accepted_state = true,
+            other => eprintln!("paxosd: unknown planted bug {other:?} ignored"),
+        }
+    }
+    if bugs != paxosd::core::PlantedBugs::default() {
+        driver.plant_bugs(bugs);
+    }
+    driver
 }

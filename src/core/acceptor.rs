@@ -153,7 +153,7 @@ mod tests {
     }
 
     fn st(v: &str, version: u64) -> RegisterState {
-        RegisterState { value: Some(Value::from(v)), version: Version(version) }
+        RegisterState { value: Some(Value::from(v)), version: Version(version), ..Default::default() }
     }
 
     fn slot_record(promised: Ballot, accepted: Ballot, state: RegisterState) -> Option<Record> {

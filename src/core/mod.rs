@@ -23,6 +23,8 @@ pub mod node;
 pub mod proposer;
 pub mod quorum;
 pub mod rng;
+#[cfg(test)]
+mod tests;
 
 pub use node::{Envelope, Node, Ready};
 pub use proposer::ReqHandle;
@@ -34,8 +36,8 @@ pub use proposer::ReqHandle;
 pub struct PlantedBugs {
     /// The acceptor accepts at ballots below its promise.
     pub accept_below_promise: bool,
-    /// The proposer builds on the last promise it got, not on the one with
-    /// the highest accepted ballot.
+    /// The proposer builds on the first promise it gets (its own
+    /// acceptor's), ignoring the highest accepted state of the others.
     pub ignore_accepted_state: bool,
     /// The driver sends replies before syncing the records they depend on.
     pub reply_before_sync: bool,

@@ -62,9 +62,11 @@ struct Rounds {
 impl Rounds {
     fn take(&mut self, records: &mut Vec<Record>) -> u64 {
         let round = self.next;
-        self.next += 1;
+        // Saturating: only a peer lying about its ballots could bring a
+        // 64-bit round counter near its end.
+        self.next = self.next.saturating_add(1);
         if round >= self.limit {
-            self.limit = round + limits::ROUND_BLOCK;
+            self.limit = round.saturating_add(limits::ROUND_BLOCK);
             records.push(Record::RoundsReserved { round_limit: self.limit });
         }
         round
@@ -239,8 +241,7 @@ impl Node {
             Message::Promise { key, ballot, accepted, state } => {
                 self.rounds.observe(accepted.round);
                 self.with_proposal(now, &key, |p, ctx| {
-                    p.on_promise(now, from, ballot, accepted, &state, ctx);
-                    Progress::Pending
+                    p.on_promise(now, from, ballot, accepted, &state, ctx)
                 });
             }
             Message::Accepted { key, ballot } => {

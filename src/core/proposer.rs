@@ -4,13 +4,28 @@
 //! A `Proposal` is a state machine driven by `Node`; it never chooses ballots
 //! itself (the node owns the round counter and its reservation) and never
 //! touches I/O: it appends `(to, message)` pairs to an outbox.
+//!
+//! Retrying a write safely. An attempt that sent accepts for a new state may
+//! be abandoned (a lost answer, a rejection) although its state was, or will
+//! be, chosen. Applying the change again on the next attempt could apply it
+//! twice, or report a CAS as failed that in fact took effect. So each
+//! attempt remembers the states it proposed (their `origin` ballot and
+//! version), and the next attempt looks at the highest accepted state `T`
+//! its promises reveal:
+//! - `T.origin` is one of ours: our state may be chosen; propose it again
+//!   unchanged, and report the change as done.
+//! - `T.version` is below every version we proposed: none of our states was
+//!   chosen (a chosen state's descendants never have a lower version), so
+//!   apply the change to `T`.
+//! - otherwise one of our states may have been chosen and overwritten since:
+//!   the outcome is unknown, and we say so rather than guess.
 
 use super::backoff::Backoff;
 use super::quorum::Quorum;
 use super::rng::Rng;
 use crate::change::Change;
 use crate::limits;
-use crate::types::{Ballot, Key, NodeId, RegisterState, Time};
+use crate::types::{Ballot, Key, NodeId, RegisterState, Time, Version};
 use crate::wire::{Message, Outcome};
 
 /// Messages a proposal wants sent.
@@ -41,6 +56,7 @@ enum Phase {
 }
 
 /// What the node should do after feeding a proposal an event.
+#[must_use]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Progress {
     /// Keep waiting (messages may have been queued in the outbox).
@@ -59,9 +75,21 @@ pub struct Proposal {
     wake_at: Time,
     attempts: u32,
     backoff: Backoff,
-    /// True once any accept carrying this change was sent: from then on a
-    /// failure leaves the outcome unknown.
-    accept_sent: bool,
+    /// The attempts whose accepts carried a state written by this change:
+    /// their ballot (the state's origin) and the state's version. Non-empty
+    /// means a failure leaves the outcome unknown.
+    written: Vec<(Ballot, Version)>,
+}
+
+/// What an attempt does once a majority has promised.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// Apply the change to the highest accepted state.
+    Apply,
+    /// The highest accepted state is one this change wrote: propose it again.
+    Readopt,
+    /// A state this change wrote may have been chosen and overwritten.
+    Unknown,
 }
 
 impl Proposal {
@@ -75,7 +103,7 @@ impl Proposal {
             wake_at: now,
             attempts: 0,
             backoff: Backoff::new(),
-            accept_sent: false,
+            written: Vec::new(),
         }
     }
 
@@ -121,40 +149,66 @@ impl Proposal {
         accepted: Ballot,
         state: &RegisterState,
         ctx: &mut Ctx<'_>,
-    ) {
+    ) -> Progress {
         let Phase::Preparing { ballot: mine, votes, best, state: best_state, .. } = &mut self.phase else {
-            return;
+            return Progress::Pending;
         };
         if *mine != ballot || votes.has_answered(from) {
-            return;
+            return Progress::Pending;
         }
+        let first = !votes.has_any_answer();
         votes.yes(from);
-        if accepted > *best || ctx.ignore_accepted_state() {
+        // The planted bug keeps the first promise's state (the proposer's own
+        // acceptor answers first) and ignores what the others accepted.
+        let adopt = if ctx.ignore_accepted_state() { first } else { accepted > *best };
+        if adopt {
             *best = accepted;
             *best_state = state.clone();
         }
-        if votes.is_reached() {
-            let base = best_state.clone();
-            self.begin_accept(now, ballot, &base, ctx);
+        if !votes.is_reached() {
+            return Progress::Pending;
+        }
+        let base = best_state.clone();
+        match self.plan(&base) {
+            Plan::Apply => {
+                let applied = self.change.apply(&base, ballot);
+                // The memo's Lemma 1: a new state descends from the one it replaces.
+                debug_assert!(applied.state.version >= base.version);
+                if applied.state != base {
+                    self.written.push((ballot, applied.state.version));
+                }
+                self.begin_accept(now, ballot, applied.state, applied.precondition_held, ctx);
+            }
+            Plan::Readopt => self.begin_accept(now, ballot, base, true, ctx),
+            Plan::Unknown => return Progress::Finished(self.unavailable()),
+        }
+        Progress::Pending
+    }
+
+    fn plan(&self, base: &RegisterState) -> Plan {
+        if self.written.iter().any(|(origin, _)| base.origin == *origin) {
+            Plan::Readopt
+        } else if self.written.iter().any(|(_, version)| base.version >= *version) {
+            Plan::Unknown
+        } else {
+            Plan::Apply
         }
     }
 
-    fn begin_accept(&mut self, now: Time, ballot: Ballot, base: &RegisterState, ctx: &mut Ctx<'_>) {
-        let applied = self.change.apply(base);
-        // The memo's Lemma 1: a new state descends from the one it replaces.
-        debug_assert!(applied.state.version >= base.version);
+    fn begin_accept(
+        &mut self,
+        now: Time,
+        ballot: Ballot,
+        state: RegisterState,
+        held: bool,
+        ctx: &mut Ctx<'_>,
+    ) {
         for &to in ctx.members {
-            let state = applied.state.clone();
+            let state = state.clone();
             ctx.out.push((to, Message::Accept { key: self.key.clone(), ballot, state }));
         }
-        self.accept_sent |= self.change.is_write();
-        self.phase = Phase::Accepting {
-            ballot,
-            votes: Quorum::new(ctx.members.len()),
-            state: applied.state,
-            held: applied.precondition_held,
-            resends: 0,
-        };
+        self.phase =
+            Phase::Accepting { ballot, votes: Quorum::new(ctx.members.len()), state, held, resends: 0 };
         self.wake_at = now.plus_millis(limits::PHASE_RESEND_MS);
     }
 
@@ -226,7 +280,7 @@ impl Proposal {
 
     /// The answer for a request that ran out of time or attempts.
     pub fn unavailable(&self) -> Outcome {
-        Outcome::Unavailable { maybe_applied: self.accept_sent }
+        Outcome::Unavailable { maybe_applied: !self.written.is_empty() }
     }
 }
 

@@ -36,6 +36,10 @@ impl Quorum {
         }
     }
 
+    pub fn has_any_answer(&self) -> bool {
+        !self.yes.is_empty() || !self.no.is_empty()
+    }
+
     pub fn has_answered(&self, node: NodeId) -> bool {
         self.yes.contains(&node) || self.no.contains(&node)
     }

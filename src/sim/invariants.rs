@@ -86,7 +86,7 @@ mod tests {
     use crate::types::Value;
 
     fn st(v: &str, version: u64) -> RegisterState {
-        RegisterState { value: Some(Value::from(v)), version: Version(version) }
+        RegisterState { value: Some(Value::from(v)), version: Version(version), ..RegisterState::default() }
     }
 
     #[test]

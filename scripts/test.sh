@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every test of paxosd: unit, storage, checker, simulation, integration with
+# real processes, the quick-start smoke test, and a short chaos run with its
+# broken-build counterpart. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+stage() {
+    local name=$1
+    shift
+    echo "==> $name"
+    local started=$SECONDS
+    "$@"
+    passed=$((passed + 1))
+    echo "==> $name: ok ($((SECONDS - started)) s)"
+}
+
+stage "build (release)" cargo build --release --bins
+stage "unit and integration tests" cargo test --all-targets
+stage "quick-start smoke test" scripts/smoke.sh
+stage "chaos: 5 nodes, fixed seed" scripts/chaos.sh --nodes 5 --duration 40 --seed 2026
+stage "chaos: a broken build is caught" \
+    scripts/chaos.sh --nodes 3 --duration 20 --seed 5 --broken ignore_accepted_state --expect-failure
+echo "test.sh: $passed passed, 0 failed"

@@ -1,0 +1,218 @@
+//! A local cluster of real `paxosd` processes on loopback, with temporary
+//! data dirs, for integration tests. Every process it starts is killed (by
+//! its own `Child` handle) when the cluster is dropped.
+
+#![allow(dead_code)]
+
+use paxosd::client::Client;
+use paxosd::config::Config;
+use paxosd::types::NodeId;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PAXOSD: &str = env!("CARGO_BIN_EXE_paxosd");
+pub const PAXOSCTL: &str = env!("CARGO_BIN_EXE_paxosctl");
+
+pub struct TestCluster {
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub ports: Vec<u16>,
+    pub cluster_id: u64,
+    children: Vec<Option<Child>>,
+}
+
+/// A fresh directory under the system temp dir, unique to this process and call.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("paxosd-test-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// Ports that were free a moment ago (bound to port 0, then released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let sockets: Vec<UdpSocket> =
+        (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port")).collect();
+    sockets.iter().map(|s| s.local_addr().expect("local addr").port()).collect()
+}
+
+impl TestCluster {
+    /// Writes a config for `n` nodes and starts them all (bootstrapping).
+    pub fn start(tag: &str, n: usize) -> TestCluster {
+        let mut cluster = TestCluster::configure(tag, n);
+        for id in 1..=n as u16 {
+            cluster.start_node_with(id, true);
+        }
+        cluster.wait_until_all_answer();
+        cluster
+    }
+
+    /// Writes the config without starting anything.
+    pub fn configure(tag: &str, n: usize) -> TestCluster {
+        let dir = temp_dir(tag);
+        let ports = free_ports(n);
+        let cluster_id = 4242 + n as u64;
+        let mut text = format!("cluster_id = {cluster_id}\n[client]\ntimeout_ms = 3000\n");
+        for (i, port) in ports.iter().enumerate() {
+            let id = i + 1;
+            text +=
+                &format!("[[node]]\nid = {id}\naddress = \"127.0.0.1:{port}\"\ndata_dir = \"node{id}\"\n");
+        }
+        let config_path = dir.join("paxosd.toml");
+        std::fs::write(&config_path, text).expect("write config");
+        TestCluster { dir, config_path, ports, cluster_id, children: (0..n).map(|_| None).collect() }
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path).expect("test config loads")
+    }
+
+    pub fn data_dir(&self, id: u16) -> PathBuf {
+        self.dir.join(format!("node{id}"))
+    }
+
+    pub fn log_path(&self, id: u16) -> PathBuf {
+        self.data_dir(id).join("acceptor.log")
+    }
+
+    pub fn stderr_path(&self, id: u16) -> PathBuf {
+        self.dir.join(format!("node{id}.stderr"))
+    }
+
+    pub fn stderr(&self, id: u16) -> String {
+        std::fs::read_to_string(self.stderr_path(id)).unwrap_or_default()
+    }
+
+    pub fn start_node(&mut self, id: u16) {
+        self.start_node_with(id, false);
+    }
+
+    pub fn start_node_with(&mut self, id: u16, bootstrap: bool) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.stderr_path(id))
+            .expect("open stderr file");
+        let mut cmd = Command::new(PAXOSD);
+        cmd.arg("--config").arg(&self.config_path).arg("--id").arg(id.to_string());
+        if bootstrap {
+            cmd.arg("--bootstrap");
+        }
+        cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(stderr);
+        let child = cmd.spawn().expect("spawn paxosd");
+        self.children[id as usize - 1] = Some(child);
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self, id: u16) {
+        if let Some(mut child) = self.children[id as usize - 1].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub fn stop(&mut self, id: u16) {
+        let Some(mut child) = self.children[id as usize - 1].take() else { return };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("node {id} did not stop within 10 s of SIGTERM");
+    }
+
+    /// Waits (bounded) for node `id`'s process to exit; its exit status.
+    pub fn wait_exit(&mut self, id: u16, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.children[id as usize - 1].as_mut()?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.children[id as usize - 1] = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self, id: u16) -> bool {
+        match self.children[id as usize - 1].as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Waits (bounded) until every running node answers a status request.
+    pub fn wait_until_all_answer(&mut self) {
+        for id in 1..=self.ports.len() as u16 {
+            if self.children[id as usize - 1].is_some() {
+                self.wait_until_answers(id);
+            }
+        }
+    }
+
+    pub fn wait_until_answers(&self, id: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let out = self.ctl(&["--node", &id.to_string(), "--timeout-ms", "300", "status"]);
+            if out.status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("node {id} does not answer; its stderr:\n{}", self.stderr(id));
+    }
+
+    /// Runs paxosctl against this cluster.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(PAXOSCTL)
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .output()
+            .expect("run paxosctl")
+    }
+
+    pub fn client(&self, node: Option<u16>) -> Client {
+        Client::new(&self.config(), node.map(NodeId), Duration::from_secs(5)).expect("client")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for id in 1..=self.children.len() as u16 {
+            self.kill(id);
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a paxosctl run exited with `code`, showing its output if not.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(out.status.code(), Some(code), "exit code; stdout: {} stderr: {}", stdout(out), stderr(out));
+}
+
+pub fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
