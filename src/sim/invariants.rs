@@ -74,10 +74,22 @@ fn show(state: &RegisterState) -> String {
 }
 
 /// Whether the history is linearizable: `None` if it is, else why not.
-/// The linearizability checker is not in the tree yet; until it is, the
-/// invariants above are the only judges.
-pub fn linearizability(_history_jsonl: &str) -> Option<String> {
-    None
+/// A history the checker cannot decide within its budget counts as a
+/// failure too: a seed that cannot be judged has not passed.
+pub fn linearizability(history_jsonl: &str) -> Option<String> {
+    use crate::checker::{self, Verdict};
+    let history = match checker::parse_history(history_jsonl.as_bytes()) {
+        Ok(history) => history,
+        Err(e) => return Some(format!("the history does not parse: {e}")),
+    };
+    match checker::check(&history) {
+        Verdict::Linearizable => None,
+        Verdict::Violation(keys) => {
+            let shown: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            Some(format!("history not linearizable: {}", shown.join("; ")))
+        }
+        Verdict::Unknown { key } => Some(format!("checker ran out of budget on key {key}")),
+    }
 }
 
 #[cfg(test)]

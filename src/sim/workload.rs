@@ -104,6 +104,8 @@ struct InFlight {
     deadline: Time,
     next_send: Time,
     request: Message,
+    /// Index of the invoke line in the history.
+    line: usize,
 }
 
 struct SimClient {
@@ -151,7 +153,8 @@ pub struct Workload {
     next_addr: ClientAddr,
     invoked: u64,
     pub counts: OpCounts,
-    history: String,
+    /// One JSON line per event; an empty string for a line withdrawn.
+    history: Vec<String>,
     descent: Descent,
     finishing: bool,
     finished: bool,
@@ -167,7 +170,7 @@ impl Workload {
             next_addr: 1,
             invoked: 0,
             counts: OpCounts::default(),
-            history: String::new(),
+            history: Vec::new(),
             descent: Descent::default(),
             finishing: false,
             finished: false,
@@ -198,8 +201,9 @@ impl Workload {
         self.finished
     }
 
-    pub fn history(&self) -> &str {
-        &self.history
+    /// The history in the checker's format.
+    pub fn history(&self) -> String {
+        self.history.concat()
     }
 
     /// What is still running, for a liveness report.
@@ -329,12 +333,15 @@ impl Workload {
         let budget_ms = timeout_us.saturating_sub(REPLY_MARGIN_US) / 1000;
         let timeout_ms = budget_ms.clamp(1, crate::limits::REQUEST_TIMEOUT_MS_MAX) as u32;
         let request = Message::Request { id, key: key_name(key), change: op.change(), timeout_ms };
-        self.history.push_str(&line(addr, "invoke", op.name(), key, &op.json_value()));
+        let invoke_line = self.history.len();
+        self.history.push(line(addr, "invoke", op.name(), key, &op.json_value()));
         self.invoked += 1;
         out.sends.push((addr, node, request.clone()));
         let next_send = now.plus_micros(RETRANSMIT_US);
         out.wakes.push((addr, client.generation, next_send.min(deadline)));
-        client.op = Some(InFlight { op, key, id, node, invoked: now, deadline, next_send, request });
+        let flight =
+            InFlight { op, key, id, node, invoked: now, deadline, next_send, request, line: invoke_line };
+        client.op = Some(flight);
     }
 
     fn complete(&mut self, now: Time, rng: &mut Rng, addr: ClientAddr, ending: Ending, out: &mut ClientOut) {
@@ -345,6 +352,10 @@ impl Workload {
             return;
         };
         let write = flight.op != Op::Read;
+        let ran = !matches!(
+            ending,
+            Ending::Reply(Outcome::Unavailable { maybe_applied: false } | Outcome::Refused(_))
+        );
         let (kind, value, retire) = match ending {
             Ending::Reply(Outcome::Done { state, precondition_held }) => {
                 if let Err(v) = self.descent.ack(&key_name(flight.key), flight.invoked, now, &state) {
@@ -380,7 +391,13 @@ impl Workload {
         }
         client.generation += 1;
         let generation = client.generation;
-        self.history.push_str(&line(addr, kind, flight.op.name(), flight.key, &value));
+        if matches!(flight.op, Op::Cas { .. }) && !ran {
+            // The checker reads a failed CAS as one that found another
+            // value; one that never ran observed nothing, and is left out.
+            self.history[flight.line].clear();
+        } else {
+            self.history.push(line(addr, kind, flight.op.name(), flight.key, &value));
+        }
         self.count(kind);
         if retire {
             self.clients.remove(&addr);
