@@ -79,14 +79,23 @@ impl World {
         self.push(until, Event::HealPartition { generation });
     }
 
-    /// Crashes one node, or sometimes up to a majority at once: safety must
-    /// hold even then (liveness is only asked for after healing).
+    /// How many more nodes may be taken out (crashed or paused) now. Mostly
+    /// a minority at a time, so the cluster keeps making progress and the
+    /// history stays checkable; now and then a majority, because safety
+    /// must hold even then (liveness is only asked for after healing).
+    fn outage_room(&mut self) -> usize {
+        let n = self.nodes.len();
+        let out = self.nodes.iter().filter(|node| node.power != Power::Up).count();
+        let limit = if self.rng.chance(0.1) { majority(n) } else { n - majority(n) };
+        let wanted = if self.rng.chance(0.25) { 2 } else { 1 };
+        wanted.min(limit.saturating_sub(out))
+    }
+
     fn crash_some(&mut self) {
+        let room = self.outage_room();
         let alive: Vec<usize> =
             (0..self.nodes.len()).filter(|&i| self.nodes[i].power != Power::Down).collect();
-        let count =
-            if self.rng.chance(0.2) { self.rng.range(1, majority(self.nodes.len()) as u64) } else { 1 };
-        for i in shuffled(alive, &mut self.rng).into_iter().take(count as usize) {
+        for i in shuffled(alive, &mut self.rng).into_iter().take(room) {
             self.counts.crashes += 1;
             if self.nodes[i].crash(&mut self.rng) {
                 self.counts.torn_writes += 1;
@@ -98,9 +107,9 @@ impl World {
     }
 
     fn pause_some(&mut self) {
+        let room = self.outage_room();
         let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].power == Power::Up).collect();
-        let count = if self.rng.chance(0.2) { 2 } else { 1 };
-        for i in shuffled(up, &mut self.rng).into_iter().take(count) {
+        for i in shuffled(up, &mut self.rng).into_iter().take(room) {
             self.counts.pauses += 1;
             self.nodes[i].pause();
             let incarnation = self.nodes[i].incarnation;
