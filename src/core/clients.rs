@@ -77,6 +77,15 @@ impl<A: Copy + Ord> Clients<A> {
         self.reply_order.push_back(client);
         Some(client)
     }
+
+    /// Ends every request in flight with `outcome`, as the answer their
+    /// retransmissions will get; their handles mean nothing from now on.
+    pub fn finish_all(&mut self, outcome: &Outcome) {
+        let handles: Vec<ReqHandle> = self.handles.keys().copied().collect();
+        for handle in handles {
+            self.finish(handle, outcome);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -103,6 +112,17 @@ mod tests {
         let mut clients = Clients::default();
         assert!(matches!(clients.admit(c(1, 7)), Admission::New(_)));
         assert!(matches!(clients.admit(c(2, 7)), Admission::New(_)));
+    }
+
+    #[test]
+    fn finish_all_answers_every_request_in_flight() {
+        let mut clients = Clients::default();
+        assert!(matches!(clients.admit(c(1, 7)), Admission::New(_)));
+        assert!(matches!(clients.admit(c(2, 8)), Admission::New(_)));
+        let outcome = Outcome::Unavailable { maybe_applied: true };
+        clients.finish_all(&outcome);
+        assert_eq!(clients.admit(c(1, 7)), Admission::Answered(outcome.clone()));
+        assert_eq!(clients.admit(c(2, 8)), Admission::Answered(outcome));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::core::{Envelope, Node, Ready};
 use crate::driver::is_peer_message;
 use crate::storage::Storage;
 use crate::types::{Ballot, Key, NodeId, Time};
-use crate::wire::Message;
+use crate::wire::{Message, Outcome};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,12 +48,14 @@ pub struct SimNode {
     pub wake_at: Option<Time>,
     /// The highest ballot this node ever promised in a message that left it.
     released: BTreeMap<Key, Ballot>,
+    /// See `SimOptions::forget_requests_on_crash`.
+    forget_requests_on_crash: bool,
     #[cfg(feature = "planted-bugs")]
     bugs: crate::core::PlantedBugs,
 }
 
 impl SimNode {
-    pub fn new(id: NodeId, members: Vec<NodeId>, seed: u64) -> SimNode {
+    pub fn new(id: NodeId, members: Vec<NodeId>, seed: u64, forget_requests_on_crash: bool) -> SimNode {
         SimNode {
             id,
             core: Some(Node::new(id, members.clone(), Vec::new(), seed)),
@@ -67,6 +69,7 @@ impl SimNode {
             incarnation: 0,
             wake_at: None,
             released: BTreeMap::new(),
+            forget_requests_on_crash,
             #[cfg(feature = "planted-bugs")]
             bugs: crate::core::PlantedBugs::default(),
         }
@@ -260,8 +263,14 @@ impl SimNode {
         #[cfg(feature = "planted-bugs")]
         core.set_bugs(self.bugs);
         self.core = Some(core);
-        // Like the real driver, the table of answered requests lives in memory.
-        self.clients = Clients::default();
+        if self.forget_requests_on_crash {
+            // What `driver.rs` does: its request table lives in memory only.
+            self.clients = Clients::default();
+        } else {
+            // What a driver that can recognise requests from before its
+            // restart would answer them: they may have been applied.
+            self.clients.finish_all(&Outcome::Unavailable { maybe_applied: true });
+        }
         self.power = Power::Up;
         self.check_promises(now, violations);
     }

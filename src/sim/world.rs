@@ -87,8 +87,9 @@ impl World {
         let plan = FaultPlan::choose(&mut rng);
         let workload_plan = WorkloadPlan::choose(&mut rng);
         let members: Vec<NodeId> = (1..=nodes as u16).map(NodeId).collect();
+        let forget = options.forget_requests_on_crash;
         let nodes: Vec<SimNode> =
-            members.iter().map(|&id| SimNode::new(id, members.clone(), rng.next_u64())).collect();
+            members.iter().map(|&id| SimNode::new(id, members.clone(), rng.next_u64(), forget)).collect();
         #[cfg(feature = "planted-bugs")]
         let nodes = nodes
             .into_iter()
