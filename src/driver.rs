@@ -145,7 +145,7 @@ impl Driver {
     #[cfg(feature = "planted-bugs")]
     pub fn plant_bugs(&mut self, bugs: crate::core::PlantedBugs) {
         warn!("node {}: running with planted bugs {bugs:?}", self.me.id);
-        self.node.bugs = bugs;
+        self.node.set_bugs(bugs);
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
