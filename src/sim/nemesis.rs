@@ -91,19 +91,30 @@ impl World {
         wanted.min(limit.saturating_sub(out))
     }
 
+    /// Crashes nodes now, or (half the time) arms them to crash in the
+    /// middle of their next sync: the moment where a crash can lose or tear
+    /// a write, and where a driver that released early would be caught.
     fn crash_some(&mut self) {
         let room = self.outage_room();
         let alive: Vec<usize> =
             (0..self.nodes.len()).filter(|&i| self.nodes[i].power != Power::Down).collect();
         for i in shuffled(alive, &mut self.rng).into_iter().take(room) {
-            self.counts.crashes += 1;
-            if self.nodes[i].crash(&mut self.rng) {
-                self.counts.torn_writes += 1;
+            if self.rng.chance(0.5) {
+                self.nodes[i].crash_armed = true;
+            } else {
+                self.crash(i);
             }
-            let incarnation = self.nodes[i].incarnation;
-            let until = self.now.plus_micros(self.fault_duration_us());
-            self.push(until, Event::Restart { node: i, incarnation });
         }
+    }
+
+    pub(super) fn crash(&mut self, i: usize) {
+        self.counts.crashes += 1;
+        if self.nodes[i].crash(&mut self.rng) {
+            self.counts.torn_writes += 1;
+        }
+        let incarnation = self.nodes[i].incarnation;
+        let until = self.now.plus_micros(self.fault_duration_us());
+        self.push(until, Event::Restart { node: i, incarnation });
     }
 
     fn pause_some(&mut self) {
@@ -147,6 +158,7 @@ impl World {
         self.healed_at = Some(self.now);
         self.net.heal_all();
         for i in 0..self.nodes.len() {
+            self.nodes[i].crash_armed = false;
             self.restart_if_down(i, None);
             self.resume_if_paused(i, None);
         }

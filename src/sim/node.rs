@@ -46,6 +46,8 @@ pub struct SimNode {
     pub incarnation: u32,
     /// When the world will next wake this node, if it is scheduled to.
     pub wake_at: Option<Time>,
+    /// The nemesis wants this node to crash during its next sync.
+    pub crash_armed: bool,
     /// The highest ballot this node ever promised in a message that left it.
     released: BTreeMap<Key, Ballot>,
     /// See `SimOptions::forget_requests_on_crash`.
@@ -68,6 +70,7 @@ impl SimNode {
             power: Power::Up,
             incarnation: 0,
             wake_at: None,
+            crash_armed: false,
             released: BTreeMap::new(),
             forget_requests_on_crash,
             #[cfg(feature = "planted-bugs")]
@@ -245,6 +248,7 @@ impl SimNode {
         self.power = Power::Down;
         self.incarnation += 1;
         self.wake_at = None;
+        self.crash_armed = false;
         self.disk.crash(rng)
     }
 

@@ -29,6 +29,7 @@ pub(super) enum Event {
     Deliver { from: Endpoint, to: Endpoint, msgs: Vec<Message> },
     NodeWake { node: usize, incarnation: u32 },
     SyncDone { node: usize, incarnation: u32 },
+    Crash { node: usize, incarnation: u32 },
     ClientWake { addr: ClientAddr, generation: u64 },
     Nemesis,
     Restart { node: usize, incarnation: u32 },
@@ -172,6 +173,12 @@ impl World {
                 self.workload.on_wake(self.now, &mut self.rng, addr, generation, &mut out);
                 self.apply_client_out(out);
             }
+            Event::Crash { node, incarnation } => {
+                let live = self.nodes.get(node).is_some_and(|n| n.incarnation == incarnation);
+                if live && self.healed_at.is_none() {
+                    self.crash(node);
+                }
+            }
             Event::Nemesis => self.nemesis(),
             Event::Restart { node, incarnation } => self.restart_if_down(node, Some(incarnation)),
             Event::Resume { node, incarnation } => self.resume_if_paused(node, Some(incarnation)),
@@ -260,6 +267,10 @@ impl World {
         if needs_sync {
             let latency = self.rng.range(self.plan.sync_us.0, self.plan.sync_us.1);
             self.push(now.plus_micros(latency), Event::SyncDone { node: i, incarnation });
+            if std::mem::take(&mut self.nodes[i].crash_armed) {
+                let at = now.plus_micros(self.rng.range(0, latency.saturating_sub(1)));
+                self.push(at, Event::Crash { node: i, incarnation });
+            }
         } else {
             self.schedule_turn(i);
         }
@@ -289,6 +300,7 @@ impl World {
             }
             Event::NodeWake { node, incarnation } => [2, *node as u64, u64::from(*incarnation)],
             Event::SyncDone { node, incarnation } => [3, *node as u64, u64::from(*incarnation)],
+            Event::Crash { node, incarnation } => [10, *node as u64, u64::from(*incarnation)],
             Event::ClientWake { addr, generation } => [4, u64::from(*addr), *generation],
             Event::Nemesis => [5, 0, 0],
             Event::Restart { node, incarnation } => [6, *node as u64, u64::from(*incarnation)],
