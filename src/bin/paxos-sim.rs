@@ -10,7 +10,6 @@ use paxosd::sim::{self, SeedReport, SimOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 #[derive(Parser, Debug)]
@@ -61,9 +60,9 @@ fn main() -> ExitCode {
         }
     };
     let verbose = count == 1;
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = args.jobs.unwrap_or_else(sim::default_jobs);
     let started = Instant::now();
-    let totals = sweep(&args, first, count, jobs.max(1), verbose);
+    let totals = run_sweep(&args, first, count, jobs, verbose);
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     println!(
         "seeds={} violations={} ops={} seeds_per_s={:.1}",
@@ -76,31 +75,24 @@ fn main() -> ExitCode {
 }
 
 /// Runs seeds `first..first + count` on `jobs` threads.
-fn sweep(args: &Args, first: u64, count: u64, jobs: usize, verbose: bool) -> Totals {
-    let next = AtomicU64::new(0);
+fn run_sweep(args: &Args, first: u64, count: u64, jobs: usize, verbose: bool) -> Totals {
     let totals = Mutex::new(Totals { seeds: 0, failed: 0, ops: 0 });
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        break;
-                    }
-                    let options = options_for(args, first.wrapping_add(i));
-                    let report = sim::run_seed(&options);
-                    let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
-                    t.seeds += 1;
-                    t.ops += report.ops;
-                    if !report.violations.is_empty() {
-                        t.failed += 1;
-                    }
-                    // Printed under the lock, so reports never interleave.
-                    print_report(args, &options, &report, verbose);
-                }
-            });
-        }
-    });
+    sim::sweep(
+        first,
+        count,
+        jobs,
+        |seed| options_for(args, seed),
+        |options, report| {
+            let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
+            t.seeds += 1;
+            t.ops += report.ops;
+            if !report.violations.is_empty() {
+                t.failed += 1;
+            }
+            // Printed under the lock, so reports never interleave.
+            print_report(args, options, &report, verbose);
+        },
+    );
     totals.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -19,11 +19,13 @@ mod invariants;
 mod nemesis;
 mod net;
 mod node;
+mod sweep;
 mod trace;
 mod workload;
 mod world;
 
 pub use faults::{FaultCounts, FaultPlan};
+pub use sweep::{default_jobs, sweep};
 pub use workload::{OpCounts, WorkloadPlan};
 
 /// Client operations per seed unless told otherwise.
