@@ -27,7 +27,12 @@ const REPLY_MARGIN_US: u64 = 150_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkloadPlan {
     pub clients: u64,
+    /// Keys in use at once.
     pub keys: u64,
+    /// Operations a key takes before a fresh key replaces it, so that no
+    /// key's history grows beyond what the checker can search (Jepsen's
+    /// independent keys).
+    pub ops_per_key: u64,
     pub timeout_ms: u64,
     pub think_us_max: u64,
 }
@@ -37,6 +42,7 @@ impl WorkloadPlan {
         WorkloadPlan {
             clients: rng.range(2, 6),
             keys: rng.range(1, 5),
+            ops_per_key: rng.range(30, 300),
             timeout_ms: rng.range(500, 5000),
             think_us_max: rng.range(0, 20_000),
         }
@@ -151,6 +157,10 @@ pub struct Workload {
     ops_target: u64,
     clients: BTreeMap<ClientAddr, SimClient>,
     next_addr: ClientAddr,
+    /// The keys in use, and how many operations each has taken.
+    active_keys: Vec<(u64, u64)>,
+    /// Keys used so far: 0..keys_used.
+    keys_used: u64,
     invoked: u64,
     pub counts: OpCounts,
     /// One JSON line per event; an empty string for a line withdrawn.
@@ -162,10 +172,13 @@ pub struct Workload {
 
 impl Workload {
     pub fn new(plan: WorkloadPlan, members: Vec<NodeId>, ops_target: u64) -> Workload {
+        let (active_keys, plan_keys) = ((0..plan.keys).map(|k| (k, 0)).collect(), plan.keys);
         Workload {
             plan,
             members,
             ops_target,
+            active_keys,
+            keys_used: plan_keys,
             clients: BTreeMap::new(),
             next_addr: 1,
             invoked: 0,
@@ -245,7 +258,7 @@ impl Workload {
         if self.finishing && idle {
             // Every client that is idle now stays idle: forget them.
             self.clients.clear();
-            self.spawn(now, rng, Some((0..self.plan.keys).collect()), out);
+            self.spawn(now, rng, Some((0..self.keys_used).collect()), out);
         }
     }
 
@@ -301,7 +314,7 @@ impl Workload {
 
 impl Workload {
     fn next_op(&mut self, now: Time, rng: &mut Rng, addr: ClientAddr, out: &mut ClientOut) {
-        let keys = self.plan.keys;
+        let key = self.pick_key(rng);
         let Some(client) = self.clients.get_mut(&addr) else {
             return;
         };
@@ -315,9 +328,25 @@ impl Workload {
             },
             // Finishing: this client stays idle.
             None if self.finishing => return,
-            None => client.choose_op(addr, rng, keys),
+            None => (client.choose_op(addr, rng, key), key),
         };
         self.invoke(now, rng, addr, op, key, out);
+    }
+
+    /// A key in use for the next operation; a key that has taken its share
+    /// of operations makes way for a fresh one.
+    fn pick_key(&mut self, rng: &mut Rng) -> u64 {
+        let slot = rng.below(self.active_keys.len() as u64) as usize;
+        let Some((key, ops)) = self.active_keys.get_mut(slot) else {
+            return 0;
+        };
+        if *ops >= self.plan.ops_per_key {
+            *key = self.keys_used;
+            *ops = 0;
+            self.keys_used += 1;
+        }
+        *ops += 1;
+        *key
     }
 
     fn invoke(&mut self, now: Time, rng: &mut Rng, addr: ClientAddr, op: Op, key: u64, out: &mut ClientOut) {
@@ -421,9 +450,8 @@ impl Workload {
 }
 
 impl SimClient {
-    fn choose_op(&mut self, addr: ClientAddr, rng: &mut Rng, keys: u64) -> (Op, u64) {
-        let key = rng.below(keys);
-        let op = match rng.below(100) {
+    fn choose_op(&mut self, addr: ClientAddr, rng: &mut Rng, key: u64) -> Op {
+        match rng.below(100) {
             0..35 => Op::Read,
             35..65 => Op::Write(self.fresh_value(addr)),
             65..90 => {
@@ -432,8 +460,7 @@ impl SimClient {
                 Op::Cas { expect, new: self.fresh_value(addr) }
             }
             _ => Op::Delete,
-        };
-        (op, key)
+        }
     }
 
     /// A value no other write uses, so a read names the write it saw.
