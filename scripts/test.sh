@@ -17,7 +17,8 @@ stage() {
 }
 
 stage "build (release)" cargo build --release --bins
-stage "unit and integration tests" cargo test --all-targets
+stage "unit and integration tests (the simulator's 500-seed sweep among them)" cargo test --all-targets
+stage "simulator: each planted bug is caught" cargo test --features planted-bugs --test sim_teeth
 stage "quick-start smoke test" scripts/smoke.sh
 stage "chaos: 5 nodes, fixed seed" scripts/chaos.sh --nodes 5 --duration 40 --seed 2026
 stage "chaos: a broken build is caught" \

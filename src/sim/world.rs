@@ -17,9 +17,11 @@ use std::collections::BinaryHeap;
 
 /// Once every fault has healed, every pending operation and the final read
 /// of every key must be done within this much virtual time. Operations in
-/// flight end by their client deadline (at most 5 s); a read on a healthy
-/// cluster needs a few 40 ms resend rounds and backoffs of at most 200 ms,
-/// so the final reads of up to five keys need far less than the rest.
+/// flight end by their client deadline (at most 5 s). A read on a healthy
+/// cluster takes two round trips of at most 40 ms plus a sync or two, a few
+/// resend rounds (40 ms) and backoffs (at most 200 ms) if it collides with
+/// a proposal still running; the final reader reads the keys one after the
+/// other, and a seed uses at most a few dozen keys.
 pub const LIVENESS_BOUND_US: u64 = 30_000_000;
 
 /// A run still going after this much virtual time is stuck.
