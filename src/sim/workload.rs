@@ -145,6 +145,33 @@ pub struct OpCounts {
     pub info: u64,
 }
 
+/// The keys operations go to.
+struct Keys {
+    /// The keys in use, and how many operations each has taken.
+    active: Vec<(u64, u64)>,
+    /// Keys used so far: `0..used`.
+    used: u64,
+    /// Operations a key takes before it makes way for a fresh one.
+    ops_max: u64,
+}
+
+impl Keys {
+    /// A key in use for the next operation.
+    fn pick(&mut self, rng: &mut Rng) -> u64 {
+        let slot = rng.below(self.active.len() as u64) as usize;
+        let Some((key, ops)) = self.active.get_mut(slot) else {
+            return 0;
+        };
+        if *ops >= self.ops_max {
+            *key = self.used;
+            *ops = 0;
+            self.used += 1;
+        }
+        *ops += 1;
+        *key
+    }
+}
+
 /// How an operation in flight ended.
 enum Ending {
     Reply(Outcome),
@@ -157,10 +184,7 @@ pub struct Workload {
     ops_target: u64,
     clients: BTreeMap<ClientAddr, SimClient>,
     next_addr: ClientAddr,
-    /// The keys in use, and how many operations each has taken.
-    active_keys: Vec<(u64, u64)>,
-    /// Keys used so far: 0..keys_used.
-    keys_used: u64,
+    keys: Keys,
     invoked: u64,
     pub counts: OpCounts,
     /// One JSON line per event; an empty string for a line withdrawn.
@@ -172,13 +196,16 @@ pub struct Workload {
 
 impl Workload {
     pub fn new(plan: WorkloadPlan, members: Vec<NodeId>, ops_target: u64) -> Workload {
-        let (active_keys, plan_keys) = ((0..plan.keys).map(|k| (k, 0)).collect(), plan.keys);
+        let keys = Keys {
+            active: (0..plan.keys).map(|k| (k, 0)).collect(),
+            used: plan.keys,
+            ops_max: plan.ops_per_key,
+        };
         Workload {
             plan,
             members,
             ops_target,
-            active_keys,
-            keys_used: plan_keys,
+            keys,
             clients: BTreeMap::new(),
             next_addr: 1,
             invoked: 0,
@@ -258,7 +285,7 @@ impl Workload {
         if self.finishing && idle {
             // Every client that is idle now stays idle: forget them.
             self.clients.clear();
-            self.spawn(now, rng, Some((0..self.keys_used).collect()), out);
+            self.spawn(now, rng, Some((0..self.keys.used).collect()), out);
         }
     }
 
@@ -314,7 +341,6 @@ impl Workload {
 
 impl Workload {
     fn next_op(&mut self, now: Time, rng: &mut Rng, addr: ClientAddr, out: &mut ClientOut) {
-        let key = self.pick_key(rng);
         let Some(client) = self.clients.get_mut(&addr) else {
             return;
         };
@@ -328,25 +354,12 @@ impl Workload {
             },
             // Finishing: this client stays idle.
             None if self.finishing => return,
-            None => (client.choose_op(addr, rng, key), key),
+            None => {
+                let key = self.keys.pick(rng);
+                (client.choose_op(addr, rng, key), key)
+            }
         };
         self.invoke(now, rng, addr, op, key, out);
-    }
-
-    /// A key in use for the next operation; a key that has taken its share
-    /// of operations makes way for a fresh one.
-    fn pick_key(&mut self, rng: &mut Rng) -> u64 {
-        let slot = rng.below(self.active_keys.len() as u64) as usize;
-        let Some((key, ops)) = self.active_keys.get_mut(slot) else {
-            return 0;
-        };
-        if *ops >= self.plan.ops_per_key {
-            *key = self.keys_used;
-            *ops = 0;
-            self.keys_used += 1;
-        }
-        *ops += 1;
-        *key
     }
 
     fn invoke(&mut self, now: Time, rng: &mut Rng, addr: ClientAddr, op: Op, key: u64, out: &mut ClientOut) {
@@ -380,55 +393,34 @@ impl Workload {
         let Some(flight) = client.op.take() else {
             return;
         };
-        let write = flight.op != Op::Read;
-        let ran = !matches!(
-            ending,
-            Ending::Reply(Outcome::Unavailable { maybe_applied: false } | Outcome::Refused(_))
-        );
-        let (kind, value, retire) = match ending {
-            Ending::Reply(Outcome::Done { state, precondition_held }) => {
-                if let Err(v) = self.descent.ack(&key_name(flight.key), flight.invoked, now, &state) {
-                    out.violations.push(v);
-                }
-                let seen = value_text(&state);
-                let value = if write { flight.op.json_value() } else { json_str(seen.as_deref()) };
-                client.known.insert(flight.key, seen);
-                (if precondition_held { "ok" } else { "fail" }, value, false)
+        let judged = judge(&flight.op, ending);
+        if let Some(state) = &judged.acked {
+            if let Err(v) = self.descent.ack(&key_name(flight.key), flight.invoked, now, state) {
+                out.violations.push(v);
             }
-            Ending::Reply(Outcome::Unavailable { maybe_applied: true }) if write => {
-                ("info", flight.op.json_value(), true)
-            }
-            Ending::Reply(Outcome::Unavailable { .. }) => ("fail", flight.op.json_value(), false),
-            // Not run; `client.rs` moves on to another node.
-            Ending::Reply(Outcome::Refused(_)) => {
-                client.node = None;
-                ("fail", flight.op.json_value(), false)
-            }
-            // A silent node may have run a write: its fate is unknown. A
-            // read that was never answered had no effect.
-            Ending::Silent => {
-                client.node = None;
-                (if write { "info" } else { "fail" }, flight.op.json_value(), write)
-            }
-        };
+            client.known.insert(flight.key, value_text(state));
+        }
+        if judged.forget_node {
+            client.node = None;
+        }
         let is_final = client.final_keys.is_some();
-        if is_final && kind != "ok" {
+        if is_final && judged.kind != "ok" {
             out.violations.push(format!(
-                "t={}us liveness: after healing, the read of k{} at node {} ended {kind}",
-                now.0, flight.key, flight.node
+                "t={}us liveness: after healing, the read of k{} at node {} ended {}",
+                now.0, flight.key, flight.node, judged.kind
             ));
         }
         client.generation += 1;
         let generation = client.generation;
-        if matches!(flight.op, Op::Cas { .. }) && !ran {
+        if matches!(flight.op, Op::Cas { .. }) && !judged.ran {
             // The checker reads a failed CAS as one that found another
             // value; one that never ran observed nothing, and is left out.
             self.history[flight.line].clear();
         } else {
-            self.history.push(line(addr, kind, flight.op.name(), flight.key, &value));
+            self.history.push(line(addr, judged.kind, flight.op.name(), flight.key, &judged.value));
         }
-        self.count(kind);
-        if retire {
+        self.count(judged.kind);
+        if judged.retire {
             self.clients.remove(&addr);
             if !self.finishing {
                 self.spawn(now, rng, None, out);
@@ -468,6 +460,55 @@ impl SimClient {
         self.writes += 1;
         format!("c{addr}-{}", self.writes)
     }
+}
+
+/// What a client makes of how its operation ended.
+struct Judged {
+    /// The history's completion type.
+    kind: &'static str,
+    /// The completion's `value` field.
+    value: String,
+    /// The state acknowledged, if any.
+    acked: Option<RegisterState>,
+    /// The outcome is unknown: the client retires.
+    retire: bool,
+    /// The node may have run the operation.
+    ran: bool,
+    /// Try another node next time.
+    forget_node: bool,
+}
+
+/// Reads an ending as `client.rs` does.
+fn judge(op: &Op, ending: Ending) -> Judged {
+    let write = *op != Op::Read;
+    let mut judged = Judged {
+        kind: "fail",
+        value: op.json_value(),
+        acked: None,
+        retire: false,
+        ran: true,
+        forget_node: false,
+    };
+    match ending {
+        Ending::Reply(Outcome::Done { state, precondition_held }) => {
+            if !write {
+                judged.value = json_str(value_text(&state).as_deref());
+            }
+            judged.kind = if precondition_held { "ok" } else { "fail" };
+            judged.acked = Some(state);
+        }
+        Ending::Reply(Outcome::Unavailable { maybe_applied: true }) if write => {
+            (judged.kind, judged.retire) = ("info", true);
+        }
+        Ending::Reply(Outcome::Unavailable { .. }) => judged.ran = false,
+        // Not run; `client.rs` moves on to another node.
+        Ending::Reply(Outcome::Refused(_)) => (judged.ran, judged.forget_node) = (false, true),
+        // A silent node may have run a write: its fate is unknown. A read
+        // that was never answered had no effect.
+        Ending::Silent if write => (judged.kind, judged.retire, judged.forget_node) = ("info", true, true),
+        Ending::Silent => judged.forget_node = true,
+    }
+    judged
 }
 
 fn pick(members: &[NodeId], rng: &mut Rng) -> NodeId {
