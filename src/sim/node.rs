@@ -332,3 +332,80 @@ fn group(messages: Vec<(Endpoint, Message)>) -> Outgoing {
     }
     by_dest.into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Change;
+    use crate::types::{RegisterState, RequestId};
+
+    fn node() -> SimNode {
+        SimNode::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)], 1, false)
+    }
+
+    fn prepare(round: u64, from: u16) -> Message {
+        Message::Prepare { key: Key::from("k"), ballot: Ballot::new(round, NodeId(from)) }
+    }
+
+    fn promise(round: u64, from: u16) -> Message {
+        let ballot = Ballot::new(round, NodeId(from));
+        Message::Promise {
+            key: Key::from("k"),
+            ballot,
+            accepted: Ballot::ZERO,
+            state: RegisterState::default(),
+        }
+    }
+
+    #[test]
+    fn a_promise_leaves_only_after_its_sync_and_later_inputs_wait() {
+        let mut n = node();
+        let mut violations = Vec::new();
+        n.deliver(Endpoint::Node(NodeId(2)), vec![prepare(5, 2)]);
+        assert_eq!(n.turn(Time(10), &mut violations), (Vec::new(), true));
+        n.deliver(Endpoint::Node(NodeId(3)), vec![prepare(6, 3)]);
+        assert!(!n.is_idle());
+        let out = n.finish_sync(Time(20), u64::MAX, &mut violations);
+        assert_eq!(out, vec![(Endpoint::Node(NodeId(2)), vec![promise(5, 2)])]);
+        assert_eq!(n.next_turn(Time(20)), Some(Time(20)));
+        assert!(violations.is_empty());
+    }
+
+    #[test]
+    fn a_crash_before_the_sync_forgets_the_promise_it_never_sent() {
+        let mut n = node();
+        let mut violations = Vec::new();
+        n.deliver(Endpoint::Node(NodeId(2)), vec![prepare(5, 2)]);
+        assert!(n.turn(Time(10), &mut violations).1);
+        // This random source keeps none of the unsynced bytes.
+        n.crash(&mut Rng::new(0));
+        n.deliver(Endpoint::Node(NodeId(3)), vec![prepare(6, 3)]);
+        n.restart(Time(30), 2, &mut violations);
+        assert!(n.inbox.is_empty(), "a node that is down loses what is sent to it");
+        n.deliver(Endpoint::Node(NodeId(3)), vec![prepare(4, 3)]);
+        assert!(n.turn(Time(40), &mut violations).1);
+        let out = n.finish_sync(Time(50), u64::MAX, &mut violations);
+        assert_eq!(out, vec![(Endpoint::Node(NodeId(3)), vec![promise(4, 3)])]);
+        assert!(violations.is_empty());
+    }
+
+    #[test]
+    fn a_request_in_flight_at_a_crash_is_answered_maybe_applied() {
+        let mut n = node();
+        let mut violations = Vec::new();
+        let request = Message::Request {
+            id: RequestId(7),
+            key: Key::from("k"),
+            change: Change::Read,
+            timeout_ms: 1000,
+        };
+        n.deliver(Endpoint::Client(9), vec![request.clone()]);
+        assert!(n.turn(Time(10), &mut violations).1);
+        n.crash(&mut Rng::new(0));
+        n.restart(Time(30), 2, &mut violations);
+        n.deliver(Endpoint::Client(9), vec![request]);
+        let reply =
+            Message::Reply { id: RequestId(7), outcome: Outcome::Unavailable { maybe_applied: true } };
+        assert_eq!(n.turn(Time(40), &mut violations), (vec![(Endpoint::Client(9), vec![reply])], false));
+    }
+}
