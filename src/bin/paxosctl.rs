@@ -68,31 +68,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Compare-and-set: set KEY to NEW if it holds the expected value or
-    /// version; prints the new version. Exit 3 (and no change) otherwise.
+    /// Compare-and-set: set KEY to NEW if it holds the expected value.
+    ///
+    /// Give exactly one of --expect-value, --expect-version, --expect-absent.
+    /// Prints the new version; exit 3 (and nothing changed) when the
+    /// expectation does not hold.
     Cas(CasArgs),
     /// Delete KEY (leaves a tombstone; the version keeps counting).
     Delete { key: String },
     /// Show which nodes answer, with their id and address.
     Status,
-    /// Check a history (JSON Lines, Jepsen's conventions) for
-    /// linearizability. Exit 0 linearizable, 1 violation (the key and the
-    /// smallest stretch of its history that cannot be linearized are
-    /// printed), 2 bad input (the line is named), 5 undecided (the search
-    /// hit its budget).
+    /// Check a history file for linearizability.
+    ///
+    /// The history is JSON Lines in Jepsen's conventions, one event per line
+    /// in real-time order:
+    ///   {"process":0,"type":"invoke","f":"write","key":"x","value":"3"}
+    ///   {"process":0,"type":"ok","f":"write","key":"x","value":"3"}
+    /// type: invoke, ok, fail, info; f: read, write, cas (value ["old","new"]),
+    /// delete; null means absent. Keys are checked independently.
+    ///
+    /// Exit 0 linearizable; 1 violation (the key and the smallest stretch of
+    /// its history that cannot be linearized are printed); 2 bad input (the
+    /// line is named); 5 undecided (the search hit its budget).
     #[command(verbatim_doc_comment)]
     Check {
         #[arg(value_name = "HISTORY.jsonl")]
         history: PathBuf,
     },
-    /// Run a checked workload against the cluster: concurrent clients read,
-    /// write, CAS, delete and CAS-append to lists; the history is written to
-    /// a file and checked for linearizability and lost acknowledged writes.
-    /// Prints one summary line; exit 0 only if linearizable and nothing
-    /// acknowledged was lost.
+    /// Run a checked workload against the cluster.
+    ///
+    /// Concurrent clients read, write, CAS, delete and CAS-append to lists;
+    /// the history is written to a file and checked for linearizability and
+    /// lost acknowledged writes. Prints one summary line
+    /// (ops=.. ok=.. fail=.. info=.. linearizable=yes|no lost_acked=N);
+    /// exit 0 only if linearizable and nothing acknowledged was lost.
     Torture(TortureArgs),
-    /// Draw a run as an SVG: each operation's latency over time, failures
-    /// and unknown outcomes marked, fault intervals shaded.
+    /// Draw a run as an SVG timeline.
+    ///
+    /// Each operation's latency over time (log scale), failures and unknown
+    /// outcomes marked, fault intervals shaded.
     Timeline {
         /// A history written by `torture` (events carry `time`).
         #[arg(long, value_name = "FILE")]
@@ -190,7 +204,7 @@ fn run(cli: Cli) -> u8 {
         Command::Read { key, json } => read(&mut client, &key, json),
         Command::Cas(args) => cas(&mut client, args),
         Command::Delete { key } => print_version(client.delete(&Key::from(key.as_str()))),
-        Command::Status => status(&mut client),
+        Command::Status => status(&mut client, config.nodes.len()),
         Command::Torture(args) => torture(&config, cli.node.map(NodeId), args),
         Command::Check { .. } | Command::Timeline { .. } => EXIT_USAGE,
     }
@@ -438,10 +452,10 @@ fn cas(client: &mut Client, args: CasArgs) -> u8 {
     }
 }
 
-fn status(client: &mut Client) -> u8 {
+fn status(client: &mut Client, members: usize) -> u8 {
     let mut answered = 0;
     let results = client.status_all();
-    let total = results.len();
+    let asked = results.len();
     for (id, addr, result) in results {
         match result {
             Ok(s) => {
@@ -457,7 +471,9 @@ fn status(client: &mut Client) -> u8 {
             Err(_) => println!("node {id}  {addr}  DOWN (no answer)"),
         }
     }
-    let majority = total / 2 + 1;
-    println!("{answered} of {total} nodes answer; a quorum needs {majority}");
+    let majority = members / 2 + 1;
+    println!(
+        "{answered} of {asked} nodes asked answer; the cluster has {members}, a quorum needs {majority}"
+    );
     if answered == 0 { EXIT_OTHER } else { EXIT_OK }
 }
