@@ -103,6 +103,11 @@ enum Command {
     /// (ops=.. ok=.. fail=.. info=.. linearizable=yes|no lost_acked=N);
     /// exit 0 only if linearizable and nothing acknowledged was lost.
     Torture(TortureArgs),
+    /// Measure throughput and latency under closed-loop load.
+    ///
+    /// Each client sends one request at a time for the duration; prints
+    /// ops/s and latency percentiles (ms). Uses fresh keys under a prefix.
+    Bench(BenchArgs),
     /// Draw a run as an SVG timeline.
     ///
     /// Each operation's latency over time (log scale), failures and unknown
@@ -120,6 +125,20 @@ enum Command {
         #[arg(long, default_value = "paxosd run")]
         title: String,
     },
+}
+
+#[derive(ClapArgs)]
+struct BenchArgs {
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    duration: u64,
+    /// write: each client its own keys; read: reads of written keys;
+    /// contended: every client writes one key.
+    #[arg(long, default_value = "write", value_parser = ["write", "read", "contended"])]
+    workload: String,
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
 }
 
 #[derive(ClapArgs)]
@@ -206,6 +225,7 @@ fn run(cli: Cli) -> u8 {
         Command::Delete { key } => print_version(client.delete(&Key::from(key.as_str()))),
         Command::Status => status(&mut client, config.nodes.len()),
         Command::Torture(args) => torture(&config, cli.node.map(NodeId), args),
+        Command::Bench(args) => bench(&config, cli.node.map(NodeId), timeout, args),
         Command::Check { .. } | Command::Timeline { .. } => EXIT_USAGE,
     }
 }
@@ -298,6 +318,41 @@ fn timeline(
     match std::fs::write(out, svg) {
         Ok(()) => EXIT_OK,
         Err(e) => fail(EXIT_OTHER, &format!("cannot write {}: {e}", out.display())),
+    }
+}
+
+fn bench(config: &Config, node: Option<NodeId>, timeout: Duration, args: BenchArgs) -> u8 {
+    use paxosd::bench::{self, Options, Workload};
+    if args.value_bytes > paxosd::limits::VALUE_BYTES_MAX {
+        return fail(
+            EXIT_USAGE,
+            &format!("--value-bytes is over the limit of {}", paxosd::limits::VALUE_BYTES_MAX),
+        );
+    }
+    let workload = match args.workload.as_str() {
+        "read" => Workload::Read,
+        "contended" => Workload::Contended,
+        _ => Workload::Write,
+    };
+    let options = Options {
+        clients: args.clients.max(1),
+        duration: Duration::from_secs(args.duration.max(1)),
+        workload,
+        value_bytes: args.value_bytes,
+        keys_per_client: 16,
+        timeout,
+        node,
+        key_prefix: paxosd::torture::unique_prefix(random_seed()).replacen("torture", "bench", 1),
+    };
+    match bench::run(config, &options) {
+        Ok(report) => {
+            println!(
+                "workload={} clients={} value_bytes={} {report}",
+                args.workload, options.clients, args.value_bytes
+            );
+            EXIT_OK
+        }
+        Err(e) => fail(EXIT_OTHER, &e),
     }
 }
 
