@@ -125,7 +125,10 @@ fn client_loop(
                 ops += 1;
                 let _ = histogram.record((t0.elapsed().as_micros() as u64).max(1));
             }
-            Err(_) => errors += 1,
+            Err(e) => {
+                errors += 1;
+                log::debug!("bench client {index}: {e}");
+            }
         }
     }
     Ok((ops, errors, histogram))

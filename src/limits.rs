@@ -39,6 +39,9 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
 /// Requests waiting behind another one on the same key at the same node.
 pub const REQUESTS_QUEUED_PER_KEY_MAX: usize = 64;
 
+/// Requests on one key that share one Paxos round at a node.
+pub const BATCH_REQUESTS_MAX: usize = 64;
+
 /// Replies remembered so that a retransmitted request gets the same answer
 /// instead of being applied twice.
 pub const REPLY_CACHE_ENTRIES_MAX: usize = 16 * 1024;

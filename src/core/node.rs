@@ -3,7 +3,7 @@
 //! calls it.
 
 use super::acceptor::{Acceptor, Slot, Vote};
-use super::proposer::{Ctx, Outbox, Progress, Proposal, ReqHandle};
+use super::proposer::{Ctx, Outbox, Progress, Proposal, ReqHandle, Request};
 use super::rng::Rng;
 use crate::change::Change;
 use crate::limits;
@@ -78,20 +78,13 @@ impl Rounds {
     }
 }
 
-#[derive(Debug)]
-struct Queued {
-    handle: ReqHandle,
-    change: Change,
-    deadline: Time,
-}
-
 pub struct Node {
     id: NodeId,
     members: Vec<NodeId>,
     acceptor: Acceptor,
     rounds: Rounds,
     proposals: BTreeMap<Key, Proposal>,
-    queued: BTreeMap<Key, VecDeque<Queued>>,
+    queued: BTreeMap<Key, VecDeque<Request>>,
     requests: usize,
     rng: Rng,
     ready: Ready,
@@ -181,14 +174,14 @@ impl Node {
             return;
         }
         self.requests += 1;
-        let deadline = now.plus_millis(timeout_ms);
+        let request = Request { handle, change, deadline: now.plus_millis(timeout_ms) };
         if self.proposals.contains_key(&key) {
-            let queue = self.queued.entry(key).or_default();
-            queue.push_back(Queued { handle, change, deadline });
+            // Joins the running batch at its next attempt if it is still
+            // open, or runs in the next batch.
+            self.queued.entry(key).or_default().push_back(request);
             return;
         }
-        let proposal = Proposal::new(key.clone(), handle, change, now, deadline);
-        self.proposals.insert(key.clone(), proposal);
+        self.proposals.insert(key.clone(), Proposal::new(key.clone(), request, now));
         self.drive(now, &key);
         self.drain_loopback(now);
     }
@@ -291,9 +284,12 @@ impl Node {
         let proposals: Vec<Proposal> =
             std::mem::take(&mut self.proposals).into_iter().map(|(_, p)| p).collect();
         for p in proposals {
-            self.reply(p.handle, p.unavailable());
+            for (handle, outcome) in p.unavailable() {
+                self.reply(handle, outcome);
+            }
         }
-        let queued: Vec<Queued> = std::mem::take(&mut self.queued).into_iter().flat_map(|(_, q)| q).collect();
+        let queued: Vec<Request> =
+            std::mem::take(&mut self.queued).into_iter().flat_map(|(_, q)| q).collect();
         for r in queued {
             self.reply(r.handle, Outcome::Refused(Refusal::ShuttingDown));
         }
@@ -320,15 +316,25 @@ impl Node {
         self.proposals.insert(key.clone(), proposal);
         match progress {
             Progress::Pending => self.drive(now, key),
-            Progress::Finished(outcome) => self.finish(now, key, outcome),
+            Progress::Finished(outcomes) => self.finish(now, key, outcomes),
         }
     }
 
-    /// Starts a new attempt if the proposal for `key` is ready for one.
+    /// Starts a new attempt if the proposal for `key` is ready for one,
+    /// first letting queued requests join the batch while it may grow.
     fn drive(&mut self, now: Time, key: &Key) {
         let needs = self.proposals.get(key).is_some_and(|p| p.needs_ballot(now));
         if !needs {
             return;
+        }
+        if let (Some(p), Some(queue)) = (self.proposals.get_mut(key), self.queued.get_mut(key)) {
+            while p.can_grow() {
+                let Some(request) = queue.pop_front() else { break };
+                p.join(request);
+            }
+            if queue.is_empty() {
+                self.queued.remove(key);
+            }
         }
         let round = self.rounds.take(&mut self.ready.records);
         let ballot = Ballot::new(round, self.id);
@@ -339,19 +345,20 @@ impl Node {
         self.flush(out);
     }
 
-    fn finish(&mut self, now: Time, key: &Key, outcome: Outcome) {
-        let Some(done) = self.proposals.remove(key) else {
+    fn finish(&mut self, now: Time, key: &Key, outcomes: Vec<(ReqHandle, Outcome)>) {
+        if self.proposals.remove(key).is_none() {
             return;
-        };
-        self.requests -= 1;
-        self.reply(done.handle, outcome);
+        }
+        for (handle, outcome) in outcomes {
+            self.requests -= 1;
+            self.reply(handle, outcome);
+        }
         let next = self.queued.get_mut(key).and_then(VecDeque::pop_front);
         if self.queued.get(key).is_some_and(VecDeque::is_empty) {
             self.queued.remove(key);
         }
-        if let Some(q) = next {
-            let proposal = Proposal::new(key.clone(), q.handle, q.change, now, q.deadline);
-            self.proposals.insert(key.clone(), proposal);
+        if let Some(request) = next {
+            self.proposals.insert(key.clone(), Proposal::new(key.clone(), request, now));
             self.drive(now, key);
         }
     }

@@ -362,3 +362,50 @@ fn a_retry_that_finds_a_later_foreign_state_reports_an_unknown_outcome() {
     let (_, messages) = drain(&mut node);
     assert_eq!(messages, vec![Envelope::Client(ReqHandle(1), Outcome::Unavailable { maybe_applied: true })]);
 }
+
+#[test]
+fn requests_queued_behind_a_round_share_the_next_one() {
+    let mut node = node1();
+    put(&mut node, 1, "a");
+    put(&mut node, 2, "b");
+    node.handle_request(T0, ReqHandle(3), k(), Change::Read, 1000);
+    node.handle_request(
+        T0,
+        ReqHandle(4),
+        k(),
+        Change::CasValue { expect: Some(Value::from("b")), new: Value::from("c") },
+        1000,
+    );
+    drain(&mut node);
+    let none = || Message::Promise {
+        key: k(),
+        ballot: b(1, 1),
+        accepted: Ballot::ZERO,
+        state: RegisterState::default(),
+    };
+    node.handle_message(T0, n(2), none());
+    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    let (_, messages) = drain(&mut node);
+    // Request 1 is answered, and one prepare starts the round for 2, 3, 4.
+    let prepares =
+        messages.iter().filter(|m| matches!(m, Envelope::Peer(_, Message::Prepare { .. }))).count();
+    assert_eq!(prepares, 2, "one prepare per peer: {messages:?}");
+    let promise =
+        Message::Promise { key: k(), ballot: b(2, 1), accepted: b(1, 1), state: written("a", 1, b(1, 1)) };
+    node.handle_message(T0, n(2), promise);
+    let (_, messages) = drain(&mut node);
+    let accept = Message::Accept { key: k(), ballot: b(2, 1), state: written("c", 3, b(2, 1)) };
+    assert_eq!(messages[0], Envelope::Peer(n(2), accept), "one accept carries all three changes");
+    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(2, 1) });
+    let (_, messages) = drain(&mut node);
+    let done = |state, held| Outcome::Done { state, precondition_held: held };
+    assert_eq!(
+        messages,
+        vec![
+            Envelope::Client(ReqHandle(2), done(written("b", 2, b(2, 1)), true)),
+            Envelope::Client(ReqHandle(3), done(written("b", 2, b(2, 1)), true)),
+            Envelope::Client(ReqHandle(4), done(written("c", 3, b(2, 1)), true)),
+        ]
+    );
+    assert_eq!(node.requests_in_flight(), 0);
+}
