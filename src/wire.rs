@@ -137,8 +137,10 @@ impl Message {
     /// The checks a decoded message must pass before any layer acts on it.
     pub fn is_within_limits(&self) -> bool {
         let key_ok = |k: &Key| k.0.len() <= limits::KEY_BYTES_MAX;
-        let state_ok =
-            |s: &RegisterState| s.value.as_ref().is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX);
+        let state_ok = |s: &RegisterState| {
+            s.value.as_ref().is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX)
+                && s.lineage.len() <= limits::LINEAGE_ORIGINS_MAX
+        };
         match self {
             Message::Prepare { key, .. } | Message::Accepted { key, .. } | Message::Reject { key, .. } => {
                 key_ok(key)

@@ -17,13 +17,17 @@
 //! and the answers it would give, the batch is frozen once an accept has been
 //! sent, and the next attempt looks at the highest accepted state `T` its
 //! promises reveal:
-//! - `T.origin` is one of ours: our state may be chosen; propose it again
-//!   unchanged, and give that attempt's answers.
-//! - `T.version` is below every version we proposed: none of our states was
-//!   chosen (a chosen state's descendants never have a lower version), so
-//!   apply the change to `T`.
-//! - otherwise one of our states may have been chosen and overwritten since:
-//!   the outcome is unknown, and we say so rather than guess.
+//! - one of our states is `T` or in `T`'s chain (its origin is `T.origin`
+//!   or in `T.lineage` at its version): propose `T` again unchanged; once it
+//!   is chosen, so is our state, and the requests get that attempt's
+//!   answers.
+//! - none is: at each of our versions `T`'s chain holds another state, or
+//!   `T` is older. Then none of our states can ever be chosen alongside a
+//!   descendant of `T` (two states of one chain never share a version), so
+//!   the changes are applied to `T`, and at most one of our states is ever
+//!   chosen.
+//! - `T`'s lineage does not reach back to one of our versions: the outcome
+//!   is unknown, and we say so rather than guess.
 
 use super::backoff::Backoff;
 use super::quorum::Quorum;
@@ -229,14 +233,19 @@ impl Proposal {
         Progress::Pending
     }
 
+    /// Whether any state this batch wrote is in the chain of `base` (the
+    /// highest accepted state): found through `base`'s lineage, or out of
+    /// its reach.
     fn plan(&self, base: &RegisterState) -> Plan {
-        if let Some(i) = self.written.iter().position(|w| base.origin == w.origin) {
-            Plan::Readopt(i)
-        } else if self.written.iter().any(|w| base.version >= w.version) {
-            Plan::Unknown
-        } else {
-            Plan::Apply
+        let mut unknown = false;
+        for (i, w) in self.written.iter().enumerate() {
+            match base.descends_from(w.origin, w.version) {
+                Some(true) => return Plan::Readopt(i),
+                Some(false) => {}
+                None => unknown = true,
+            }
         }
+        if unknown { Plan::Unknown } else { Plan::Apply }
     }
 
     /// Applies every change of the batch in order; the final state and each
@@ -248,6 +257,14 @@ impl Proposal {
             let applied = request.change.apply(&state, ballot);
             answers.push((applied.state.clone(), applied.precondition_held));
             state = applied.state;
+        }
+        // Only the batch's final state joins the chain, so its lineage names
+        // the base, not the states in between.
+        if state != *base {
+            state.lineage = RegisterState::lineage_after(base);
+            for (answer, _) in answers.iter_mut().filter(|(s, _)| s.origin == ballot) {
+                answer.lineage = state.lineage.clone();
+            }
         }
         (state, answers)
     }
