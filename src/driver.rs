@@ -14,7 +14,7 @@ use crate::storage::Storage;
 use crate::storage::identity::{self, Identity, IdentityError};
 use crate::storage::log::{LogError, LogFile};
 use crate::types::{NodeId, Time};
-use crate::wire::{self, Header, Message, NodeStatus};
+use crate::wire::{self, Header, Message, NodeStatus, Outcome, Refusal};
 use log::{debug, info, warn};
 use mio::net::{UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -91,6 +91,8 @@ pub struct Driver {
     buf: Vec<u8>,
     stopping: bool,
     dropped: u64,
+    /// Drawn at start; see `Message::Request`.
+    incarnation: u64,
 }
 
 impl Driver {
@@ -137,6 +139,7 @@ impl Driver {
             buf: vec![0u8; 64 * 1024],
             stopping: false,
             dropped: 0,
+            incarnation: os_seed(),
         })
     }
 
@@ -261,8 +264,12 @@ impl Driver {
 
     fn handle_client_message(&mut self, addr: SocketAddr, msg: Message) {
         match msg {
-            Message::Request { id, key, change, timeout_ms } => {
+            Message::Request { id, key, change, timeout_ms, incarnation } => {
                 let client = ClientRef { addr, id };
+                if incarnation != self.incarnation {
+                    let reply = Message::Reply { id, outcome: Outcome::Refused(Refusal::Restarted) };
+                    return self.send_to(addr, vec![wire::encode_message(&reply)]);
+                }
                 let handle = match self.clients.admit(client) {
                     Admission::New(handle) => handle,
                     Admission::Running => return, // a retransmission; the reply will come
@@ -285,6 +292,7 @@ impl Driver {
     fn status(&self) -> NodeStatus {
         NodeStatus {
             node: self.me.id,
+            incarnation: self.incarnation,
             keys: self.node.acceptor().keys() as u64,
             requests_in_flight: self.node.requests_in_flight() as u64,
             uptime_ms: self.started.elapsed().as_millis() as u64,
