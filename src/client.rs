@@ -234,21 +234,33 @@ impl Client {
             tried.push(self.nodes[i].0);
             self.current = None;
         }
-        for i in 0..self.nodes.len() {
+        // Round after round until the deadline: on a loaded machine or a
+        // lossy network one unanswered ping proves little.
+        let mut answered_never = Vec::new();
+        for i in (0..self.nodes.len()).cycle() {
             if Instant::now() >= deadline {
-                return Ok(None);
+                break;
             }
             let id = self.nodes[i].0;
-            if tried.contains(&id) {
+            if tried.contains(&id) && tried.len() < self.nodes.len() {
                 continue;
             }
-            tried.push(id);
-            if self.status_at(i, PROBE_TIMEOUT).is_ok() {
+            if !tried.contains(&id) {
+                tried.push(id);
+            }
+            let wait = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+            if self.status_at(i, wait).is_ok() {
                 self.current = Some(i);
                 return Ok(Some(i));
             }
+            if !answered_never.contains(&id) {
+                answered_never.push(id);
+            }
         }
-        Err(ClientError::Unreachable { tried: tried.clone() })
+        match answered_never.len() == self.nodes.len() {
+            true => Err(ClientError::Unreachable { tried: answered_never }),
+            false => Ok(None),
+        }
     }
 
     fn knows(&self, index: usize) -> bool {

@@ -316,13 +316,14 @@ fn the_counter_example_loses_no_increment_under_contention() {
                 .arg(&cluster.config_path)
                 .args(["--key", "shared", "--increments", "40"])
                 .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .expect("spawn counter")
         })
         .collect();
     for p in procs {
         let out = p.wait_with_output().expect("counter ran");
-        assert!(out.status.success(), "counter failed: {}", stdout(&out));
+        assert!(out.status.success(), "counter failed: {} {}", stdout(&out), stderr(&out));
     }
     let value = stdout(&cluster.ctl(&["read", "shared"]));
     assert!(value.starts_with("120 "), "3 processes x 40 increments: {value}");
