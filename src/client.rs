@@ -175,16 +175,14 @@ impl Client {
                         return Err(ClientError::Refused(r));
                     }
                 }
-                // The node restarted: its answer refers to our only
-                // transmission, so nothing ran; ask again afresh.
-                Attempt::Restarted { sends: 1 } => self.forget_incarnation(index),
-                Attempt::Restarted { .. } | Attempt::Silent if change.is_write() => {
-                    // An earlier transmission may have run before the node
-                    // restarted or fell silent.
+                // The node restarted or fell silent. For a write, a
+                // transmission (or a copy the network duplicated) may have
+                // run before: the outcome is unknown. A read just asks again.
+                Attempt::Restarted | Attempt::Silent if change.is_write() => {
                     self.forget(index);
                     return Err(self.no_quorum(true));
                 }
-                Attempt::Restarted { .. } | Attempt::Silent => self.forget(index),
+                Attempt::Restarted | Attempt::Silent => self.forget(index),
                 Attempt::Refused(r) => return Err(ClientError::Refused(r)),
             }
         }
@@ -281,7 +279,7 @@ impl Client {
         let timeout_ms = budget.as_millis().clamp(1, limits::REQUEST_TIMEOUT_MS_MAX as u128) as u32;
         let request =
             Message::Request { id, key: key.clone(), change: change.clone(), timeout_ms, incarnation };
-        let (reply, sends) = self.exchange(addr, &request, deadline, |m| match m {
+        let reply = self.exchange(addr, &request, deadline, |m| match m {
             Message::Reply { id: rid, outcome } if rid == id => Some(outcome),
             _ => None,
         })?;
@@ -290,7 +288,7 @@ impl Client {
                 Attempt::Answered(Answer { state, precondition_held, node })
             }
             Some(Outcome::Unavailable { maybe_applied }) => Attempt::Unavailable { maybe_applied },
-            Some(Outcome::Refused(Refusal::Restarted)) => Attempt::Restarted { sends },
+            Some(Outcome::Refused(Refusal::Restarted)) => Attempt::Restarted,
             Some(Outcome::Refused(r)) => Attempt::Refused(r),
             None => Attempt::Silent,
         })
@@ -310,7 +308,7 @@ impl Client {
         let (node, addr) = self.nodes[index];
         let id = self.fresh_id();
         let deadline = Instant::now() + timeout;
-        let (reply, _) = self.exchange(addr, &Message::StatusRequest { id }, deadline, |m| match m {
+        let reply = self.exchange(addr, &Message::StatusRequest { id }, deadline, |m| match m {
             Message::StatusReply { id: rid, status } if rid == id => Some(status),
             _ => None,
         })?;
@@ -323,27 +321,24 @@ impl Client {
 
     /// Sends `msg` to `addr`, retransmitting, until `pick` accepts a reply
     /// from that address or `deadline` passes. Stray datagrams are ignored.
-    /// Also returns how many times `msg` was sent.
     fn exchange<T>(
         &mut self,
         addr: SocketAddr,
         msg: &Message,
         deadline: Instant,
         pick: impl Fn(Message) -> Option<T>,
-    ) -> Result<(Option<T>, u32), ClientError> {
+    ) -> Result<Option<T>, ClientError> {
         let header = Header { cluster: self.cluster, sender: NodeId::CLIENT };
         let datagram = wire::encode_datagram(header, std::slice::from_ref(msg));
         let mut next_send = Instant::now();
-        let mut sends = 0;
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return Ok((None, sends));
+                return Ok(None);
             }
             if now >= next_send {
                 // A failed send is like a lost datagram: retransmission covers it.
                 let _ = self.socket.send_to(&datagram, addr);
-                sends += 1;
                 next_send = now + RETRANSMIT_INTERVAL;
             }
             let wait = next_send.min(deadline).saturating_duration_since(now).max(Duration::from_millis(1));
@@ -360,7 +355,7 @@ impl Client {
                 continue;
             };
             if let Some(found) = messages.into_iter().find_map(&pick) {
-                return Ok((Some(found), sends));
+                return Ok(Some(found));
             }
         }
     }
@@ -377,11 +372,8 @@ enum Attempt {
         maybe_applied: bool,
     },
     Refused(Refusal),
-    /// The node restarted since we learned its incarnation; `sends` is how
-    /// many times the request was transmitted.
-    Restarted {
-        sends: u32,
-    },
+    /// The node restarted since we learned its incarnation.
+    Restarted,
     /// The node never answered before the deadline.
     Silent,
 }

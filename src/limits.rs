@@ -49,6 +49,10 @@ pub const REQUESTS_QUEUED_PER_KEY_MAX: usize = 64;
 /// Requests on one key that share one Paxos round at a node.
 pub const BATCH_REQUESTS_MAX: usize = 64;
 
+/// How long a reply is remembered at least: longer than any client keeps
+/// retransmitting a request (its timeout, at most REQUEST_TIMEOUT_MS_MAX).
+pub const REPLY_RETENTION_MS: u64 = REQUEST_TIMEOUT_MS_MAX + 10_000;
+
 /// Replies remembered so that a retransmitted request gets the same answer
 /// instead of being applied twice.
 pub const REPLY_CACHE_ENTRIES_MAX: usize = 16 * 1024;

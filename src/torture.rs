@@ -331,6 +331,8 @@ impl<'a> Worker<'a> {
             // no type for "did not happen" that the checker reads that way
             // for a cas; `info` (may or may not have happened) is true.
             Err(_) if f == "cas" => ("info", invoked.clone()),
+            // A network error may strike after the request went out.
+            Err(ClientError::Io(_)) if f != "read" => ("info", invoked.clone()),
             Err(_) => ("fail", invoked.clone()),
         };
         let counter = match kind {

@@ -60,16 +60,18 @@ struct Rounds {
 }
 
 impl Rounds {
-    fn take(&mut self, records: &mut Vec<Record>) -> u64 {
+    /// The next round, or `None` when the counter is spent: only a peer
+    /// lying about its ballots could push a 64-bit counter to its end, and
+    /// reusing the last round would reuse a ballot, so the node stops
+    /// proposing instead.
+    fn take(&mut self, records: &mut Vec<Record>) -> Option<u64> {
         let round = self.next;
-        // Saturating: only a peer lying about its ballots could bring a
-        // 64-bit round counter near its end.
-        self.next = self.next.saturating_add(1);
+        self.next = round.checked_add(1)?;
         if round >= self.limit {
             self.limit = round.saturating_add(limits::ROUND_BLOCK);
             records.push(Record::RoundsReserved { round_limit: self.limit });
         }
-        round
+        Some(round)
     }
 
     /// Fast-forward past a round another proposer used.
@@ -316,6 +318,10 @@ impl Node {
         self.proposals.insert(key.clone(), proposal);
         match progress {
             Progress::Pending => self.drive(now, key),
+            Progress::Expired(outcomes) => {
+                self.answer(outcomes);
+                self.drive(now, key);
+            }
             Progress::Finished(outcomes) => self.finish(now, key, outcomes),
         }
     }
@@ -336,7 +342,10 @@ impl Node {
                 self.queued.remove(key);
             }
         }
-        let round = self.rounds.take(&mut self.ready.records);
+        let Some(round) = self.rounds.take(&mut self.ready.records) else {
+            let outcomes = self.proposals.get(key).map(Proposal::unavailable).unwrap_or_default();
+            return self.finish(now, key, outcomes);
+        };
         let ballot = Ballot::new(round, self.id);
         let mut out = Outbox::new();
         if let Some(p) = self.proposals.get_mut(key) {
@@ -349,10 +358,7 @@ impl Node {
         if self.proposals.remove(key).is_none() {
             return;
         }
-        for (handle, outcome) in outcomes {
-            self.requests -= 1;
-            self.reply(handle, outcome);
-        }
+        self.answer(outcomes);
         let next = self.queued.get_mut(key).and_then(VecDeque::pop_front);
         if self.queued.get(key).is_some_and(VecDeque::is_empty) {
             self.queued.remove(key);
@@ -360,6 +366,13 @@ impl Node {
         if let Some(request) = next {
             self.proposals.insert(key.clone(), Proposal::new(key.clone(), request, now));
             self.drive(now, key);
+        }
+    }
+
+    fn answer(&mut self, outcomes: Vec<(ReqHandle, Outcome)>) {
+        for (handle, outcome) in outcomes {
+            self.requests -= 1;
+            self.reply(handle, outcome);
         }
     }
 

@@ -84,6 +84,9 @@ pub enum Progress {
     Pending,
     /// The proposal is over; answer every request of the batch.
     Finished(Vec<(ReqHandle, Outcome)>),
+    /// Answer these requests, whose deadlines passed; the rest of the batch
+    /// goes on.
+    Expired(Vec<(ReqHandle, Outcome)>),
 }
 
 /// An attempt whose accepts carried a state this batch wrote.
@@ -132,7 +135,7 @@ impl Proposal {
         }
     }
 
-    /// The earliest deadline in the batch: the batch gives up then.
+    /// The earliest deadline in the batch: a request gives up then.
     pub fn deadline(&self) -> Time {
         self.requests.iter().map(|r| r.deadline).min().unwrap_or_default()
     }
@@ -324,7 +327,7 @@ impl Proposal {
     /// many resends, or give up the request at its deadline.
     pub fn on_timer(&mut self, now: Time, ctx: &mut Ctx<'_>) -> Progress {
         if now >= self.deadline() {
-            return Progress::Finished(self.unavailable());
+            return self.expire(now);
         }
         if now < self.wake_at {
             return Progress::Pending;
@@ -353,6 +356,29 @@ impl Proposal {
         }
         self.wake_at = now.plus_micros(self.backoff.next_delay_us(rng));
         Progress::Pending
+    }
+
+    /// Answers the requests whose deadlines passed, each on its own, so one
+    /// short deadline does not cut the others' short. Their entries leave
+    /// every list of answers too, which keeps those aligned.
+    fn expire(&mut self, now: Time) -> Progress {
+        let outcome = Outcome::Unavailable { maybe_applied: !self.written.is_empty() };
+        let mut expired = Vec::new();
+        let mut index = 0;
+        while index < self.requests.len() {
+            if self.requests[index].deadline > now {
+                index += 1;
+                continue;
+            }
+            expired.push((self.requests.remove(index).handle, outcome.clone()));
+            for w in &mut self.written {
+                w.answers.remove(index);
+            }
+            if let Phase::Accepting { answers, .. } = &mut self.phase {
+                answers.remove(index);
+            }
+        }
+        if self.requests.is_empty() { Progress::Finished(expired) } else { Progress::Expired(expired) }
     }
 
     /// The answers for a batch that ran out of time or attempts.

@@ -465,3 +465,53 @@ fn requests_queued_behind_a_round_share_the_next_one() {
     );
     assert_eq!(node.requests_in_flight(), 0);
 }
+
+#[test]
+fn a_short_deadline_in_a_batch_expires_alone() {
+    let mut node = node1();
+    put(&mut node, 1, "a");
+    node.handle_request(T0, ReqHandle(2), k(), Change::Put(Value::from("b")), 5000);
+    node.handle_request(T0, ReqHandle(3), k(), Change::Put(Value::from("c")), 1);
+    let none = || Message::Promise {
+        key: k(),
+        ballot: b(1, 1),
+        accepted: Ballot::ZERO,
+        state: RegisterState::default(),
+    };
+    node.handle_message(T0, n(2), none());
+    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    // Requests 2 and 3 share the second round; it reaches the accept phase.
+    let promise =
+        Message::Promise { key: k(), ballot: b(2, 1), accepted: b(1, 1), state: written("a", 1, b(1, 1)) };
+    node.handle_message(T0, n(2), promise);
+    drain(&mut node);
+    node.handle_timeout(T0.plus_millis(1));
+    let (_, messages) = drain(&mut node);
+    assert_eq!(messages, vec![Envelope::Client(ReqHandle(3), Outcome::Unavailable { maybe_applied: true })]);
+    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(2, 1) });
+    let (_, messages) = drain(&mut node);
+    assert!(
+        matches!(
+            &messages[..],
+            [Envelope::Client(ReqHandle(2), Outcome::Done { precondition_held: true, .. })]
+        ),
+        "{messages:?}"
+    );
+    assert_eq!(node.requests_in_flight(), 0);
+}
+
+#[test]
+fn a_spent_round_counter_stops_proposing_instead_of_reusing_a_ballot() {
+    let mut node = node1();
+    put(&mut node, 1, "a");
+    drain(&mut node);
+    for peer in [2, 3] {
+        let reject = Message::Reject { key: k(), ballot: b(1, 1), promised: b(u64::MAX, 2) };
+        node.handle_message(T0, n(peer), reject);
+    }
+    drain(&mut node);
+    let retry_at = node.next_deadline().expect("a retry is scheduled");
+    node.handle_timeout(retry_at);
+    let (_, messages) = drain(&mut node);
+    assert_eq!(messages, vec![Envelope::Client(ReqHandle(1), Outcome::Unavailable { maybe_applied: false })]);
+}
