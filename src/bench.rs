@@ -72,7 +72,7 @@ fn new_histogram() -> Histogram<u64> {
 /// Runs the load and merges every client's histogram.
 pub fn run(config: &Config, options: &Options) -> Result<Report, String> {
     let started = Instant::now();
-    let results: Vec<Result<(u64, u64, Histogram<u64>), String>> = std::thread::scope(|scope| {
+    let results: Vec<Result<ClientResult, String>> = std::thread::scope(|scope| {
         let handles: Vec<_> =
             (0..options.clients).map(|i| scope.spawn(move || client_loop(config, options, i))).collect();
         handles
@@ -91,11 +91,10 @@ pub fn run(config: &Config, options: &Options) -> Result<Report, String> {
     Ok(report)
 }
 
-fn client_loop(
-    config: &Config,
-    options: &Options,
-    index: usize,
-) -> Result<(u64, u64, Histogram<u64>), String> {
+/// One client's successful operations, errors and latencies.
+type ClientResult = (u64, u64, Histogram<u64>);
+
+fn client_loop(config: &Config, options: &Options, index: usize) -> Result<ClientResult, String> {
     let mut client = Client::new(config, options.node, options.timeout).map_err(|e| e.to_string())?;
     let keys: Vec<Key> = (0..options.keys_per_client.max(1))
         .map(|k| match options.workload {

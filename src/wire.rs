@@ -401,7 +401,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if i % 2 == 1 || x % 8 == 0 {
+                if i % 2 == 1 || x.is_multiple_of(8) {
                     *b = x as u8;
                 }
             }

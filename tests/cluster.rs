@@ -208,12 +208,12 @@ fn garbage_datagrams_are_dropped_and_the_node_keeps_serving() {
         key: Key::from("k"),
         ballot: paxosd::types::Ballot::new(u64::MAX, paxosd::types::NodeId(2)),
     };
-    let good = paxosd::wire::encode_datagram(header, &[msg.clone()]);
+    let good = paxosd::wire::encode_datagram(header, std::slice::from_ref(&msg));
     for len in 0..good.len() {
         let _ = socket.send_to(&good[..len], &target);
     }
     let wrong = paxosd::wire::Header { cluster: paxosd::types::ClusterId(cluster.cluster_id + 1), ..header };
-    let _ = socket.send_to(&paxosd::wire::encode_datagram(wrong, &[msg.clone()]), &target);
+    let _ = socket.send_to(&paxosd::wire::encode_datagram(wrong, std::slice::from_ref(&msg)), &target);
     // A whole, valid prepare claiming to be node 2 but from another address:
     // it would block every proposer if believed.
     let _ = socket.send_to(&good, &target);

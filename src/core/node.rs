@@ -283,15 +283,13 @@ impl Node {
     /// Answers every request, for a clean shutdown: proposals still running
     /// may have sent accepts, so their outcome is unknown.
     pub fn shutdown(&mut self) {
-        let proposals: Vec<Proposal> =
-            std::mem::take(&mut self.proposals).into_iter().map(|(_, p)| p).collect();
+        let proposals: Vec<Proposal> = std::mem::take(&mut self.proposals).into_values().collect();
         for p in proposals {
             for (handle, outcome) in p.unavailable() {
                 self.reply(handle, outcome);
             }
         }
-        let queued: Vec<Request> =
-            std::mem::take(&mut self.queued).into_iter().flat_map(|(_, q)| q).collect();
+        let queued: Vec<Request> = std::mem::take(&mut self.queued).into_values().flatten().collect();
         for r in queued {
             self.reply(r.handle, Outcome::Refused(Refusal::ShuttingDown));
         }
