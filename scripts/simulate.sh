@@ -2,7 +2,7 @@
 # The deterministic simulator over a range of seeds, on every core.
 #
 #   scripts/simulate.sh --seeds N [--first-seed S] [--jobs J] [--nodes 3|5]
-#                       [--ops N] [--forget-requests-on-crash]
+#                       [--ops N]
 #   scripts/simulate.sh --seed S        one seed, described in detail
 #
 # Runs seeds S..S+N (S random when not given, and printed). Every failing

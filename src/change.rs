@@ -48,7 +48,9 @@ impl Change {
             Change::CasValue { new, .. } | Change::CasVersion { new, .. } => Some(new.clone()),
             Change::Delete => None,
         };
-        let state = RegisterState { value: new_value, version: Version(current.version.0 + 1), origin };
+        let lineage = RegisterState::lineage_after(current);
+        let state =
+            RegisterState { value: new_value, version: Version(current.version.0 + 1), origin, lineage };
         Applied { state, precondition_held: true }
     }
 
@@ -75,12 +77,21 @@ fn unchanged(current: &RegisterState, held: bool) -> Applied {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Ancestor;
 
+    /// The attempt applying changes, and the one that wrote the input.
     const O: Ballot = Ballot { round: 9, node: crate::types::NodeId(1) };
+    const P: Ballot = Ballot { round: 4, node: crate::types::NodeId(2) };
 
-    /// A state written by the attempt at ballot O.
+    /// An input state, written by the attempt at P.
     fn st(value: Option<&str>, version: u64) -> RegisterState {
-        RegisterState { value: value.map(Value::from), version: Version(version), origin: O }
+        RegisterState { value: value.map(Value::from), version: Version(version), origin: P, lineage: vec![] }
+    }
+
+    /// A state the attempt at O wrote on top of an input state.
+    fn new_st(value: Option<&str>, version: u64) -> RegisterState {
+        let parent = Ancestor { origin: P, version: Version(version - 1) };
+        RegisterState { origin: O, lineage: vec![parent], ..st(value, version) }
     }
 
     fn applied(state: RegisterState, held: bool) -> Applied {
@@ -96,14 +107,14 @@ mod tests {
     #[test]
     fn put_sets_value_and_bumps_version() {
         let c = Change::Put(Value::from("b"));
-        assert_eq!(c.apply(&st(Some("a"), 3), O), applied(st(Some("b"), 4), true));
-        assert_eq!(c.apply(&st(None, 0), O), applied(st(Some("b"), 1), true));
+        assert_eq!(c.apply(&st(Some("a"), 3), O), applied(new_st(Some("b"), 4), true));
+        assert_eq!(c.apply(&st(None, 0), O), applied(new_st(Some("b"), 1), true));
     }
 
     #[test]
     fn cas_value_matches_or_leaves_state() {
         let c = Change::CasValue { expect: Some(Value::from("a")), new: Value::from("b") };
-        assert_eq!(c.apply(&st(Some("a"), 3), O), applied(st(Some("b"), 4), true));
+        assert_eq!(c.apply(&st(Some("a"), 3), O), applied(new_st(Some("b"), 4), true));
         assert_eq!(c.apply(&st(Some("x"), 3), O), applied(st(Some("x"), 3), false));
         assert_eq!(c.apply(&st(None, 5), O), applied(st(None, 5), false));
     }
@@ -111,31 +122,56 @@ mod tests {
     #[test]
     fn cas_value_expecting_absent() {
         let c = Change::CasValue { expect: None, new: Value::from("b") };
-        assert_eq!(c.apply(&st(None, 2), O), applied(st(Some("b"), 3), true));
+        assert_eq!(c.apply(&st(None, 2), O), applied(new_st(Some("b"), 3), true));
         assert_eq!(c.apply(&st(Some("a"), 2), O), applied(st(Some("a"), 2), false));
     }
 
     #[test]
     fn cas_version_matches_or_leaves_state() {
         let c = Change::CasVersion { expect: Version(3), new: Value::from("b") };
-        assert_eq!(c.apply(&st(Some("a"), 3), O), applied(st(Some("b"), 4), true));
+        assert_eq!(c.apply(&st(Some("a"), 3), O), applied(new_st(Some("b"), 4), true));
         assert_eq!(c.apply(&st(Some("a"), 4), O), applied(st(Some("a"), 4), false));
     }
 
     #[test]
     fn delete_leaves_tombstone_with_next_version() {
-        assert_eq!(Change::Delete.apply(&st(Some("a"), 3), O), applied(st(None, 4), true));
-        assert_eq!(Change::Delete.apply(&st(None, 4), O), applied(st(None, 5), true));
+        assert_eq!(Change::Delete.apply(&st(Some("a"), 3), O), applied(new_st(None, 4), true));
+        assert_eq!(Change::Delete.apply(&st(None, 4), O), applied(new_st(None, 5), true));
     }
 
     #[test]
     fn writes_record_their_origin_and_the_identity_keeps_the_old_one() {
-        let older = Ballot { round: 2, node: crate::types::NodeId(3) };
-        let current = RegisterState { origin: older, ..st(Some("a"), 3) };
-        assert_eq!(Change::Read.apply(&current, O).state.origin, older);
+        let current = st(Some("a"), 3);
+        assert_eq!(Change::Read.apply(&current, O).state.origin, P);
         let failed = Change::CasVersion { expect: Version(9), new: Value::from("b") };
-        assert_eq!(failed.apply(&current, O).state.origin, older);
+        assert_eq!(failed.apply(&current, O).state.origin, P);
         assert_eq!(Change::Delete.apply(&current, O).state.origin, O);
+    }
+
+    #[test]
+    fn the_lineage_names_the_newest_ancestors_up_to_the_limit() {
+        let mut state = st(None, 0);
+        for round in 1..=40u64 {
+            let origin = Ballot { round, node: crate::types::NodeId(1) };
+            state = Change::Put(Value::from("v")).apply(&state, origin).state;
+        }
+        let by = |round| Ballot { round, node: crate::types::NodeId(1) };
+        assert_eq!(state.lineage.len(), crate::limits::LINEAGE_ORIGINS_MAX);
+        assert_eq!(state.lineage[0], Ancestor { origin: by(39), version: Version(39) });
+        assert_eq!(state.descends_from(by(40), Version(40)), Some(true), "itself");
+        assert_eq!(state.descends_from(by(30), Version(30)), Some(true));
+        assert_eq!(state.descends_from(by(31), Version(30)), Some(false), "another state at 30");
+        assert_eq!(state.descends_from(by(41), Version(41)), Some(false), "above the state");
+        assert_eq!(state.descends_from(by(24), Version(24)), Some(true));
+        assert_eq!(state.descends_from(by(23), Version(23)), None, "beyond the lineage");
+    }
+
+    #[test]
+    fn a_short_lineage_reaches_back_to_the_initial_state() {
+        let one = Change::Put(Value::from("v")).apply(&RegisterState::default(), O).state;
+        assert_eq!(one.descends_from(O, Version(1)), Some(true));
+        assert_eq!(one.descends_from(P, Version(1)), Some(false));
+        assert_eq!(one.descends_from(P, Version(0)), Some(false));
     }
 
     #[test]

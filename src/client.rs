@@ -95,6 +95,8 @@ pub struct Client {
     pinned: Option<NodeId>,
     /// The node that answered last; tried first next time.
     current: Option<usize>,
+    /// Each node's incarnation, as its last status reply told.
+    incarnations: Vec<Option<u64>>,
     timeout: Duration,
     socket: UdpSocket,
     next_id: u64,
@@ -118,6 +120,7 @@ impl Client {
         Ok(Client {
             cluster: config.cluster_id,
             current: Some((seed as usize) % nodes.len().max(1)).filter(|_| node.is_none()),
+            incarnations: vec![None; nodes.len()],
             nodes,
             pinned: node,
             timeout,
@@ -165,22 +168,22 @@ impl Client {
             };
             match self.run_at(index, key, &change, deadline)? {
                 Attempt::Answered(answer) => return Ok(answer),
-                Attempt::Outcome(Outcome::Unavailable { maybe_applied }) => {
-                    return Err(self.no_quorum(maybe_applied));
-                }
-                Attempt::Outcome(Outcome::Refused(r @ (Refusal::Overloaded | Refusal::ShuttingDown))) => {
-                    self.current = None;
+                Attempt::Unavailable { maybe_applied } => return Err(self.no_quorum(maybe_applied)),
+                Attempt::Refused(r @ (Refusal::Overloaded | Refusal::ShuttingDown)) => {
+                    self.forget(index);
                     if self.pinned.is_some() || Instant::now() >= deadline {
                         return Err(ClientError::Refused(r));
                     }
                 }
-                Attempt::Outcome(Outcome::Refused(r)) => return Err(ClientError::Refused(r)),
-                Attempt::Outcome(Outcome::Done { .. }) => {
-                    unreachable!("Done is returned as Answered")
+                // The node restarted or fell silent. For a write, a
+                // transmission (or a copy the network duplicated) may have
+                // run before: the outcome is unknown. A read just asks again.
+                Attempt::Restarted | Attempt::Silent if change.is_write() => {
+                    self.forget(index);
+                    return Err(self.no_quorum(true));
                 }
-                // A silent node may have run a write, so only reads move on.
-                Attempt::Silent if change.is_write() => return Err(self.no_quorum(true)),
-                Attempt::Silent => self.current = None,
+                Attempt::Restarted | Attempt::Silent => self.forget(index),
+                Attempt::Refused(r) => return Err(ClientError::Refused(r)),
             }
         }
     }
@@ -189,40 +192,77 @@ impl Client {
         ClientError::NoQuorum { maybe_applied, timeout: self.timeout }
     }
 
-    /// The node to use: the last one that answered, or the first that
-    /// answers a status ping. `None` when time ran out.
+    /// Stops preferring node `index` and forgets its incarnation.
+    fn forget(&mut self, index: usize) {
+        if self.current == Some(index) {
+            self.current = None;
+        }
+        self.forget_incarnation(index);
+    }
+
+    fn forget_incarnation(&mut self, index: usize) {
+        if let Some(slot) = self.incarnations.get_mut(index) {
+            *slot = None;
+        }
+    }
+
+    /// The node to use: the pinned one, or the last one that answered, or
+    /// the first that answers a status ping; a status ping also tells its
+    /// incarnation, when not known yet. `None` when time ran out.
     fn pick_node(
         &mut self,
         deadline: Instant,
         tried: &mut Vec<NodeId>,
     ) -> Result<Option<usize>, ClientError> {
         if let Some(id) = self.pinned {
-            return Ok(self.nodes.iter().position(|(n, _)| *n == id));
+            let index = self.nodes.iter().position(|(n, _)| *n == id).ok_or(ClientError::UnknownNode(id))?;
+            let wait = deadline.saturating_duration_since(Instant::now());
+            return match self.knows(index) || self.status_at(index, wait).is_ok() {
+                true => Ok(Some(index)),
+                false if Instant::now() >= deadline => Ok(None),
+                false => Err(ClientError::Unreachable { tried: vec![id] }),
+            };
         }
-        if let Some(i) = self.current.take() {
-            if !tried.contains(&self.nodes[i].0) {
-                tried.push(self.nodes[i].0);
-                if self.status_at(i, PROBE_TIMEOUT).is_ok() {
-                    self.current = Some(i);
-                    return Ok(Some(i));
-                }
+        if let Some(i) = self.current {
+            if self.knows(i)
+                || (!tried.contains(&self.nodes[i].0) && self.status_at(i, PROBE_TIMEOUT).is_ok())
+            {
+                return Ok(Some(i));
             }
+            tried.push(self.nodes[i].0);
+            self.current = None;
         }
-        for i in 0..self.nodes.len() {
+        // Round after round until the deadline: on a loaded machine or a
+        // lossy network one unanswered ping proves little.
+        let mut answered_never = Vec::new();
+        for i in (0..self.nodes.len()).cycle() {
             if Instant::now() >= deadline {
-                return Ok(None);
+                break;
             }
             let id = self.nodes[i].0;
-            if tried.contains(&id) {
+            if tried.contains(&id) && tried.len() < self.nodes.len() {
                 continue;
             }
-            tried.push(id);
-            if self.status_at(i, PROBE_TIMEOUT).is_ok() {
+            if !tried.contains(&id) {
+                tried.push(id);
+            }
+            let wait = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+            if self.status_at(i, wait).is_ok() {
                 self.current = Some(i);
                 return Ok(Some(i));
             }
+            if !answered_never.contains(&id) {
+                answered_never.push(id);
+            }
         }
-        Err(ClientError::Unreachable { tried: tried.clone() })
+        match answered_never.len() == self.nodes.len() {
+            true => Err(ClientError::Unreachable { tried: answered_never }),
+            false => Ok(None),
+        }
+    }
+
+    fn knows(&self, index: usize) -> bool {
+        self.incarnations.get(index).is_some_and(Option::is_some)
     }
 
     fn run_at(
@@ -233,10 +273,12 @@ impl Client {
         deadline: Instant,
     ) -> Result<Attempt, ClientError> {
         let (node, addr) = self.nodes[index];
+        let incarnation = self.incarnations.get(index).copied().flatten().unwrap_or_default();
         let id = self.fresh_id();
         let budget = deadline.saturating_duration_since(Instant::now()).saturating_sub(REPLY_MARGIN);
         let timeout_ms = budget.as_millis().clamp(1, limits::REQUEST_TIMEOUT_MS_MAX as u128) as u32;
-        let request = Message::Request { id, key: key.clone(), change: change.clone(), timeout_ms };
+        let request =
+            Message::Request { id, key: key.clone(), change: change.clone(), timeout_ms, incarnation };
         let reply = self.exchange(addr, &request, deadline, |m| match m {
             Message::Reply { id: rid, outcome } if rid == id => Some(outcome),
             _ => None,
@@ -245,7 +287,9 @@ impl Client {
             Some(Outcome::Done { state, precondition_held }) => {
                 Attempt::Answered(Answer { state, precondition_held, node })
             }
-            Some(other) => Attempt::Outcome(other),
+            Some(Outcome::Unavailable { maybe_applied }) => Attempt::Unavailable { maybe_applied },
+            Some(Outcome::Refused(Refusal::Restarted)) => Attempt::Restarted,
+            Some(Outcome::Refused(r)) => Attempt::Refused(r),
             None => Attempt::Silent,
         })
     }
@@ -268,7 +312,11 @@ impl Client {
             Message::StatusReply { id: rid, status } if rid == id => Some(status),
             _ => None,
         })?;
-        reply.ok_or(ClientError::Unreachable { tried: vec![node] })
+        let status = reply.ok_or(ClientError::Unreachable { tried: vec![node] })?;
+        if let Some(slot) = self.incarnations.get_mut(index) {
+            *slot = Some(status.incarnation);
+        }
+        Ok(status)
     }
 
     /// Sends `msg` to `addr`, retransmitting, until `pick` accepts a reply
@@ -320,7 +368,12 @@ impl Client {
 
 enum Attempt {
     Answered(Answer),
-    Outcome(Outcome),
+    Unavailable {
+        maybe_applied: bool,
+    },
+    Refused(Refusal),
+    /// The node restarted since we learned its incarnation.
+    Restarted,
     /// The node never answered before the deadline.
     Silent,
 }

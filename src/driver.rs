@@ -14,7 +14,7 @@ use crate::storage::Storage;
 use crate::storage::identity::{self, Identity, IdentityError};
 use crate::storage::log::{LogError, LogFile};
 use crate::types::{NodeId, Time};
-use crate::wire::{self, Header, Message, NodeStatus};
+use crate::wire::{self, Header, Message, NodeStatus, Outcome, Refusal};
 use log::{debug, info, warn};
 use mio::net::{UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -91,6 +91,8 @@ pub struct Driver {
     buf: Vec<u8>,
     stopping: bool,
     dropped: u64,
+    /// Drawn at start; see `Message::Request`.
+    incarnation: u64,
 }
 
 impl Driver {
@@ -101,19 +103,7 @@ impl Driver {
         if !parent_ok {
             return Err(DriverError::NoParentDir(me.data_dir.clone()));
         }
-        let expected = Identity { cluster_id: config.cluster_id, node_id: me.id };
-        let marker = me.data_dir.join(identity::IDENTITY_FILE_NAME);
-        let had_marker = marker.exists();
-        identity::check_or_create(&me.data_dir, expected, options.bootstrap)
-            .map_err(DriverError::Identity)?;
-        // A marker without a log means the log was deleted: this node may
-        // have voted before and forgotten it, so it must not vote now.
-        let log_path = me.data_dir.join(crate::storage::log::LOG_FILE_NAME);
-        let log_len = std::fs::metadata(&log_path).map_or(0, |m| m.len());
-        if had_marker && log_len == 0 {
-            return Err(DriverError::LostLog(log_path));
-        }
-        let (log, recovered) = LogFile::open(&me.data_dir).map_err(DriverError::Log)?;
+        let (log, recovered) = open_data_dir(&config, &me, options.bootstrap)?;
         info!(
             "node {}: recovered {} records ({} bytes) from {}",
             me.id,
@@ -137,6 +127,7 @@ impl Driver {
             buf: vec![0u8; 64 * 1024],
             stopping: false,
             dropped: 0,
+            incarnation: os_seed(),
         })
     }
 
@@ -261,13 +252,21 @@ impl Driver {
 
     fn handle_client_message(&mut self, addr: SocketAddr, msg: Message) {
         match msg {
-            Message::Request { id, key, change, timeout_ms } => {
+            Message::Request { id, key, change, timeout_ms, incarnation } => {
                 let client = ClientRef { addr, id };
-                let handle = match self.clients.admit(client) {
+                if incarnation != self.incarnation {
+                    let reply = Message::Reply { id, outcome: Outcome::Refused(Refusal::Restarted) };
+                    return self.send_to(addr, vec![wire::encode_message(&reply)]);
+                }
+                let handle = match self.clients.admit(client, self.now()) {
                     Admission::New(handle) => handle,
                     Admission::Running => return, // a retransmission; the reply will come
                     Admission::Answered(outcome) => {
                         let reply = Message::Reply { id, outcome };
+                        return self.send_to(addr, vec![wire::encode_message(&reply)]);
+                    }
+                    Admission::Full => {
+                        let reply = Message::Reply { id, outcome: Outcome::Refused(Refusal::Overloaded) };
                         return self.send_to(addr, vec![wire::encode_message(&reply)]);
                     }
                 };
@@ -285,6 +284,7 @@ impl Driver {
     fn status(&self) -> NodeStatus {
         NodeStatus {
             node: self.me.id,
+            incarnation: self.incarnation,
             keys: self.node.acceptor().keys() as u64,
             requests_in_flight: self.node.requests_in_flight() as u64,
             uptime_ms: self.started.elapsed().as_millis() as u64,
@@ -323,6 +323,7 @@ impl Driver {
     }
 
     fn send_envelopes(&mut self, envelopes: Vec<Envelope>) {
+        let now = self.now();
         let mut by_dest: HashMap<SocketAddr, Vec<Vec<u8>>> = HashMap::new();
         for envelope in envelopes {
             let (addr, msg) = match envelope {
@@ -330,7 +331,7 @@ impl Driver {
                     Some(peer) => (peer.address, msg),
                     None => continue,
                 },
-                Envelope::Client(handle, outcome) => match self.clients.finish(handle, &outcome) {
+                Envelope::Client(handle, outcome) => match self.clients.finish(handle, &outcome, now) {
                     Some(client) => (client.addr, Message::Reply { id: client.id, outcome }),
                     None => continue,
                 },
@@ -353,6 +354,34 @@ impl Driver {
             }
         }
     }
+}
+
+/// Checks the data dir's identity and recovers its log. A bootstrapping
+/// node creates its log before its marker: a crash in between leaves a dir
+/// without a marker, which the next bootstrap completes, never a marker
+/// without a log, which would look like a lost log forever.
+fn open_data_dir(
+    config: &Config,
+    me: &NodeConfig,
+    bootstrap: bool,
+) -> Result<(LogFile, crate::storage::log::Recovered), DriverError> {
+    let expected = Identity { cluster_id: config.cluster_id, node_id: me.id };
+    let had_marker = me.data_dir.join(identity::IDENTITY_FILE_NAME).exists();
+    if !had_marker && bootstrap {
+        std::fs::create_dir_all(&me.data_dir)
+            .map_err(io_err(format!("cannot create data dir {}", me.data_dir.display())))?;
+        let opened = LogFile::open(&me.data_dir).map_err(DriverError::Log)?;
+        identity::check_or_create(&me.data_dir, expected, true).map_err(DriverError::Identity)?;
+        return Ok(opened);
+    }
+    identity::check_or_create(&me.data_dir, expected, false).map_err(DriverError::Identity)?;
+    // A marker without a log means the log was deleted: this node may have
+    // voted before and forgotten it, so it must not vote now.
+    let log_path = me.data_dir.join(crate::storage::log::LOG_FILE_NAME);
+    if std::fs::metadata(&log_path).map_or(0, |m| m.len()) == 0 {
+        return Err(DriverError::LostLog(log_path));
+    }
+    LogFile::open(&me.data_dir).map_err(DriverError::Log)
 }
 
 /// The messages nodes exchange among themselves (the core's inputs).

@@ -10,6 +10,7 @@
 //! - `storage`: the acceptor's append-only record log;
 //! - `wire`, `change`, `types`: messages, datagram framing and value types.
 
+pub mod bench;
 pub mod change;
 pub mod checker;
 pub mod client;

@@ -9,9 +9,16 @@ pub const KEY_BYTES_MAX: usize = 1024;
 /// fit in one UDP datagram.
 pub const VALUE_BYTES_MAX: usize = 16 * 1024;
 
-/// Room a message needs besides its key and value (ballots, versions, enum
-/// tags, length prefixes), generously rounded up.
-pub const MESSAGE_OVERHEAD_BYTES_MAX: usize = 128;
+/// Origins of ancestor states a register state carries. A proposer that
+/// retries a write can tell whether it took effect as long as fewer than
+/// this many writes happened on the key in between; beyond that the outcome
+/// is reported as unknown.
+pub const LINEAGE_ORIGINS_MAX: usize = 16;
+
+/// Room a message needs besides its key and value (ballots, versions, the
+/// lineage, enum tags, length prefixes), generously rounded up: a ballot is
+/// at most 13 bytes in postcard.
+pub const MESSAGE_OVERHEAD_BYTES_MAX: usize = 128 + 13 * LINEAGE_ORIGINS_MAX;
 
 /// Largest message body: one key, one value and the overhead.
 pub const MESSAGE_BYTES_MAX: usize = KEY_BYTES_MAX + VALUE_BYTES_MAX + MESSAGE_OVERHEAD_BYTES_MAX;
@@ -38,6 +45,13 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
 
 /// Requests waiting behind another one on the same key at the same node.
 pub const REQUESTS_QUEUED_PER_KEY_MAX: usize = 64;
+
+/// Requests on one key that share one Paxos round at a node.
+pub const BATCH_REQUESTS_MAX: usize = 64;
+
+/// How long a reply is remembered at least: longer than any client keeps
+/// retransmitting a request (its timeout, at most REQUEST_TIMEOUT_MS_MAX).
+pub const REPLY_RETENTION_MS: u64 = REQUEST_TIMEOUT_MS_MAX + 10_000;
 
 /// Replies remembered so that a retransmitted request gets the same answer
 /// instead of being applied twice.

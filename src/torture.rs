@@ -258,10 +258,8 @@ impl<'a> Worker<'a> {
         while Instant::now() < deadline {
             if self.rng.chance(0.2) {
                 let list = self.rng.below(self.options.keys.max(1) as u64) as usize;
-                if let Some(element) = self.append(list) {
-                    if let Ok(mut a) = acked.lock() {
-                        a.insert((list, element));
-                    }
+                if let (Some(element), Ok(mut a)) = (self.append(list), acked.lock()) {
+                    a.insert((list, element));
                 }
             } else {
                 let key = format!("{}k{}", self.prefix, self.rng.below(self.options.keys.max(1) as u64));
@@ -331,6 +329,8 @@ impl<'a> Worker<'a> {
             // no type for "did not happen" that the checker reads that way
             // for a cas; `info` (may or may not have happened) is true.
             Err(_) if f == "cas" => ("info", invoked.clone()),
+            // A network error may strike after the request went out.
+            Err(ClientError::Io(_)) if f != "read" => ("info", invoked.clone()),
             Err(_) => ("fail", invoked.clone()),
         };
         let counter = match kind {

@@ -112,15 +112,55 @@ impl fmt::Display for Version {
 /// deleted; a delete leaves a tombstone), its version, and the ballot of the
 /// proposal attempt that wrote it (`Ballot::ZERO` for the initial state).
 ///
-/// `origin` lets a proposer whose attempt was interrupted after sending
-/// accepts recognise its own state when it retries, so a change is never
-/// applied twice (see `core::proposer`). Ballots are never reused, so the
-/// origin names exactly one attempt.
+/// `origin` and `lineage` (the states this one descends from, newest first,
+/// at most `limits::LINEAGE_ORIGINS_MAX`) let a proposer whose attempt was
+/// interrupted after sending accepts find out, when it retries, whether its
+/// state is in the chain, so a change is never applied twice (see
+/// `core::proposer`). Ballots are never reused, so an origin names exactly
+/// one attempt, and an attempt writes one state per key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RegisterState {
     pub value: Option<Value>,
     pub version: Version,
     pub origin: Ballot,
+    pub lineage: Vec<Ancestor>,
+}
+
+/// A state of a register's chain, named by the attempt that wrote it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ancestor {
+    pub origin: Ballot,
+    pub version: Version,
+}
+
+impl RegisterState {
+    /// Whether the state written by attempt `origin` at `version` is this
+    /// state or one of its ancestors: `None` when the lineage does not reach
+    /// back far enough to tell. Versions strictly grow along a chain, so the
+    /// chain holds at most one state per version.
+    pub fn descends_from(&self, origin: Ballot, version: Version) -> Option<bool> {
+        let me = Ancestor { origin: self.origin, version: self.version };
+        for step in std::iter::once(&me).chain(self.lineage.iter()) {
+            if step.version == version {
+                return Some(step.origin == origin);
+            }
+            if step.version < version {
+                return Some(false);
+            }
+        }
+        // Past the oldest ancestor: only the initial state lies beyond a
+        // lineage that is not full.
+        if self.lineage.len() < crate::limits::LINEAGE_ORIGINS_MAX { Some(false) } else { None }
+    }
+
+    /// This state's lineage extended by `parent`, for a state written on top
+    /// of it.
+    pub fn lineage_after(parent: &RegisterState) -> Vec<Ancestor> {
+        let mut lineage = Vec::with_capacity(crate::limits::LINEAGE_ORIGINS_MAX);
+        lineage.push(Ancestor { origin: parent.origin, version: parent.version });
+        lineage.extend(parent.lineage.iter().take(crate::limits::LINEAGE_ORIGINS_MAX - 1));
+        lineage
+    }
 }
 
 /// A client's id for one request; retransmissions reuse it so a node can

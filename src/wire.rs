@@ -61,12 +61,16 @@ pub enum Message {
         promised: Ballot,
     },
     /// A client asks for `change` to be applied to `key`, giving up after
-    /// `timeout_ms`.
+    /// `timeout_ms`. `incarnation` is the node process the client learned
+    /// of from a status reply: a node that restarted since refuses the
+    /// request unrun, because its table of requests it already ran (which
+    /// makes retransmissions safe) did not survive the restart.
     Request {
         id: RequestId,
         key: Key,
         change: Change,
         timeout_ms: u32,
+        incarnation: u64,
     },
     /// The answer to a request.
     Reply {
@@ -106,6 +110,8 @@ pub enum Refusal {
     BadTimeout,
     /// The node is stopping.
     ShuttingDown,
+    /// The request names another incarnation of the node: it restarted.
+    Restarted,
 }
 
 const _: () = assert!(limits::KEY_BYTES_MAX == 1024 && limits::VALUE_BYTES_MAX == 16384);
@@ -118,6 +124,7 @@ impl fmt::Display for Refusal {
             Refusal::Overloaded => "node is overloaded (too many requests in flight)",
             Refusal::BadTimeout => "timeout is zero or above the limit",
             Refusal::ShuttingDown => "node is shutting down",
+            Refusal::Restarted => "node restarted since the client last asked it",
         };
         f.write_str(text)
     }
@@ -127,6 +134,8 @@ impl fmt::Display for Refusal {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: NodeId,
+    /// A random number drawn when the node process started.
+    pub incarnation: u64,
     pub keys: u64,
     pub requests_in_flight: u64,
     pub uptime_ms: u64,
@@ -137,8 +146,10 @@ impl Message {
     /// The checks a decoded message must pass before any layer acts on it.
     pub fn is_within_limits(&self) -> bool {
         let key_ok = |k: &Key| k.0.len() <= limits::KEY_BYTES_MAX;
-        let state_ok =
-            |s: &RegisterState| s.value.as_ref().is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX);
+        let state_ok = |s: &RegisterState| {
+            s.value.as_ref().is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX)
+                && s.lineage.len() <= limits::LINEAGE_ORIGINS_MAX
+        };
         match self {
             Message::Prepare { key, .. } | Message::Accepted { key, .. } | Message::Reject { key, .. } => {
                 key_ok(key)
@@ -390,7 +401,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if i % 2 == 1 || x % 8 == 0 {
+                if i % 2 == 1 || x.is_multiple_of(8) {
                     *b = x as u8;
                 }
             }

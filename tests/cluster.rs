@@ -208,12 +208,12 @@ fn garbage_datagrams_are_dropped_and_the_node_keeps_serving() {
         key: Key::from("k"),
         ballot: paxosd::types::Ballot::new(u64::MAX, paxosd::types::NodeId(2)),
     };
-    let good = paxosd::wire::encode_datagram(header, &[msg.clone()]);
+    let good = paxosd::wire::encode_datagram(header, std::slice::from_ref(&msg));
     for len in 0..good.len() {
         let _ = socket.send_to(&good[..len], &target);
     }
     let wrong = paxosd::wire::Header { cluster: paxosd::types::ClusterId(cluster.cluster_id + 1), ..header };
-    let _ = socket.send_to(&paxosd::wire::encode_datagram(wrong, &[msg.clone()]), &target);
+    let _ = socket.send_to(&paxosd::wire::encode_datagram(wrong, std::slice::from_ref(&msg)), &target);
     // A whole, valid prepare claiming to be node 2 but from another address:
     // it would block every proposer if believed.
     let _ = socket.send_to(&good, &target);
@@ -316,13 +316,14 @@ fn the_counter_example_loses_no_increment_under_contention() {
                 .arg(&cluster.config_path)
                 .args(["--key", "shared", "--increments", "40"])
                 .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .expect("spawn counter")
         })
         .collect();
     for p in procs {
         let out = p.wait_with_output().expect("counter ran");
-        assert!(out.status.success(), "counter failed: {}", stdout(&out));
+        assert!(out.status.success(), "counter failed: {} {}", stdout(&out), stderr(&out));
     }
     let value = stdout(&cluster.ctl(&["read", "shared"]));
     assert!(value.starts_with("120 "), "3 processes x 40 increments: {value}");

@@ -1,7 +1,6 @@
 //! The deterministic simulator as a test: the CI sweep of seeds, over 3 and
-//! 5 nodes and every kind of fault, must find no violation; a seed must
-//! replay exactly; and the simulator must catch the one known gap between
-//! the real driver and the protocol it should implement.
+//! 5 nodes and every kind of fault, must find no violation, and a seed must
+//! replay exactly.
 //!
 //! The sweep starts at a fixed seed so that CI is reproducible; set
 //! `PAXOS_SIM_FIRST_SEED` to sweep elsewhere.
@@ -70,23 +69,4 @@ fn the_cluster_size_can_be_forced() {
         assert!(report.ops >= 200);
         assert!(report.violations.is_empty(), "{:?}", report.violations);
     }
-}
-
-/// `driver.rs` forgets its table of client requests when it crashes, so a
-/// retransmitted request can run twice (see
-/// `SimOptions::forget_requests_on_crash`). Until the protocol lets a node
-/// recognise requests from before its restart, this test shows that the
-/// simulator catches it.
-#[test]
-fn forgetting_requests_on_a_crash_is_caught() {
-    let caught = (0..200).find_map(|seed| {
-        let mut options = SimOptions::new(seed);
-        options.forget_requests_on_crash = true;
-        let report = sim::run_seed(&options);
-        report.violations.first().map(|v| (seed, v.clone()))
-    });
-    let Some((seed, violation)) = caught else {
-        panic!("a node that forgets requests on a crash was not caught in 200 seeds");
-    };
-    println!("forget_requests_on_crash: caught by seed {seed}: {violation}");
 }

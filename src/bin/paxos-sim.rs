@@ -33,10 +33,6 @@ struct Args {
     /// Client operations per seed.
     #[arg(long, default_value_t = sim::OPS_DEFAULT)]
     ops: u64,
-    /// Nodes forget their table of client requests when they crash, as
-    /// the real driver does (see `SimOptions::forget_requests_on_crash`).
-    #[arg(long)]
-    forget_requests_on_crash: bool,
     /// Where histories of failing seeds are written.
     #[arg(long, default_value = "target/paxos-sim")]
     out_dir: PathBuf,
@@ -100,7 +96,6 @@ fn options_for(args: &Args, seed: u64) -> SimOptions {
     let mut options = SimOptions::new(seed);
     options.nodes = args.nodes.map(usize::from);
     options.ops = args.ops;
-    options.forget_requests_on_crash = args.forget_requests_on_crash;
     options
 }
 

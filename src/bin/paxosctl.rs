@@ -68,31 +68,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Compare-and-set: set KEY to NEW if it holds the expected value or
-    /// version; prints the new version. Exit 3 (and no change) otherwise.
+    /// Compare-and-set: set KEY to NEW if it holds the expected value.
+    ///
+    /// Give exactly one of --expect-value, --expect-version, --expect-absent.
+    /// Prints the new version; exit 3 (and nothing changed) when the
+    /// expectation does not hold.
     Cas(CasArgs),
     /// Delete KEY (leaves a tombstone; the version keeps counting).
     Delete { key: String },
     /// Show which nodes answer, with their id and address.
     Status,
-    /// Check a history (JSON Lines, Jepsen's conventions) for
-    /// linearizability. Exit 0 linearizable, 1 violation (the key and the
-    /// smallest stretch of its history that cannot be linearized are
-    /// printed), 2 bad input (the line is named), 5 undecided (the search
-    /// hit its budget).
+    /// Check a history file for linearizability.
+    ///
+    /// The history is JSON Lines in Jepsen's conventions, one event per line
+    /// in real-time order:
+    ///   {"process":0,"type":"invoke","f":"write","key":"x","value":"3"}
+    ///   {"process":0,"type":"ok","f":"write","key":"x","value":"3"}
+    /// type: invoke, ok, fail, info; f: read, write, cas (value ["old","new"]),
+    /// delete; null means absent. Keys are checked independently.
+    ///
+    /// Exit 0 linearizable; 1 violation (the key and the smallest stretch of
+    /// its history that cannot be linearized are printed); 2 bad input (the
+    /// line is named); 5 undecided (the search hit its budget).
     #[command(verbatim_doc_comment)]
     Check {
         #[arg(value_name = "HISTORY.jsonl")]
         history: PathBuf,
     },
-    /// Run a checked workload against the cluster: concurrent clients read,
-    /// write, CAS, delete and CAS-append to lists; the history is written to
-    /// a file and checked for linearizability and lost acknowledged writes.
-    /// Prints one summary line; exit 0 only if linearizable and nothing
-    /// acknowledged was lost.
+    /// Run a checked workload against the cluster.
+    ///
+    /// Concurrent clients read, write, CAS, delete and CAS-append to lists;
+    /// the history is written to a file and checked for linearizability and
+    /// lost acknowledged writes. Prints one summary line
+    /// (ops=.. ok=.. fail=.. info=.. linearizable=yes|no lost_acked=N);
+    /// exit 0 only if linearizable and nothing acknowledged was lost.
     Torture(TortureArgs),
-    /// Draw a run as an SVG: each operation's latency over time, failures
-    /// and unknown outcomes marked, fault intervals shaded.
+    /// Measure throughput and latency under closed-loop load.
+    ///
+    /// Each client sends one request at a time for the duration; prints
+    /// ops/s and latency percentiles (ms). Uses fresh keys under a prefix.
+    Bench(BenchArgs),
+    /// Draw a run as an SVG timeline.
+    ///
+    /// Each operation's latency over time (log scale), failures and unknown
+    /// outcomes marked, fault intervals shaded.
     Timeline {
         /// A history written by `torture` (events carry `time`).
         #[arg(long, value_name = "FILE")]
@@ -106,6 +125,20 @@ enum Command {
         #[arg(long, default_value = "paxosd run")]
         title: String,
     },
+}
+
+#[derive(ClapArgs)]
+struct BenchArgs {
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    duration: u64,
+    /// write: each client its own keys; read: reads of written keys;
+    /// contended: every client writes one key.
+    #[arg(long, default_value = "write", value_parser = ["write", "read", "contended"])]
+    workload: String,
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
 }
 
 #[derive(ClapArgs)]
@@ -190,8 +223,9 @@ fn run(cli: Cli) -> u8 {
         Command::Read { key, json } => read(&mut client, &key, json),
         Command::Cas(args) => cas(&mut client, args),
         Command::Delete { key } => print_version(client.delete(&Key::from(key.as_str()))),
-        Command::Status => status(&mut client),
+        Command::Status => status(&mut client, config.nodes.len()),
         Command::Torture(args) => torture(&config, cli.node.map(NodeId), args),
+        Command::Bench(args) => bench(&config, cli.node.map(NodeId), timeout, args),
         Command::Check { .. } | Command::Timeline { .. } => EXIT_USAGE,
     }
 }
@@ -284,6 +318,41 @@ fn timeline(
     match std::fs::write(out, svg) {
         Ok(()) => EXIT_OK,
         Err(e) => fail(EXIT_OTHER, &format!("cannot write {}: {e}", out.display())),
+    }
+}
+
+fn bench(config: &Config, node: Option<NodeId>, timeout: Duration, args: BenchArgs) -> u8 {
+    use paxosd::bench::{self, Options, Workload};
+    if args.value_bytes > paxosd::limits::VALUE_BYTES_MAX {
+        return fail(
+            EXIT_USAGE,
+            &format!("--value-bytes is over the limit of {}", paxosd::limits::VALUE_BYTES_MAX),
+        );
+    }
+    let workload = match args.workload.as_str() {
+        "read" => Workload::Read,
+        "contended" => Workload::Contended,
+        _ => Workload::Write,
+    };
+    let options = Options {
+        clients: args.clients.max(1),
+        duration: Duration::from_secs(args.duration.max(1)),
+        workload,
+        value_bytes: args.value_bytes,
+        keys_per_client: 16,
+        timeout,
+        node,
+        key_prefix: paxosd::torture::unique_prefix(random_seed()).replacen("torture", "bench", 1),
+    };
+    match bench::run(config, &options) {
+        Ok(report) => {
+            println!(
+                "workload={} clients={} value_bytes={} {report}",
+                args.workload, options.clients, args.value_bytes
+            );
+            EXIT_OK
+        }
+        Err(e) => fail(EXIT_OTHER, &e),
     }
 }
 
@@ -438,10 +507,10 @@ fn cas(client: &mut Client, args: CasArgs) -> u8 {
     }
 }
 
-fn status(client: &mut Client) -> u8 {
+fn status(client: &mut Client, members: usize) -> u8 {
     let mut answered = 0;
     let results = client.status_all();
-    let total = results.len();
+    let asked = results.len();
     for (id, addr, result) in results {
         match result {
             Ok(s) => {
@@ -457,7 +526,9 @@ fn status(client: &mut Client) -> u8 {
             Err(_) => println!("node {id}  {addr}  DOWN (no answer)"),
         }
     }
-    let majority = total / 2 + 1;
-    println!("{answered} of {total} nodes answer; a quorum needs {majority}");
+    let majority = members / 2 + 1;
+    println!(
+        "{answered} of {asked} nodes asked answer; the cluster has {members}, a quorum needs {majority}"
+    );
     if answered == 0 { EXIT_OTHER } else { EXIT_OK }
 }

@@ -2,6 +2,7 @@
 //! accepted. Its two rules are all of Paxos' memory:
 //! - promise `b` only if no higher ballot was promised;
 //! - accept at `b` only if no higher ballot was promised.
+//!
 //! Every change to a slot produces a `Record`; the answer it goes with may
 //! leave the node only after that record is synced (see `core::Ready`).
 

@@ -3,7 +3,7 @@
 //! calls it.
 
 use super::acceptor::{Acceptor, Slot, Vote};
-use super::proposer::{Ctx, Outbox, Progress, Proposal, ReqHandle};
+use super::proposer::{Ctx, Outbox, Progress, Proposal, ReqHandle, Request};
 use super::rng::Rng;
 use crate::change::Change;
 use crate::limits;
@@ -60,16 +60,18 @@ struct Rounds {
 }
 
 impl Rounds {
-    fn take(&mut self, records: &mut Vec<Record>) -> u64 {
+    /// The next round, or `None` when the counter is spent: only a peer
+    /// lying about its ballots could push a 64-bit counter to its end, and
+    /// reusing the last round would reuse a ballot, so the node stops
+    /// proposing instead.
+    fn take(&mut self, records: &mut Vec<Record>) -> Option<u64> {
         let round = self.next;
-        // Saturating: only a peer lying about its ballots could bring a
-        // 64-bit round counter near its end.
-        self.next = self.next.saturating_add(1);
+        self.next = round.checked_add(1)?;
         if round >= self.limit {
             self.limit = round.saturating_add(limits::ROUND_BLOCK);
             records.push(Record::RoundsReserved { round_limit: self.limit });
         }
-        round
+        Some(round)
     }
 
     /// Fast-forward past a round another proposer used.
@@ -78,20 +80,13 @@ impl Rounds {
     }
 }
 
-#[derive(Debug)]
-struct Queued {
-    handle: ReqHandle,
-    change: Change,
-    deadline: Time,
-}
-
 pub struct Node {
     id: NodeId,
     members: Vec<NodeId>,
     acceptor: Acceptor,
     rounds: Rounds,
     proposals: BTreeMap<Key, Proposal>,
-    queued: BTreeMap<Key, VecDeque<Queued>>,
+    queued: BTreeMap<Key, VecDeque<Request>>,
     requests: usize,
     rng: Rng,
     ready: Ready,
@@ -189,14 +184,14 @@ impl Node {
             return;
         }
         self.requests += 1;
-        let deadline = now.plus_millis(timeout_ms);
+        let request = Request { handle, change, deadline: now.plus_millis(timeout_ms) };
         if self.proposals.contains_key(&key) {
-            let queue = self.queued.entry(key).or_default();
-            queue.push_back(Queued { handle, change, deadline });
+            // Joins the running batch at its next attempt if it is still
+            // open, or runs in the next batch.
+            self.queued.entry(key).or_default().push_back(request);
             return;
         }
-        let proposal = Proposal::new(key.clone(), handle, change, now, deadline);
-        self.proposals.insert(key.clone(), proposal);
+        self.proposals.insert(key.clone(), Proposal::new(key.clone(), request, now));
         self.drive(now, &key);
         self.drain_loopback(now);
     }
@@ -296,12 +291,13 @@ impl Node {
     /// Answers every request, for a clean shutdown: proposals still running
     /// may have sent accepts, so their outcome is unknown.
     pub fn shutdown(&mut self) {
-        let proposals: Vec<Proposal> =
-            std::mem::take(&mut self.proposals).into_iter().map(|(_, p)| p).collect();
+        let proposals: Vec<Proposal> = std::mem::take(&mut self.proposals).into_values().collect();
         for p in proposals {
-            self.reply(p.handle, p.unavailable());
+            for (handle, outcome) in p.unavailable() {
+                self.reply(handle, outcome);
+            }
         }
-        let queued: Vec<Queued> = std::mem::take(&mut self.queued).into_iter().flat_map(|(_, q)| q).collect();
+        let queued: Vec<Request> = std::mem::take(&mut self.queued).into_values().flatten().collect();
         for r in queued {
             self.reply(r.handle, Outcome::Refused(Refusal::ShuttingDown));
         }
@@ -328,17 +324,34 @@ impl Node {
         self.proposals.insert(key.clone(), proposal);
         match progress {
             Progress::Pending => self.drive(now, key),
-            Progress::Finished(outcome) => self.finish(now, key, outcome),
+            Progress::Expired(outcomes) => {
+                self.answer(outcomes);
+                self.drive(now, key);
+            }
+            Progress::Finished(outcomes) => self.finish(now, key, outcomes),
         }
     }
 
-    /// Starts a new attempt if the proposal for `key` is ready for one.
+    /// Starts a new attempt if the proposal for `key` is ready for one,
+    /// first letting queued requests join the batch while it may grow.
     fn drive(&mut self, now: Time, key: &Key) {
         let needs = self.proposals.get(key).is_some_and(|p| p.needs_ballot(now));
         if !needs {
             return;
         }
-        let round = self.rounds.take(&mut self.ready.records);
+        if let (Some(p), Some(queue)) = (self.proposals.get_mut(key), self.queued.get_mut(key)) {
+            while p.can_grow() {
+                let Some(request) = queue.pop_front() else { break };
+                p.join(request);
+            }
+            if queue.is_empty() {
+                self.queued.remove(key);
+            }
+        }
+        let Some(round) = self.rounds.take(&mut self.ready.records) else {
+            let outcomes = self.proposals.get(key).map(Proposal::unavailable).unwrap_or_default();
+            return self.finish(now, key, outcomes);
+        };
         let ballot = Ballot::new(round, self.id);
         let mut out = Outbox::new();
         if let Some(p) = self.proposals.get_mut(key) {
@@ -347,20 +360,25 @@ impl Node {
         self.flush(out);
     }
 
-    fn finish(&mut self, now: Time, key: &Key, outcome: Outcome) {
-        let Some(done) = self.proposals.remove(key) else {
+    fn finish(&mut self, now: Time, key: &Key, outcomes: Vec<(ReqHandle, Outcome)>) {
+        if self.proposals.remove(key).is_none() {
             return;
-        };
-        self.requests -= 1;
-        self.reply(done.handle, outcome);
+        }
+        self.answer(outcomes);
         let next = self.queued.get_mut(key).and_then(VecDeque::pop_front);
         if self.queued.get(key).is_some_and(VecDeque::is_empty) {
             self.queued.remove(key);
         }
-        if let Some(q) = next {
-            let proposal = Proposal::new(key.clone(), q.handle, q.change, now, q.deadline);
-            self.proposals.insert(key.clone(), proposal);
+        if let Some(request) = next {
+            self.proposals.insert(key.clone(), Proposal::new(key.clone(), request, now));
             self.drive(now, key);
+        }
+    }
+
+    fn answer(&mut self, outcomes: Vec<(ReqHandle, Outcome)>) {
+        for (handle, outcome) in outcomes {
+            self.requests -= 1;
+            self.reply(handle, outcome);
         }
     }
 

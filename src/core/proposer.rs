@@ -1,5 +1,9 @@
-//! The proposer side of one request: prepare → promise (majority) → apply the
-//! change to the highest accepted state → accept → accepted (majority).
+//! The proposer side of a batch of requests on one key: prepare → promise
+//! (majority) → apply the changes, in order, to the highest accepted state →
+//! accept → accepted (majority). Batching is CASPaxos' own optimisation:
+//! requests that queue up at a node for the same key share one round, so a
+//! hot key costs one round per batch instead of one per request, and fewer
+//! proposers duel for it.
 //!
 //! A `Proposal` is a state machine driven by `Node`; it never chooses ballots
 //! itself (the node owns the round counter and its reservation) and never
@@ -9,16 +13,21 @@
 //! be abandoned (a lost answer, a rejection) although its state was, or will
 //! be, chosen. Applying the change again on the next attempt could apply it
 //! twice, or report a CAS as failed that in fact took effect. So each
-//! attempt remembers the states it proposed (their `origin` ballot and
-//! version), and the next attempt looks at the highest accepted state `T`
-//! its promises reveal:
-//! - `T.origin` is one of ours: our state may be chosen; propose it again
-//!   unchanged, and report the change as done.
-//! - `T.version` is below every version we proposed: none of our states was
-//!   chosen (a chosen state's descendants never have a lower version), so
-//!   apply the change to `T`.
-//! - otherwise one of our states may have been chosen and overwritten since:
-//!   the outcome is unknown, and we say so rather than guess.
+//! attempt remembers the state it proposed (its `origin` ballot and version)
+//! and the answers it would give, the batch is frozen once an accept has been
+//! sent, and the next attempt looks at the highest accepted state `T` its
+//! promises reveal:
+//! - one of our states is `T` or in `T`'s chain (its origin is `T.origin`
+//!   or in `T.lineage` at its version): propose `T` again unchanged; once it
+//!   is chosen, so is our state, and the requests get that attempt's
+//!   answers.
+//! - none is: at each of our versions `T`'s chain holds another state, or
+//!   `T` is older. Then none of our states can ever be chosen alongside a
+//!   descendant of `T` (two states of one chain never share a version), so
+//!   the changes are applied to `T`, and at most one of our states is ever
+//!   chosen.
+//! - `T`'s lineage does not reach back to one of our versions: the outcome
+//!   is unknown, and we say so rather than guess.
 
 use super::backoff::Backoff;
 use super::quorum::Quorum;
@@ -35,6 +44,18 @@ pub type Outbox = Vec<(NodeId, Message)>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReqHandle(pub u64);
 
+/// One client request in a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub handle: ReqHandle,
+    pub change: Change,
+    pub deadline: Time,
+}
+
+/// The answer each request of a batch gets if the batch's state is chosen:
+/// the state after its change, and whether its precondition held.
+type Answers = Vec<(RegisterState, bool)>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Phase {
     /// Between attempts (backing off), or not started yet.
@@ -50,7 +71,7 @@ enum Phase {
         ballot: Ballot,
         votes: Quorum,
         state: RegisterState,
-        held: bool,
+        answers: Answers,
         resends: u32,
     },
 }
@@ -61,44 +82,51 @@ enum Phase {
 pub enum Progress {
     /// Keep waiting (messages may have been queued in the outbox).
     Pending,
-    /// The proposal is over; answer the client.
-    Finished(Outcome),
+    /// The proposal is over; answer every request of the batch.
+    Finished(Vec<(ReqHandle, Outcome)>),
+    /// Answer these requests, whose deadlines passed; the rest of the batch
+    /// goes on.
+    Expired(Vec<(ReqHandle, Outcome)>),
+}
+
+/// An attempt whose accepts carried a state this batch wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Written {
+    origin: Ballot,
+    version: Version,
+    answers: Answers,
 }
 
 #[derive(Debug)]
 pub struct Proposal {
     pub key: Key,
-    pub handle: ReqHandle,
-    pub change: Change,
-    pub deadline: Time,
+    requests: Vec<Request>,
     phase: Phase,
     wake_at: Time,
     attempts: u32,
     backoff: Backoff,
-    /// The attempts whose accepts carried a state written by this change:
-    /// their ballot (the state's origin) and the state's version. Non-empty
-    /// means a failure leaves the outcome unknown.
-    written: Vec<(Ballot, Version)>,
+    /// Non-empty means the batch is frozen and a failure leaves its outcome
+    /// unknown.
+    written: Vec<Written>,
 }
 
 /// What an attempt does once a majority has promised.
 #[derive(Debug, PartialEq, Eq)]
 enum Plan {
-    /// Apply the change to the highest accepted state.
+    /// Apply the changes to the highest accepted state.
     Apply,
-    /// The highest accepted state is one this change wrote: propose it again.
-    Readopt,
-    /// A state this change wrote may have been chosen and overwritten.
+    /// The highest accepted state is the one attempt `i` wrote: propose it
+    /// again.
+    Readopt(usize),
+    /// A state this batch wrote may have been chosen and overwritten.
     Unknown,
 }
 
 impl Proposal {
-    pub fn new(key: Key, handle: ReqHandle, change: Change, now: Time, deadline: Time) -> Proposal {
+    pub fn new(key: Key, first: Request, now: Time) -> Proposal {
         Proposal {
             key,
-            handle,
-            change,
-            deadline,
+            requests: vec![first],
             phase: Phase::Idle,
             wake_at: now,
             attempts: 0,
@@ -107,14 +135,32 @@ impl Proposal {
         }
     }
 
+    /// The earliest deadline in the batch: a request gives up then.
+    pub fn deadline(&self) -> Time {
+        self.requests.iter().map(|r| r.deadline).min().unwrap_or_default()
+    }
+
+    /// Whether more requests may join: only before any accept was sent, so
+    /// a retry never proposes a batch other than the one it may have written.
+    pub fn can_grow(&self) -> bool {
+        self.written.is_empty()
+            && self.phase == Phase::Idle
+            && self.requests.len() < limits::BATCH_REQUESTS_MAX
+    }
+
+    pub fn join(&mut self, request: Request) {
+        debug_assert!(self.can_grow());
+        self.requests.push(request);
+    }
+
     /// When the node must call `on_timer` next.
     pub fn wake_at(&self) -> Time {
-        self.wake_at.min(self.deadline)
+        self.wake_at.min(self.deadline())
     }
 
     /// True when the proposal waits for a fresh ballot to start an attempt.
     pub fn needs_ballot(&self, now: Time) -> bool {
-        self.phase == Phase::Idle && now >= self.wake_at && now < self.deadline
+        self.phase == Phase::Idle && now >= self.wake_at && now < self.deadline()
     }
 
     pub fn ballot(&self) -> Option<Ballot> {
@@ -171,28 +217,59 @@ impl Proposal {
         let base = best_state.clone();
         match self.plan(&base) {
             Plan::Apply => {
-                let applied = self.change.apply(&base, ballot);
+                let (state, answers) = self.apply_batch(&base, ballot);
                 // The memo's Lemma 1: a new state descends from the one it replaces.
-                debug_assert!(applied.state.version >= base.version);
-                if applied.state != base {
-                    self.written.push((ballot, applied.state.version));
+                debug_assert!(state.version >= base.version);
+                if state != base {
+                    let written =
+                        Written { origin: ballot, version: state.version, answers: answers.clone() };
+                    self.written.push(written);
                 }
-                self.begin_accept(now, ballot, applied.state, applied.precondition_held, ctx);
+                self.begin_accept(now, ballot, state, answers, ctx);
             }
-            Plan::Readopt => self.begin_accept(now, ballot, base, true, ctx),
+            Plan::Readopt(i) => {
+                let answers = self.written[i].answers.clone();
+                self.begin_accept(now, ballot, base, answers, ctx);
+            }
             Plan::Unknown => return Progress::Finished(self.unavailable()),
         }
         Progress::Pending
     }
 
+    /// Whether any state this batch wrote is in the chain of `base` (the
+    /// highest accepted state): found through `base`'s lineage, or out of
+    /// its reach.
     fn plan(&self, base: &RegisterState) -> Plan {
-        if self.written.iter().any(|(origin, _)| base.origin == *origin) {
-            Plan::Readopt
-        } else if self.written.iter().any(|(_, version)| base.version >= *version) {
-            Plan::Unknown
-        } else {
-            Plan::Apply
+        let mut unknown = false;
+        for (i, w) in self.written.iter().enumerate() {
+            match base.descends_from(w.origin, w.version) {
+                Some(true) => return Plan::Readopt(i),
+                Some(false) => {}
+                None => unknown = true,
+            }
         }
+        if unknown { Plan::Unknown } else { Plan::Apply }
+    }
+
+    /// Applies every change of the batch in order; the final state and each
+    /// request's answer.
+    fn apply_batch(&self, base: &RegisterState, ballot: Ballot) -> (RegisterState, Answers) {
+        let mut state = base.clone();
+        let mut answers = Vec::with_capacity(self.requests.len());
+        for request in &self.requests {
+            let applied = request.change.apply(&state, ballot);
+            answers.push((applied.state.clone(), applied.precondition_held));
+            state = applied.state;
+        }
+        // Only the batch's final state joins the chain, so its lineage names
+        // the base, not the states in between.
+        if state != *base {
+            state.lineage = RegisterState::lineage_after(base);
+            for (answer, _) in answers.iter_mut().filter(|(s, _)| s.origin == ballot) {
+                answer.lineage = state.lineage.clone();
+            }
+        }
+        (state, answers)
     }
 
     fn begin_accept(
@@ -200,21 +277,21 @@ impl Proposal {
         now: Time,
         ballot: Ballot,
         state: RegisterState,
-        held: bool,
+        answers: Answers,
         ctx: &mut Ctx<'_>,
     ) {
         for &to in ctx.members {
             let state = state.clone();
             ctx.out.push((to, Message::Accept { key: self.key.clone(), ballot, state }));
         }
-        self.phase =
-            Phase::Accepting { ballot, votes: Quorum::new(ctx.members.len()), state, held, resends: 0 };
+        let votes = Quorum::new(ctx.members.len());
+        self.phase = Phase::Accepting { ballot, votes, state, answers, resends: 0 };
         self.wake_at = now.plus_millis(limits::PHASE_RESEND_MS);
     }
 
     /// An accepted for `ballot` from `from`.
     pub fn on_accepted(&mut self, from: NodeId, ballot: Ballot) -> Progress {
-        let Phase::Accepting { ballot: mine, votes, state, held, .. } = &mut self.phase else {
+        let Phase::Accepting { ballot: mine, votes, answers, .. } = &mut self.phase else {
             return Progress::Pending;
         };
         if *mine != ballot {
@@ -224,7 +301,10 @@ impl Proposal {
         if !votes.is_reached() {
             return Progress::Pending;
         }
-        Progress::Finished(Outcome::Done { state: state.clone(), precondition_held: *held })
+        let outcomes = self.requests.iter().zip(answers.iter()).map(|(r, (state, held))| {
+            (r.handle, Outcome::Done { state: state.clone(), precondition_held: *held })
+        });
+        Progress::Finished(outcomes.collect())
     }
 
     /// A rejection of `ballot` by `from`. When a majority is out of reach the
@@ -246,8 +326,8 @@ impl Proposal {
     /// Time passed: resend to silent members, give up the attempt after too
     /// many resends, or give up the request at its deadline.
     pub fn on_timer(&mut self, now: Time, ctx: &mut Ctx<'_>) -> Progress {
-        if now >= self.deadline {
-            return Progress::Finished(self.unavailable());
+        if now >= self.deadline() {
+            return self.expire(now);
         }
         if now < self.wake_at {
             return Progress::Pending;
@@ -278,9 +358,33 @@ impl Proposal {
         Progress::Pending
     }
 
-    /// The answer for a request that ran out of time or attempts.
-    pub fn unavailable(&self) -> Outcome {
-        Outcome::Unavailable { maybe_applied: !self.written.is_empty() }
+    /// Answers the requests whose deadlines passed, each on its own, so one
+    /// short deadline does not cut the others' short. Their entries leave
+    /// every list of answers too, which keeps those aligned.
+    fn expire(&mut self, now: Time) -> Progress {
+        let outcome = Outcome::Unavailable { maybe_applied: !self.written.is_empty() };
+        let mut expired = Vec::new();
+        let mut index = 0;
+        while index < self.requests.len() {
+            if self.requests[index].deadline > now {
+                index += 1;
+                continue;
+            }
+            expired.push((self.requests.remove(index).handle, outcome.clone()));
+            for w in &mut self.written {
+                w.answers.remove(index);
+            }
+            if let Phase::Accepting { answers, .. } = &mut self.phase {
+                answers.remove(index);
+            }
+        }
+        if self.requests.is_empty() { Progress::Finished(expired) } else { Progress::Expired(expired) }
+    }
+
+    /// The answers for a batch that ran out of time or attempts.
+    pub fn unavailable(&self) -> Vec<(ReqHandle, Outcome)> {
+        let outcome = Outcome::Unavailable { maybe_applied: !self.written.is_empty() };
+        self.requests.iter().map(|r| (r.handle, outcome.clone())).collect()
     }
 }
 

@@ -5,7 +5,7 @@ use super::proposer::ReqHandle;
 use crate::change::Change;
 use crate::limits;
 use crate::storage::{Record, Synced};
-use crate::types::{Ballot, Key, NodeId, RegisterState, Time, Value, Version};
+use crate::types::{Ancestor, Ballot, Key, NodeId, RegisterState, Time, Value, Version};
 use crate::wire::{Message, Outcome, Refusal};
 
 const T0: Time = Time(1_000_000);
@@ -27,8 +27,17 @@ fn st(v: &str, version: u64) -> RegisterState {
 }
 
 /// A state written by the attempt at `origin`.
+/// (The initial state, version 0, is its parent.)
 fn written(v: &str, version: u64, origin: Ballot) -> RegisterState {
-    RegisterState { origin, ..st(v, version) }
+    written_on(v, version, origin, &[(Ballot::ZERO, 0)])
+}
+
+/// A state written by the attempt at `origin` on top of the states
+/// `lineage` names (origin, version), newest first.
+fn written_on(v: &str, version: u64, origin: Ballot, lineage: &[(Ballot, u64)]) -> RegisterState {
+    let lineage =
+        lineage.iter().map(|&(origin, version)| Ancestor { origin, version: Version(version) }).collect();
+    RegisterState { origin, lineage, ..st(v, version) }
 }
 
 fn node1() -> Node {
@@ -81,17 +90,25 @@ fn a_majority_of_promises_leads_to_accept_of_the_changed_highest_state() {
     let (records, messages) = drain(&mut node);
     // Node 2 reported a state accepted at a ballot above "none": the change
     // applies to it, so the version continues from 4.
-    assert_eq!(records, vec![slot(b(1, 1), b(1, 1), written("new", 5, b(1, 1)))]);
+    assert_eq!(records, vec![slot(b(1, 1), b(1, 1), written_on("new", 5, b(1, 1), &[(Ballot::ZERO, 4)]))]);
     assert_eq!(
         messages,
         vec![
             Envelope::Peer(
                 n(2),
-                Message::Accept { key: k(), ballot: b(1, 1), state: written("new", 5, b(1, 1)) }
+                Message::Accept {
+                    key: k(),
+                    ballot: b(1, 1),
+                    state: written_on("new", 5, b(1, 1), &[(Ballot::ZERO, 4)])
+                }
             ),
             Envelope::Peer(
                 n(3),
-                Message::Accept { key: k(), ballot: b(1, 1), state: written("new", 5, b(1, 1)) }
+                Message::Accept {
+                    key: k(),
+                    ballot: b(1, 1),
+                    state: written_on("new", 5, b(1, 1), &[(Ballot::ZERO, 4)])
+                }
             ),
         ]
     );
@@ -352,13 +369,149 @@ fn a_retry_that_finds_its_own_state_proposes_it_again_instead_of_applying_twice(
 }
 
 #[test]
-fn a_retry_that_finds_a_later_foreign_state_reports_an_unknown_outcome() {
+fn a_retry_that_finds_another_state_in_its_place_applies_the_change_again() {
     let mut node = interrupted_after_accept(Change::Put(Value::from("v")));
-    // Someone wrote version 2 on top of something at a higher ballot: ours
-    // (version 1) may have been chosen and overwritten, or never chosen.
-    let foreign = written("other", 2, b(4, 3));
+    // Version 1 of the chain was written by (3,2), not by our (1,1): ours
+    // was never chosen and never will be alongside this chain.
+    let foreign = written_on("other", 2, b(4, 3), &[(b(3, 2), 1), (Ballot::ZERO, 0)]);
     let promise = Message::Promise { key: k(), ballot: b(6, 1), accepted: b(4, 3), state: foreign };
     node.handle_message(T0, n(2), promise);
     let (_, messages) = drain(&mut node);
+    let again = written_on("v", 3, b(6, 1), &[(b(4, 3), 2), (b(3, 2), 1), (Ballot::ZERO, 0)]);
+    assert_eq!(
+        messages[0],
+        Envelope::Peer(n(2), Message::Accept { key: k(), ballot: b(6, 1), state: again })
+    );
+}
+
+#[test]
+fn a_retry_that_finds_its_state_among_the_ancestors_reports_it_done() {
+    let mut node = interrupted_after_accept(Change::Put(Value::from("v")));
+    let descendant = written_on("other", 2, b(4, 3), &[(b(1, 1), 1), (Ballot::ZERO, 0)]);
+    let promise =
+        Message::Promise { key: k(), ballot: b(6, 1), accepted: b(4, 3), state: descendant.clone() };
+    node.handle_message(T0, n(2), promise);
+    let (_, messages) = drain(&mut node);
+    let accept = Message::Accept { key: k(), ballot: b(6, 1), state: descendant };
+    assert_eq!(messages[0], Envelope::Peer(n(2), accept), "the descendant is proposed unchanged");
+    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(6, 1) });
+    let (_, messages) = drain(&mut node);
+    let done = Outcome::Done { state: written("v", 1, b(1, 1)), precondition_held: true };
+    assert_eq!(messages, vec![Envelope::Client(ReqHandle(1), done)]);
+}
+
+#[test]
+fn a_retry_whose_version_is_beyond_the_lineage_reports_an_unknown_outcome() {
+    let mut node = interrupted_after_accept(Change::Put(Value::from("v")));
+    let lineage: Vec<(Ballot, u64)> =
+        (0..limits::LINEAGE_ORIGINS_MAX as u64).map(|r| (b(100 - r, 3), 29 - r)).collect();
+    let far = written_on("other", 30, b(101, 3), &lineage);
+    let promise = Message::Promise { key: k(), ballot: b(6, 1), accepted: b(4, 3), state: far };
+    node.handle_message(T0, n(2), promise);
+    let (_, messages) = drain(&mut node);
     assert_eq!(messages, vec![Envelope::Client(ReqHandle(1), Outcome::Unavailable { maybe_applied: true })]);
+}
+
+#[test]
+fn requests_queued_behind_a_round_share_the_next_one() {
+    let mut node = node1();
+    put(&mut node, 1, "a");
+    put(&mut node, 2, "b");
+    node.handle_request(T0, ReqHandle(3), k(), Change::Read, 1000);
+    node.handle_request(
+        T0,
+        ReqHandle(4),
+        k(),
+        Change::CasValue { expect: Some(Value::from("b")), new: Value::from("c") },
+        1000,
+    );
+    drain(&mut node);
+    let none = || Message::Promise {
+        key: k(),
+        ballot: b(1, 1),
+        accepted: Ballot::ZERO,
+        state: RegisterState::default(),
+    };
+    node.handle_message(T0, n(2), none());
+    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    let (_, messages) = drain(&mut node);
+    // Request 1 is answered, and one prepare starts the round for 2, 3, 4.
+    let prepares =
+        messages.iter().filter(|m| matches!(m, Envelope::Peer(_, Message::Prepare { .. }))).count();
+    assert_eq!(prepares, 2, "one prepare per peer: {messages:?}");
+    let promise =
+        Message::Promise { key: k(), ballot: b(2, 1), accepted: b(1, 1), state: written("a", 1, b(1, 1)) };
+    node.handle_message(T0, n(2), promise);
+    let (_, messages) = drain(&mut node);
+    let c_state = written_on("c", 3, b(2, 1), &[(b(1, 1), 1), (Ballot::ZERO, 0)]);
+    let accept = Message::Accept { key: k(), ballot: b(2, 1), state: c_state.clone() };
+    assert_eq!(messages[0], Envelope::Peer(n(2), accept), "one accept carries all three changes");
+    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(2, 1) });
+    let (_, messages) = drain(&mut node);
+    let done = |state, held| Outcome::Done { state, precondition_held: held };
+    assert_eq!(
+        messages,
+        vec![
+            Envelope::Client(
+                ReqHandle(2),
+                done(written_on("b", 2, b(2, 1), &[(b(1, 1), 1), (Ballot::ZERO, 0)]), true)
+            ),
+            Envelope::Client(
+                ReqHandle(3),
+                done(written_on("b", 2, b(2, 1), &[(b(1, 1), 1), (Ballot::ZERO, 0)]), true)
+            ),
+            Envelope::Client(ReqHandle(4), done(c_state, true)),
+        ]
+    );
+    assert_eq!(node.requests_in_flight(), 0);
+}
+
+#[test]
+fn a_short_deadline_in_a_batch_expires_alone() {
+    let mut node = node1();
+    put(&mut node, 1, "a");
+    node.handle_request(T0, ReqHandle(2), k(), Change::Put(Value::from("b")), 5000);
+    node.handle_request(T0, ReqHandle(3), k(), Change::Put(Value::from("c")), 1);
+    let none = || Message::Promise {
+        key: k(),
+        ballot: b(1, 1),
+        accepted: Ballot::ZERO,
+        state: RegisterState::default(),
+    };
+    node.handle_message(T0, n(2), none());
+    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    // Requests 2 and 3 share the second round; it reaches the accept phase.
+    let promise =
+        Message::Promise { key: k(), ballot: b(2, 1), accepted: b(1, 1), state: written("a", 1, b(1, 1)) };
+    node.handle_message(T0, n(2), promise);
+    drain(&mut node);
+    node.handle_timeout(T0.plus_millis(1));
+    let (_, messages) = drain(&mut node);
+    assert_eq!(messages, vec![Envelope::Client(ReqHandle(3), Outcome::Unavailable { maybe_applied: true })]);
+    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(2, 1) });
+    let (_, messages) = drain(&mut node);
+    assert!(
+        matches!(
+            &messages[..],
+            [Envelope::Client(ReqHandle(2), Outcome::Done { precondition_held: true, .. })]
+        ),
+        "{messages:?}"
+    );
+    assert_eq!(node.requests_in_flight(), 0);
+}
+
+#[test]
+fn a_spent_round_counter_stops_proposing_instead_of_reusing_a_ballot() {
+    let mut node = node1();
+    put(&mut node, 1, "a");
+    drain(&mut node);
+    for peer in [2, 3] {
+        let reject = Message::Reject { key: k(), ballot: b(1, 1), promised: b(u64::MAX, 2) };
+        node.handle_message(T0, n(peer), reject);
+    }
+    drain(&mut node);
+    let retry_at = node.next_deadline().expect("a retry is scheduled");
+    node.handle_timeout(retry_at);
+    let (_, messages) = drain(&mut node);
+    assert_eq!(messages, vec![Envelope::Client(ReqHandle(1), Outcome::Unavailable { maybe_applied: false })]);
 }

@@ -81,6 +81,11 @@ impl SimDisk {
         &self.durable
     }
 
+    /// Size of the log, unsynced appends included.
+    pub fn len_bytes(&self) -> u64 {
+        (self.synced.len() + self.pending.len()) as u64
+    }
+
     #[cfg(test)]
     pub fn synced_bytes(&self) -> &[u8] {
         &self.synced
@@ -116,7 +121,7 @@ impl SimDisk {
     /// The rule of `LogFile::should_compact`, with the size threshold of
     /// the simulation (small, so compaction happens in short runs).
     pub fn should_compact(&self, live_bytes: u64, bytes_min: u64) -> bool {
-        let len = (self.synced.len() + self.pending.len()) as u64;
+        let len = self.len_bytes();
         len > bytes_min && len > live_bytes.saturating_mul(limits::COMPACT_RATIO)
     }
 

@@ -13,6 +13,7 @@
 //!
 //! `run_seed` runs one seed; the same seed always gives the same trace hash.
 
+mod client;
 mod disk;
 mod faults;
 mod invariants;
@@ -39,15 +40,6 @@ pub struct SimOptions {
     pub nodes: Option<usize>,
     /// Client operations to invoke before every fault heals.
     pub ops: u64,
-    /// Model `driver.rs` exactly on restart: its table of client requests
-    /// lives in memory, so a request that a node ran before it crashed is
-    /// run again when the client retransmits it (same id, same node), and a
-    /// CAS can then report its own write as a failed precondition. Off by
-    /// default: the nodes then keep the table across a crash and answer
-    /// requests that were in flight "maybe applied", which is what a driver
-    /// must do once the protocol lets it recognise requests from before its
-    /// restart. `tests/sim.rs` shows the simulator catches the difference.
-    pub forget_requests_on_crash: bool,
     /// Deliberately broken protocol variants, to show they are caught.
     #[cfg(feature = "planted-bugs")]
     pub bugs: crate::core::PlantedBugs,
@@ -59,7 +51,6 @@ impl SimOptions {
             seed,
             nodes: None,
             ops: OPS_DEFAULT,
-            forget_requests_on_crash: false,
             #[cfg(feature = "planted-bugs")]
             bugs: crate::core::PlantedBugs::default(),
         }
@@ -125,9 +116,6 @@ pub fn reproduce_line(options: &SimOptions) -> String {
     }
     if options.ops != OPS_DEFAULT {
         line.push_str(&format!(" --ops {}", options.ops));
-    }
-    if options.forget_requests_on_crash {
-        line.push_str(" --forget-requests-on-crash");
     }
     line
 }

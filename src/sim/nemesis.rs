@@ -112,9 +112,9 @@ impl World {
         if self.nodes[i].crash(&mut self.rng) {
             self.counts.torn_writes += 1;
         }
-        let incarnation = self.nodes[i].incarnation;
+        let life = self.nodes[i].life;
         let until = self.now.plus_micros(self.fault_duration_us());
-        self.push(until, Event::Restart { node: i, incarnation });
+        self.push(until, Event::Restart { node: i, life });
     }
 
     fn pause_some(&mut self) {
@@ -123,17 +123,17 @@ impl World {
         for i in shuffled(up, &mut self.rng).into_iter().take(room) {
             self.counts.pauses += 1;
             self.nodes[i].pause();
-            let incarnation = self.nodes[i].incarnation;
+            let life = self.nodes[i].life;
             let until = self.now.plus_micros(self.fault_duration_us());
-            self.push(until, Event::Resume { node: i, incarnation });
+            self.push(until, Event::Resume { node: i, life });
         }
     }
 
     /// Restarts node `i` if it is down (and, for a scheduled restart, still
     /// in the life the restart was meant for).
-    pub(super) fn restart_if_down(&mut self, i: usize, incarnation: Option<u32>) {
+    pub(super) fn restart_if_down(&mut self, i: usize, life: Option<u32>) {
         let node = &self.nodes[i];
-        if node.power != Power::Down || incarnation.is_some_and(|inc| inc != node.incarnation) {
+        if node.power != Power::Down || life.is_some_and(|inc| inc != node.life) {
             return;
         }
         let seed = self.rng.next_u64();
@@ -141,9 +141,9 @@ impl World {
         self.schedule_turn(i);
     }
 
-    pub(super) fn resume_if_paused(&mut self, i: usize, incarnation: Option<u32>) {
+    pub(super) fn resume_if_paused(&mut self, i: usize, life: Option<u32>) {
         let node = &self.nodes[i];
-        if node.power != Power::Paused || incarnation.is_some_and(|inc| inc != node.incarnation) {
+        if node.power != Power::Paused || life.is_some_and(|inc| inc != node.life) {
             return;
         }
         let out = self.nodes[i].resume(self.now, self.plan.compact_bytes_min, &mut self.violations);

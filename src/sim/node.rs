@@ -16,7 +16,7 @@ use crate::core::{Envelope, Node, Ready};
 use crate::driver::is_peer_message;
 use crate::storage::Storage;
 use crate::types::{Ballot, Key, NodeId, Time};
-use crate::wire::{Message, Outcome};
+use crate::wire::{Message, NodeStatus, Outcome, Refusal};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,24 +43,28 @@ pub struct SimNode {
     synced_while_paused: bool,
     pub power: Power,
     /// Bumped by every crash, so events meant for an earlier life are ignored.
-    pub incarnation: u32,
+    pub life: u32,
     /// When the world will next wake this node, if it is scheduled to.
     pub wake_at: Option<Time>,
     /// The nemesis wants this node to crash during its next sync.
     pub crash_armed: bool,
     /// The highest ballot this node ever promised in a message that left it.
     released: BTreeMap<Key, Ballot>,
-    /// See `SimOptions::forget_requests_on_crash`.
-    forget_requests_on_crash: bool,
+    /// Drawn anew at every start; requests must name it (see `driver.rs`).
+    incarnation: u64,
+    /// When this incarnation started, for its status.
+    started: Time,
     #[cfg(feature = "planted-bugs")]
     bugs: crate::core::PlantedBugs,
 }
 
 impl SimNode {
-    pub fn new(id: NodeId, members: Vec<NodeId>, seed: u64, forget_requests_on_crash: bool) -> SimNode {
+    pub fn new(id: NodeId, members: Vec<NodeId>, seed: u64) -> SimNode {
+        let mut rng = Rng::new(seed);
+        let incarnation = rng.next_u64();
         SimNode {
             id,
-            core: Some(Node::new(id, members.clone(), Vec::new(), seed)),
+            core: Some(Node::new(id, members.clone(), Vec::new(), rng.next_u64())),
             members,
             disk: SimDisk::default(),
             clients: Clients::default(),
@@ -68,11 +72,12 @@ impl SimNode {
             syncing: None,
             synced_while_paused: false,
             power: Power::Up,
-            incarnation: 0,
+            life: 0,
             wake_at: None,
             crash_armed: false,
             released: BTreeMap::new(),
-            forget_requests_on_crash,
+            incarnation,
+            started: Time(0),
             #[cfg(feature = "planted-bugs")]
             bugs: crate::core::PlantedBugs::default(),
         }
@@ -110,12 +115,25 @@ impl SimNode {
     /// were appended (then the world calls `finish_sync` after a delay).
     pub fn turn(&mut self, now: Time, violations: &mut Vec<String>) -> (Outgoing, bool) {
         let mut out = Vec::new();
+        if self.core.is_none() {
+            return (Vec::new(), false);
+        }
+        for (from, msg) in std::mem::take(&mut self.inbox) {
+            match (from, msg) {
+                (Endpoint::Client(addr), msg) => self.handle_client_message(now, addr, msg, &mut out),
+                (Endpoint::Node(peer), msg) => {
+                    if let Some(core) = self.core.as_mut()
+                        && is_peer_message(&msg)
+                        && peer != self.id
+                    {
+                        core.handle_message(now, peer, msg);
+                    }
+                }
+            }
+        }
         let Some(core) = self.core.as_mut() else {
             return (Vec::new(), false);
         };
-        for (from, msg) in std::mem::take(&mut self.inbox) {
-            feed(core, &mut self.clients, now, from, msg, &mut out);
-        }
         if core.next_deadline().is_some_and(|d| d <= now) {
             core.handle_timeout(now);
         }
@@ -186,11 +204,54 @@ impl SimNode {
                     out.push((Endpoint::Node(to), msg));
                 }
                 Envelope::Client(handle, outcome) => {
-                    if let Some(client) = self.clients.finish(handle, &outcome) {
+                    if let Some(client) = self.clients.finish(handle, &outcome, now) {
                         out.push((Endpoint::Client(client.addr), Message::Reply { id: client.id, outcome }));
                     }
                 }
             }
+        }
+    }
+
+    /// A client's message, as `driver.rs` handles it: a request naming
+    /// another incarnation is refused, a retransmission is not run twice,
+    /// and a status ping is answered at once.
+    fn handle_client_message(
+        &mut self,
+        now: Time,
+        addr: ClientAddr,
+        msg: Message,
+        out: &mut Vec<(Endpoint, Message)>,
+    ) {
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        let reply = |id, outcome| (Endpoint::Client(addr), Message::Reply { id, outcome });
+        match msg {
+            Message::Request { id, incarnation, .. } if incarnation != self.incarnation => {
+                out.push(reply(id, Outcome::Refused(Refusal::Restarted)));
+            }
+            Message::Request { id, key, change, timeout_ms, .. } => {
+                match self.clients.admit(ClientRef { addr, id }, now) {
+                    Admission::New(handle) => {
+                        core.handle_request(now, handle, key, change, u64::from(timeout_ms))
+                    }
+                    Admission::Running => {}
+                    Admission::Answered(outcome) => out.push(reply(id, outcome)),
+                    Admission::Full => out.push(reply(id, Outcome::Refused(Refusal::Overloaded))),
+                }
+            }
+            Message::StatusRequest { id } => {
+                let status = NodeStatus {
+                    node: self.id,
+                    incarnation: self.incarnation,
+                    keys: core.acceptor().keys() as u64,
+                    requests_in_flight: core.requests_in_flight() as u64,
+                    uptime_ms: now.micros_since(self.started) / 1000,
+                    log_bytes: self.disk.len_bytes(),
+                };
+                out.push((Endpoint::Client(addr), Message::StatusReply { id, status }));
+            }
+            _ => {}
         }
     }
 
@@ -246,7 +307,7 @@ impl SimNode {
         self.syncing = None;
         self.synced_while_paused = false;
         self.power = Power::Down;
-        self.incarnation += 1;
+        self.life += 1;
         self.wake_at = None;
         self.crash_armed = false;
         self.disk.crash(rng)
@@ -262,19 +323,16 @@ impl SimNode {
                 return;
             }
         };
+        let mut rng = Rng::new(seed);
+        self.incarnation = rng.next_u64();
         #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
-        let mut core = Node::new(self.id, self.members.clone(), records, seed);
+        let mut core = Node::new(self.id, self.members.clone(), records, rng.next_u64());
         #[cfg(feature = "planted-bugs")]
         core.set_bugs(self.bugs);
         self.core = Some(core);
-        if self.forget_requests_on_crash {
-            // What `driver.rs` does: its request table lives in memory only.
-            self.clients = Clients::default();
-        } else {
-            // What a driver that can recognise requests from before its
-            // restart would answer them: they may have been applied.
-            self.clients.finish_all(&Outcome::Unavailable { maybe_applied: true });
-        }
+        // Like the real driver: a new incarnation, and an empty request table.
+        self.clients = Clients::default();
+        self.started = now;
         self.power = Power::Up;
         self.check_promises(now, violations);
     }
@@ -298,32 +356,6 @@ impl SimNode {
     }
 }
 
-/// One input, as `driver.rs` handles a decoded message.
-fn feed(
-    core: &mut Node,
-    clients: &mut Clients<ClientAddr>,
-    now: Time,
-    from: Endpoint,
-    msg: Message,
-    out: &mut Vec<(Endpoint, Message)>,
-) {
-    match (from, msg) {
-        (Endpoint::Client(addr), Message::Request { id, key, change, timeout_ms }) => {
-            match clients.admit(ClientRef { addr, id }) {
-                Admission::New(handle) => {
-                    core.handle_request(now, handle, key, change, u64::from(timeout_ms))
-                }
-                Admission::Running => {}
-                Admission::Answered(outcome) => out.push((from, Message::Reply { id, outcome })),
-            }
-        }
-        (Endpoint::Node(peer), msg) if is_peer_message(&msg) && peer != core.id() => {
-            core.handle_message(now, peer, msg);
-        }
-        _ => {}
-    }
-}
-
 /// One datagram per destination, as the real driver packs them.
 fn group(messages: Vec<(Endpoint, Message)>) -> Outgoing {
     let mut by_dest: BTreeMap<Endpoint, Vec<Message>> = BTreeMap::new();
@@ -340,7 +372,7 @@ mod tests {
     use crate::types::{RegisterState, RequestId};
 
     fn node() -> SimNode {
-        SimNode::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)], 1, false)
+        SimNode::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)], 1)
     }
 
     fn prepare(round: u64, from: u16) -> Message {
@@ -389,23 +421,39 @@ mod tests {
         assert!(violations.is_empty());
     }
 
+    /// The incarnation a status ping reports.
+    fn incarnation(n: &mut SimNode, now: Time) -> Option<u64> {
+        n.deliver(Endpoint::Client(9), vec![Message::StatusRequest { id: RequestId(1) }]);
+        let (out, _) = n.turn(now, &mut Vec::new());
+        match out.as_slice() {
+            [(_, msgs)] => match msgs.as_slice() {
+                [Message::StatusReply { status, .. }] => Some(status.incarnation),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     #[test]
-    fn a_request_in_flight_at_a_crash_is_answered_maybe_applied() {
+    fn after_a_restart_a_request_for_the_old_incarnation_is_refused() {
         let mut n = node();
         let mut violations = Vec::new();
+        let old = incarnation(&mut n, Time(5));
         let request = Message::Request {
             id: RequestId(7),
             key: Key::from("k"),
             change: Change::Read,
             timeout_ms: 1000,
+            incarnation: old.unwrap_or_default(),
         };
         n.deliver(Endpoint::Client(9), vec![request.clone()]);
         assert!(n.turn(Time(10), &mut violations).1);
         n.crash(&mut Rng::new(0));
         n.restart(Time(30), 2, &mut violations);
         n.deliver(Endpoint::Client(9), vec![request]);
-        let reply =
-            Message::Reply { id: RequestId(7), outcome: Outcome::Unavailable { maybe_applied: true } };
+        let reply = Message::Reply { id: RequestId(7), outcome: Outcome::Refused(Refusal::Restarted) };
         assert_eq!(n.turn(Time(40), &mut violations), (vec![(Endpoint::Client(9), vec![reply])], false));
+        let new = incarnation(&mut n, Time(50));
+        assert!(old.is_some() && new.is_some() && old != new);
     }
 }

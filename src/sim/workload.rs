@@ -1,27 +1,21 @@
 //! The simulated clients and the history they write.
 //!
-//! Each client behaves like `client::Client`: one operation in flight, sent
-//! to one node and retransmitted there with the same request id every
-//! 250 ms until a reply or the deadline. An answer the client cannot
-//! interpret (no quorum after an accept was sent, or silence to a write) is
-//! indeterminate: it goes into the history as `info`, and the client
-//! retires; a fresh client (a new process) takes its place.
+//! Each process runs one operation at a time through a `SimClient`, which
+//! behaves like `client::Client`. An operation whose outcome the client
+//! cannot know is indeterminate: it goes into the history as `info`, and the
+//! process retires; a fresh process takes its place.
 //!
 //! The history uses the checker's JSON Lines format (Jepsen conventions),
 //! with a unique value per write so that a read names the write it saw.
 
+use super::client::{Ending, Sends, SimClient};
 use super::invariants::Descent;
 use super::net::ClientAddr;
 use crate::change::Change;
 use crate::core::rng::Rng;
-use crate::types::{Key, NodeId, RegisterState, RequestId, Time, Value};
-use crate::wire::{Message, Outcome};
+use crate::types::{Key, NodeId, RegisterState, Time, Value};
+use crate::wire::Message;
 use std::collections::BTreeMap;
-
-/// `client.rs`: how often an unanswered request is sent again ...
-const RETRANSMIT_US: u64 = 250_000;
-/// ... and the time kept back from the node's budget for its answer.
-const REPLY_MARGIN_US: u64 = 150_000;
 
 /// The workload of one seed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,27 +95,22 @@ fn value_text(state: &RegisterState) -> Option<String> {
     state.value.as_ref().map(|v| String::from_utf8_lossy(&v.0).into_owned())
 }
 
-struct InFlight {
+/// The operation a process has in the history, awaiting its completion.
+struct Pending {
     op: Op,
     key: u64,
-    id: RequestId,
-    node: NodeId,
     invoked: Time,
-    deadline: Time,
-    next_send: Time,
-    request: Message,
     /// Index of the invoke line in the history.
     line: usize,
 }
 
-struct SimClient {
-    /// The node that answered last; tried first next time.
-    node: Option<NodeId>,
-    next_id: u64,
+/// One client process of the history.
+struct Process {
+    client: SimClient,
+    op: Option<Pending>,
     writes: u64,
-    /// The last value this client saw per key: what its CAS expects.
+    /// The last value this process saw per key: what its CAS expects.
     known: BTreeMap<u64, Option<String>>,
-    op: Option<InFlight>,
     /// Generation of the pending wake-up; older wake-ups are stale.
     generation: u64,
     /// The reader that checks liveness at the end: the keys it has yet to read.
@@ -172,17 +161,11 @@ impl Keys {
     }
 }
 
-/// How an operation in flight ended.
-enum Ending {
-    Reply(Outcome),
-    Silent,
-}
-
 pub struct Workload {
     plan: WorkloadPlan,
     members: Vec<NodeId>,
     ops_target: u64,
-    clients: BTreeMap<ClientAddr, SimClient>,
+    clients: BTreeMap<ClientAddr, Process>,
     next_addr: ClientAddr,
     keys: Keys,
     invoked: u64,
@@ -251,8 +234,8 @@ impl Workload {
         let pending: Vec<String> = self
             .clients
             .iter()
-            .filter_map(|(addr, c)| c.op.as_ref().map(|f| (addr, f)))
-            .map(|(addr, f)| format!("process {addr}: {} k{} at node {}", f.op.name(), f.key, f.node))
+            .filter_map(|(addr, p)| p.op.as_ref().map(|op| (addr, op, p.client.node())))
+            .map(|(addr, op, node)| format!("process {addr}: {} k{} at node {node:?}", op.op.name(), op.key))
             .collect();
         if pending.is_empty() { "nothing in flight".to_string() } else { pending.join("; ") }
     }
@@ -267,21 +250,16 @@ impl Workload {
     fn spawn(&mut self, now: Time, rng: &mut Rng, final_keys: Option<Vec<u64>>, out: &mut ClientOut) {
         let addr = self.next_addr;
         self.next_addr += 1;
-        let client = SimClient {
-            node: None,
-            next_id: 0,
-            writes: 0,
-            known: BTreeMap::new(),
-            op: None,
-            generation: 0,
-            final_keys,
-        };
-        self.clients.insert(addr, client);
+        let first = rng.below(self.members.len() as u64) as usize;
+        let client = SimClient::new(self.members.clone(), first);
+        let process =
+            Process { client, op: None, writes: 0, known: BTreeMap::new(), generation: 0, final_keys };
+        self.clients.insert(addr, process);
         out.wakes.push((addr, 0, now.plus_micros(rng.range(0, self.plan.think_us_max))));
     }
 
     fn maybe_start_final_reads(&mut self, now: Time, rng: &mut Rng, out: &mut ClientOut) {
-        let idle = self.clients.values().all(|c| c.op.is_none() && c.final_keys.is_none());
+        let idle = self.clients.values().all(|p| p.op.is_none() && p.final_keys.is_none());
         if self.finishing && idle {
             // Every client that is idle now stays idle: forget them.
             self.clients.clear();
@@ -297,23 +275,18 @@ impl Workload {
         generation: u64,
         out: &mut ClientOut,
     ) {
-        let Some(client) = self.clients.get_mut(&addr) else {
+        let Some(process) = self.clients.get_mut(&addr) else {
             return;
         };
-        if client.generation != generation {
+        if process.generation != generation {
             return;
         }
-        let Some(flight) = client.op.as_mut() else {
+        if process.op.is_none() {
             return self.next_op(now, rng, addr, out);
-        };
-        if now >= flight.deadline {
-            return self.complete(now, rng, addr, Ending::Silent, out);
         }
-        if now >= flight.next_send {
-            out.sends.push((addr, flight.node, flight.request.clone()));
-            flight.next_send = now.plus_micros(RETRANSMIT_US);
-        }
-        out.wakes.push((addr, generation, flight.next_send.min(flight.deadline)));
+        let mut sends = Sends::new();
+        let ending = process.client.on_wake(now, &mut sends);
+        self.after_step(now, rng, addr, sends, ending, out);
     }
 
     /// A datagram reached client `addr` from node `from`.
@@ -326,25 +299,44 @@ impl Workload {
         msg: Message,
         out: &mut ClientOut,
     ) {
-        let Message::Reply { id, outcome } = msg else {
+        let Some(process) = self.clients.get_mut(&addr) else {
             return;
         };
-        let Some(flight) = self.clients.get(&addr).and_then(|c| c.op.as_ref()) else {
-            return;
-        };
-        // `client.rs` ignores answers from other nodes and to other requests.
-        if flight.id == id && flight.node == from {
-            self.complete(now, rng, addr, Ending::Reply(outcome), out);
+        let mut sends = Sends::new();
+        let ending = process.client.on_message(now, from, msg, &mut sends);
+        self.after_step(now, rng, addr, sends, ending, out);
+    }
+
+    /// Sends what the client sent; completes its operation if it ended,
+    /// else wakes it when it next has something to do.
+    fn after_step(
+        &mut self,
+        now: Time,
+        rng: &mut Rng,
+        addr: ClientAddr,
+        sends: Sends,
+        ending: Option<Ending>,
+        out: &mut ClientOut,
+    ) {
+        out.sends.extend(sends.into_iter().map(|(node, msg)| (addr, node, msg)));
+        if let Some(ending) = ending {
+            return self.complete(now, rng, addr, ending, out);
+        }
+        if let Some(process) = self.clients.get_mut(&addr)
+            && let Some(at) = process.client.wake_at()
+        {
+            process.generation += 1;
+            out.wakes.push((addr, process.generation, at));
         }
     }
 }
 
 impl Workload {
     fn next_op(&mut self, now: Time, rng: &mut Rng, addr: ClientAddr, out: &mut ClientOut) {
-        let Some(client) = self.clients.get_mut(&addr) else {
+        let Some(process) = self.clients.get_mut(&addr) else {
             return;
         };
-        let (op, key) = match client.final_keys.as_mut() {
+        let (op, key) = match process.final_keys.as_mut() {
             Some(left) => match left.pop() {
                 Some(key) => (Op::Read, key),
                 None => {
@@ -356,68 +348,56 @@ impl Workload {
             None if self.finishing => return,
             None => {
                 let key = self.keys.pick(rng);
-                (client.choose_op(addr, rng, key), key)
+                (process.choose_op(addr, rng, key), key)
             }
         };
         self.invoke(now, rng, addr, op, key, out);
     }
 
     fn invoke(&mut self, now: Time, rng: &mut Rng, addr: ClientAddr, op: Op, key: u64, out: &mut ClientOut) {
-        let timeout_us = self.plan.timeout_ms * 1000;
-        let Some(client) = self.clients.get_mut(&addr) else {
+        let deadline = now.plus_millis(self.plan.timeout_ms);
+        let line = self.history.len();
+        self.history.push(history_line(addr, "invoke", op.name(), key, &op.json_value()));
+        self.invoked += 1;
+        let Some(process) = self.clients.get_mut(&addr) else {
             return;
         };
-        let node = client.node.unwrap_or_else(|| pick(&self.members, rng));
-        client.node = Some(node);
-        client.next_id += 1;
-        let id = RequestId(client.next_id);
-        let deadline = now.plus_micros(timeout_us);
-        let budget_ms = timeout_us.saturating_sub(REPLY_MARGIN_US) / 1000;
-        let timeout_ms = budget_ms.clamp(1, crate::limits::REQUEST_TIMEOUT_MS_MAX) as u32;
-        let request = Message::Request { id, key: key_name(key), change: op.change(), timeout_ms };
-        let invoke_line = self.history.len();
-        self.history.push(line(addr, "invoke", op.name(), key, &op.json_value()));
-        self.invoked += 1;
-        out.sends.push((addr, node, request.clone()));
-        let next_send = now.plus_micros(RETRANSMIT_US);
-        out.wakes.push((addr, client.generation, next_send.min(deadline)));
-        let flight =
-            InFlight { op, key, id, node, invoked: now, deadline, next_send, request, line: invoke_line };
-        client.op = Some(flight);
+        let change = op.change();
+        process.op = Some(Pending { op, key, invoked: now, line });
+        let mut sends = Sends::new();
+        let ending = process.client.start(now, key_name(key), change, deadline, &mut sends);
+        self.after_step(now, rng, addr, sends, ending, out);
     }
 
     fn complete(&mut self, now: Time, rng: &mut Rng, addr: ClientAddr, ending: Ending, out: &mut ClientOut) {
-        let Some(client) = self.clients.get_mut(&addr) else {
+        let Some(process) = self.clients.get_mut(&addr) else {
             return;
         };
-        let Some(flight) = client.op.take() else {
+        let Some(pending) = process.op.take() else {
             return;
         };
-        let judged = judge(&flight.op, ending);
+        let judged = judge(&pending.op, ending);
         if let Some(state) = &judged.acked {
-            if let Err(v) = self.descent.ack(&key_name(flight.key), flight.invoked, now, state) {
+            if let Err(v) = self.descent.ack(&key_name(pending.key), pending.invoked, now, state) {
                 out.violations.push(v);
             }
-            client.known.insert(flight.key, value_text(state));
+            process.known.insert(pending.key, value_text(state));
         }
-        if judged.forget_node {
-            client.node = None;
-        }
-        let is_final = client.final_keys.is_some();
+        let is_final = process.final_keys.is_some();
         if is_final && judged.kind != "ok" {
             out.violations.push(format!(
-                "t={}us liveness: after healing, the read of k{} at node {} ended {}",
-                now.0, flight.key, flight.node, judged.kind
+                "t={}us liveness: after healing, the read of k{} ended {}",
+                now.0, pending.key, judged.kind
             ));
         }
-        client.generation += 1;
-        let generation = client.generation;
-        if matches!(flight.op, Op::Cas { .. }) && !judged.ran {
+        process.generation += 1;
+        let generation = process.generation;
+        if matches!(pending.op, Op::Cas { .. }) && !judged.ran {
             // The checker reads a failed CAS as one that found another
             // value; one that never ran observed nothing, and is left out.
-            self.history[flight.line].clear();
+            self.history[pending.line].clear();
         } else {
-            self.history.push(line(addr, judged.kind, flight.op.name(), flight.key, &judged.value));
+            self.history.push(history_line(addr, judged.kind, pending.op.name(), pending.key, &judged.value));
         }
         self.count(judged.kind);
         if judged.retire {
@@ -441,7 +421,7 @@ impl Workload {
     }
 }
 
-impl SimClient {
+impl Process {
     fn choose_op(&mut self, addr: ClientAddr, rng: &mut Rng, key: u64) -> Op {
         match rng.below(100) {
             0..35 => Op::Read,
@@ -462,7 +442,7 @@ impl SimClient {
     }
 }
 
-/// What a client makes of how its operation ended.
+/// What a process makes of how its operation ended.
 struct Judged {
     /// The history's completion type.
     kind: &'static str,
@@ -470,56 +450,33 @@ struct Judged {
     value: String,
     /// The state acknowledged, if any.
     acked: Option<RegisterState>,
-    /// The outcome is unknown: the client retires.
+    /// The outcome is unknown: the process retires.
     retire: bool,
-    /// The node may have run the operation.
+    /// The operation may have run.
     ran: bool,
-    /// Try another node next time.
-    forget_node: bool,
 }
 
-/// Reads an ending as `client.rs` does.
 fn judge(op: &Op, ending: Ending) -> Judged {
-    let write = *op != Op::Read;
-    let mut judged = Judged {
-        kind: "fail",
-        value: op.json_value(),
-        acked: None,
-        retire: false,
-        ran: true,
-        forget_node: false,
-    };
+    let mut judged = Judged { kind: "fail", value: op.json_value(), acked: None, retire: false, ran: true };
     match ending {
-        Ending::Reply(Outcome::Done { state, precondition_held }) => {
-            if !write {
+        Ending::Done { state, precondition_held } => {
+            if *op == Op::Read {
                 judged.value = json_str(value_text(&state).as_deref());
             }
             judged.kind = if precondition_held { "ok" } else { "fail" };
             judged.acked = Some(state);
         }
-        Ending::Reply(Outcome::Unavailable { maybe_applied: true }) if write => {
-            (judged.kind, judged.retire) = ("info", true);
-        }
-        Ending::Reply(Outcome::Unavailable { .. }) => judged.ran = false,
-        // Not run; `client.rs` moves on to another node.
-        Ending::Reply(Outcome::Refused(_)) => (judged.ran, judged.forget_node) = (false, true),
-        // A silent node may have run a write: its fate is unknown. A read
-        // that was never answered had no effect.
-        Ending::Silent if write => (judged.kind, judged.retire, judged.forget_node) = ("info", true, true),
-        Ending::Silent => judged.forget_node = true,
+        Ending::NotRun => judged.ran = false,
+        Ending::Unknown => (judged.kind, judged.retire) = ("info", true),
     }
     judged
-}
-
-fn pick(members: &[NodeId], rng: &mut Rng) -> NodeId {
-    members.get(rng.below(members.len() as u64) as usize).copied().unwrap_or(NodeId(1))
 }
 
 pub fn key_name(key: u64) -> Key {
     Key(format!("k{key}").into_bytes())
 }
 
-fn line(process: ClientAddr, kind: &str, f: &str, key: u64, value: &str) -> String {
+fn history_line(process: ClientAddr, kind: &str, f: &str, key: u64, value: &str) -> String {
     format!(
         "{{\"process\":{process},\"type\":\"{kind}\",\"f\":\"{f}\",\"key\":\"k{key}\",\"value\":{value}}}\n"
     )

@@ -29,13 +29,13 @@ const VIRTUAL_TIME_MAX_US: u64 = 4 * 3600 * 1_000_000;
 
 pub(super) enum Event {
     Deliver { from: Endpoint, to: Endpoint, msgs: Vec<Message> },
-    NodeWake { node: usize, incarnation: u32 },
-    SyncDone { node: usize, incarnation: u32 },
-    Crash { node: usize, incarnation: u32 },
+    NodeWake { node: usize, life: u32 },
+    SyncDone { node: usize, life: u32 },
+    Crash { node: usize, life: u32 },
     ClientWake { addr: ClientAddr, generation: u64 },
     Nemesis,
-    Restart { node: usize, incarnation: u32 },
-    Resume { node: usize, incarnation: u32 },
+    Restart { node: usize, life: u32 },
+    Resume { node: usize, life: u32 },
     HealPartition { generation: u64 },
     LivenessDeadline,
 }
@@ -90,9 +90,8 @@ impl World {
         let plan = FaultPlan::choose(&mut rng);
         let workload_plan = WorkloadPlan::choose(&mut rng);
         let members: Vec<NodeId> = (1..=nodes as u16).map(NodeId).collect();
-        let forget = options.forget_requests_on_crash;
         let nodes: Vec<SimNode> =
-            members.iter().map(|&id| SimNode::new(id, members.clone(), rng.next_u64(), forget)).collect();
+            members.iter().map(|&id| SimNode::new(id, members.clone(), rng.next_u64())).collect();
         #[cfg(feature = "planted-bugs")]
         let nodes = nodes
             .into_iter()
@@ -168,22 +167,22 @@ impl World {
             Event::Deliver { from, to: Endpoint::Client(addr), msgs } => {
                 self.deliver_to_client(from, addr, msgs)
             }
-            Event::NodeWake { node, incarnation } => self.node_wake(node, incarnation),
-            Event::SyncDone { node, incarnation } => self.sync_done(node, incarnation),
+            Event::NodeWake { node, life } => self.node_wake(node, life),
+            Event::SyncDone { node, life } => self.sync_done(node, life),
             Event::ClientWake { addr, generation } => {
                 let mut out = ClientOut::default();
                 self.workload.on_wake(self.now, &mut self.rng, addr, generation, &mut out);
                 self.apply_client_out(out);
             }
-            Event::Crash { node, incarnation } => {
-                let live = self.nodes.get(node).is_some_and(|n| n.incarnation == incarnation);
+            Event::Crash { node, life } => {
+                let live = self.nodes.get(node).is_some_and(|n| n.life == life);
                 if live && self.healed_at.is_none() {
                     self.crash(node);
                 }
             }
             Event::Nemesis => self.nemesis(),
-            Event::Restart { node, incarnation } => self.restart_if_down(node, Some(incarnation)),
-            Event::Resume { node, incarnation } => self.resume_if_paused(node, Some(incarnation)),
+            Event::Restart { node, life } => self.restart_if_down(node, Some(life)),
+            Event::Resume { node, life } => self.resume_if_paused(node, Some(life)),
             Event::HealPartition { generation } => {
                 if generation == self.partition_generation {
                     self.net.heal_partition();
@@ -247,16 +246,16 @@ impl World {
             return;
         }
         node.wake_at = Some(at);
-        let incarnation = node.incarnation;
-        self.push(at, Event::NodeWake { node: i, incarnation });
+        let life = node.life;
+        self.push(at, Event::NodeWake { node: i, life });
     }
 
-    fn node_wake(&mut self, i: usize, incarnation: u32) {
+    fn node_wake(&mut self, i: usize, life: u32) {
         let now = self.now;
         let Some(node) = self.nodes.get_mut(i) else {
             return;
         };
-        if node.incarnation != incarnation || node.wake_at != Some(now) {
+        if node.life != life || node.wake_at != Some(now) {
             return;
         }
         node.wake_at = None;
@@ -264,26 +263,26 @@ impl World {
             return;
         }
         let (out, needs_sync) = node.turn(now, &mut self.violations);
-        let (from, incarnation) = (Endpoint::Node(node.id), node.incarnation);
+        let (from, life) = (Endpoint::Node(node.id), node.life);
         self.send(from, out);
         if needs_sync {
             let latency = self.rng.range(self.plan.sync_us.0, self.plan.sync_us.1);
-            self.push(now.plus_micros(latency), Event::SyncDone { node: i, incarnation });
+            self.push(now.plus_micros(latency), Event::SyncDone { node: i, life });
             if std::mem::take(&mut self.nodes[i].crash_armed) {
                 let at = now.plus_micros(self.rng.range(0, latency.saturating_sub(1)));
-                self.push(at, Event::Crash { node: i, incarnation });
+                self.push(at, Event::Crash { node: i, life });
             }
         } else {
             self.schedule_turn(i);
         }
     }
 
-    fn sync_done(&mut self, i: usize, incarnation: u32) {
+    fn sync_done(&mut self, i: usize, life: u32) {
         let (now, compact) = (self.now, self.plan.compact_bytes_min);
         let Some(node) = self.nodes.get_mut(i) else {
             return;
         };
-        if node.incarnation != incarnation {
+        if node.life != life {
             return;
         }
         let out = node.finish_sync(now, compact, &mut self.violations);
@@ -300,13 +299,13 @@ impl World {
                 msgs.iter().for_each(|m| h.message(m));
                 [1, endpoint_word(from), endpoint_word(to)]
             }
-            Event::NodeWake { node, incarnation } => [2, *node as u64, u64::from(*incarnation)],
-            Event::SyncDone { node, incarnation } => [3, *node as u64, u64::from(*incarnation)],
-            Event::Crash { node, incarnation } => [10, *node as u64, u64::from(*incarnation)],
+            Event::NodeWake { node, life } => [2, *node as u64, u64::from(*life)],
+            Event::SyncDone { node, life } => [3, *node as u64, u64::from(*life)],
+            Event::Crash { node, life } => [10, *node as u64, u64::from(*life)],
             Event::ClientWake { addr, generation } => [4, u64::from(*addr), *generation],
             Event::Nemesis => [5, 0, 0],
-            Event::Restart { node, incarnation } => [6, *node as u64, u64::from(*incarnation)],
-            Event::Resume { node, incarnation } => [7, *node as u64, u64::from(*incarnation)],
+            Event::Restart { node, life } => [6, *node as u64, u64::from(*life)],
+            Event::Resume { node, life } => [7, *node as u64, u64::from(*life)],
             Event::HealPartition { generation } => [8, *generation, 0],
             Event::LivenessDeadline => [9, 0, 0],
         };
