@@ -38,7 +38,7 @@ struct Args {
 }
 
 /// How many recent writers' tags the value remembers.
-const TAGS_KEPT: usize = 32;
+const TAGS_KEPT: usize = 128;
 
 /// The counter's value: "<count> <tag> <tag> ...", newest tag first.
 struct Counter {
