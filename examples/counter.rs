@@ -64,7 +64,7 @@ fn encode(count: u64, tag: &str, older: &[String]) -> Value {
 }
 
 /// Adds one to the counter; returns the new count.
-fn increment(client: &mut Client, key: &Key, tag: &str, retries_max: u32) -> Result<u64, String> {
+pub fn increment(client: &mut Client, key: &Key, tag: &str, retries_max: u32) -> Result<u64, String> {
     let mut current = client.read(key).map_err(|e| e.to_string())?.state;
     for _ in 0..retries_max {
         let counter = parse(&current);

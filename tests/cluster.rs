@@ -302,31 +302,32 @@ fn oversized_values_and_keys_are_refused_clearly() {
     assert_eq!(stdout(&cluster.ctl(&["read", "k"])), format!("{max}\n"));
 }
 
+/// The counter example's own code, run by three clients at once (threads
+/// here, so the test needs no separately built binary).
+#[path = "../examples/counter.rs"]
+#[allow(dead_code)]
+mod counter;
+
 #[test]
 fn the_counter_example_loses_no_increment_under_contention() {
     let cluster = TestCluster::start("counter", 3);
-    // Examples are built next to the test binaries' parent directory.
-    let exe = std::env::current_exe().expect("test exe");
-    let example = exe.parent().and_then(|d| d.parent()).expect("target dir").join("examples/counter");
-    assert!(example.exists(), "build the example first (cargo test --all-targets): {}", example.display());
-    let procs: Vec<std::process::Child> = (0..3)
-        .map(|_| {
-            std::process::Command::new(&example)
-                .arg("--config")
-                .arg(&cluster.config_path)
-                .args(["--key", "shared", "--increments", "40"])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn counter")
-        })
-        .collect();
-    for p in procs {
-        let out = p.wait_with_output().expect("counter ran");
-        assert!(out.status.success(), "counter failed: {} {}", stdout(&out), stderr(&out));
-    }
+    let key = Key::from("shared");
+    std::thread::scope(|scope| {
+        for writer in 0..3 {
+            let (cluster, key) = (&cluster, &key);
+            scope.spawn(move || {
+                let mut client = cluster.client(None);
+                for i in 0..40 {
+                    let tag = format!("w{writer}-{i}");
+                    if let Err(e) = counter::increment(&mut client, key, &tag, 1000) {
+                        panic!("writer {writer}, increment {i}: {e}");
+                    }
+                }
+            });
+        }
+    });
     let value = stdout(&cluster.ctl(&["read", "shared"]));
-    assert!(value.starts_with("120 "), "3 processes x 40 increments: {value}");
+    assert!(value.starts_with("120 "), "3 writers x 40 increments: {value}");
 }
 
 #[test]
