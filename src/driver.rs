@@ -139,10 +139,6 @@ impl Driver {
         self.node.set_bugs(bugs);
     }
 
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.socket.local_addr().ok()
-    }
-
     /// Runs until SIGTERM or SIGINT, or until storage fails.
     pub fn run(mut self) -> Result<(), DriverError> {
         info!("node {} serving on {} (cluster {})", self.me.id, self.me.address, self.config.cluster_id);
@@ -209,8 +205,10 @@ impl Driver {
         loop {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((len, from)) => {
-                    let bytes = self.buf[..len].to_vec();
-                    self.handle_datagram(&bytes, from);
+                    // Lend the buffer out rather than copy each datagram.
+                    let buf = std::mem::take(&mut self.buf);
+                    self.handle_datagram(&buf[..len], from);
+                    self.buf = buf;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

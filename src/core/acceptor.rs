@@ -32,7 +32,9 @@ impl Slot {
     /// Roughly what this slot costs in the log, to decide when to compact.
     fn bytes(&self, key: &Key) -> u64 {
         let value = self.state.value.as_ref().map_or(0, |v| v.0.len());
-        (key.0.len() + value + 48) as u64
+        // About 48 bytes of ballots, versions and framing, and up to 23 per
+        // ancestor in the lineage.
+        (key.0.len() + value + 48 + 23 * self.state.lineage.len()) as u64
     }
 }
 

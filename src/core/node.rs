@@ -40,10 +40,6 @@ impl Ready {
         if self.records.is_empty() { Ok(self.messages) } else { Err(self) }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.messages.is_empty()
-    }
-
     /// Messages a deliberately broken driver sends before syncing (tests only).
     #[cfg(feature = "planted-bugs")]
     pub fn take_messages_unsynced(&mut self) -> Vec<Envelope> {

@@ -163,13 +163,6 @@ impl Proposal {
         self.phase == Phase::Idle && now >= self.wake_at && now < self.deadline()
     }
 
-    pub fn ballot(&self) -> Option<Ballot> {
-        match &self.phase {
-            Phase::Idle => None,
-            Phase::Preparing { ballot, .. } | Phase::Accepting { ballot, .. } => Some(*ballot),
-        }
-    }
-
     /// Starts an attempt at `ballot`: prepare at every member.
     pub fn start(&mut self, now: Time, ballot: Ballot, members: &[NodeId], out: &mut Outbox) {
         self.attempts += 1;

@@ -51,6 +51,11 @@ fn drain(node: &mut Node) -> (Vec<Record>, Vec<Envelope>) {
     (records, ready.release(Synced(())))
 }
 
+/// A promise from an acceptor that has accepted nothing for the key.
+fn empty_promise(ballot: Ballot) -> Message {
+    Message::Promise { key: k(), ballot, accepted: Ballot::ZERO, state: RegisterState::default() }
+}
+
 fn slot(promised: Ballot, accepted: Ballot, state: RegisterState) -> Record {
     Record::Slot { key: k(), promised, accepted, state }
 }
@@ -132,16 +137,7 @@ fn the_highest_accepted_ballot_wins_among_promises() {
 fn a_majority_of_accepted_answers_the_client() {
     let mut node = node1();
     put(&mut node, 9, "v");
-    node.handle_message(
-        T0,
-        n(2),
-        Message::Promise {
-            key: k(),
-            ballot: b(1, 1),
-            accepted: Ballot::ZERO,
-            state: RegisterState::default(),
-        },
-    );
+    node.handle_message(T0, n(2), empty_promise(b(1, 1)));
     drain(&mut node);
     node.handle_message(T0, n(3), Message::Accepted { key: k(), ballot: b(1, 1) });
     let (records, messages) = drain(&mut node);
@@ -211,16 +207,7 @@ fn at_the_deadline_a_request_that_never_sent_an_accept_is_known_not_applied() {
 fn at_the_deadline_a_request_that_sent_an_accept_has_an_unknown_outcome() {
     let mut node = node1();
     put(&mut node, 1, "v");
-    node.handle_message(
-        T0,
-        n(2),
-        Message::Promise {
-            key: k(),
-            ballot: b(1, 1),
-            accepted: Ballot::ZERO,
-            state: RegisterState::default(),
-        },
-    );
+    node.handle_message(T0, n(2), empty_promise(b(1, 1)));
     drain(&mut node);
     let reply = run_until_answered(&mut node, T0.plus_millis(1000));
     assert_eq!(reply, Some(Envelope::Client(ReqHandle(1), Outcome::Unavailable { maybe_applied: true })));
@@ -247,16 +234,7 @@ fn requests_on_one_key_run_one_after_another() {
     put(&mut node, 2, "b");
     let (_, messages) = drain(&mut node);
     assert_eq!(messages.len(), 2, "only the first request prepares: {messages:?}");
-    node.handle_message(
-        T0,
-        n(2),
-        Message::Promise {
-            key: k(),
-            ballot: b(1, 1),
-            accepted: Ballot::ZERO,
-            state: RegisterState::default(),
-        },
-    );
+    node.handle_message(T0, n(2), empty_promise(b(1, 1)));
     node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
     let (_, messages) = drain(&mut node);
     let done = Outcome::Done { state: written("a", 1, b(1, 1)), precondition_held: true };
@@ -333,12 +311,7 @@ fn shutdown_answers_every_request() {
 fn interrupted_after_accept(change: Change) -> Node {
     let mut node = node1();
     node.handle_request(T0, ReqHandle(1), k(), change, 5000);
-    let none = Message::Promise {
-        key: k(),
-        ballot: b(1, 1),
-        accepted: Ballot::ZERO,
-        state: RegisterState::default(),
-    };
+    let none = empty_promise(b(1, 1));
     node.handle_message(T0, n(2), none);
     drain(&mut node);
     for peer in [2, 3] {
@@ -426,12 +399,7 @@ fn requests_queued_behind_a_round_share_the_next_one() {
         1000,
     );
     drain(&mut node);
-    let none = || Message::Promise {
-        key: k(),
-        ballot: b(1, 1),
-        accepted: Ballot::ZERO,
-        state: RegisterState::default(),
-    };
+    let none = || empty_promise(b(1, 1));
     node.handle_message(T0, n(2), none());
     node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
     let (_, messages) = drain(&mut node);
@@ -472,12 +440,7 @@ fn a_short_deadline_in_a_batch_expires_alone() {
     put(&mut node, 1, "a");
     node.handle_request(T0, ReqHandle(2), k(), Change::Put(Value::from("b")), 5000);
     node.handle_request(T0, ReqHandle(3), k(), Change::Put(Value::from("c")), 1);
-    let none = || Message::Promise {
-        key: k(),
-        ballot: b(1, 1),
-        accepted: Ballot::ZERO,
-        state: RegisterState::default(),
-    };
+    let none = || empty_promise(b(1, 1));
     node.handle_message(T0, n(2), none());
     node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
     // Requests 2 and 3 share the second round; it reaches the accept phase.
