@@ -11,15 +11,17 @@
 //!
 //! The pattern: read the current value and version, write `count + 1` with
 //! a CAS on that version, and on a conflict retry from the state the failed
-//! CAS returned (no extra read needed). Each write carries a unique tag and
-//! the value keeps the last `TAGS_KEPT` tags, so when an answer is lost (no
-//! quorum, outcome unknown) a read tells whether the write took effect,
-//! instead of guessing and counting twice.
+//! CAS returned (no extra read needed). The client library retries each CAS
+//! across nodes with the same request identity, so it is applied at most
+//! once; only when the library reports the outcome unknown does the example
+//! need to look. For that case each write carries a unique tag and the value
+//! keeps the last `TAGS_KEPT` tags, so a read tells whether the write took
+//! effect, instead of guessing and counting twice.
 
 use clap::Parser;
 use paxosd::client::{Client, ClientError};
 use paxosd::config::Config;
-use paxosd::types::{Key, RegisterState, Value};
+use paxosd::types::{Key, Value, Version};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -46,8 +48,8 @@ struct Counter {
     tags: Vec<String>,
 }
 
-fn parse(state: &RegisterState) -> Counter {
-    let text = state.value.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+fn parse(value: &Option<Value>) -> Counter {
+    let text = value.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let text = text.unwrap_or_default();
     let mut words = text.split(' ');
     let count = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -65,25 +67,28 @@ fn encode(count: u64, tag: &str, older: &[String]) -> Value {
 
 /// Adds one to the counter; returns the new count.
 pub fn increment(client: &mut Client, key: &Key, tag: &str, retries_max: u32) -> Result<u64, String> {
-    let mut current = client.read(key).map_err(|e| e.to_string())?.state;
+    let answer = client.read(key).map_err(|e| e.to_string())?;
+    let (mut value, mut version): (Option<Value>, Version) = (answer.value, answer.version);
     for _ in 0..retries_max {
-        let counter = parse(&current);
+        let counter = parse(&value);
         let next = counter.count + 1;
-        match client.cas_version(key, current.version, encode(next, tag, &counter.tags)) {
+        match client.cas_version(key, version, encode(next, tag, &counter.tags)) {
             Ok(answer) if answer.precondition_held => return Ok(next),
             // Someone else incremented first: retry on top of their state.
-            Ok(answer) => current = answer.state,
-            Err(ClientError::NoQuorum { .. }) => {
+            Ok(answer) => (value, version) = (answer.value, answer.version),
+            // Not applied (no quorum within the timeout): try again.
+            Err(ClientError::NoQuorum { .. }) => {}
+            Err(ClientError::Unknown { .. }) => {
                 // Unknown outcome: the tags tell whether our write applied.
-                let seen = client.read(key).map_err(|e| e.to_string())?.state;
-                let seen_counter = parse(&seen);
+                let seen = client.read(key).map_err(|e| e.to_string())?;
+                let seen_counter = parse(&seen.value);
                 if seen_counter.tags.iter().any(|t| t == tag) {
                     return Ok(seen_counter.count);
                 }
-                if seen.version.0 > current.version.0 + TAGS_KEPT as u64 {
+                if seen.version.0 > version.0 + TAGS_KEPT as u64 {
                     return Err("outcome unknown: too many writes since to tell".into());
                 }
-                current = seen;
+                (value, version) = (seen.value, seen.version);
             }
             Err(e) => return Err(e.to_string()),
         }

@@ -60,11 +60,7 @@ RANDOM=$SEED
 # --- prerequisites -----------------------------------------------------------
 [ "$(id -u)" = 0 ] || cannot "needs root for network namespaces and iptables"
 command -v ip >/dev/null || cannot "no 'ip' command (iproute2)"
-if ! command -v iptables >/dev/null; then
-    echo "chaos: installing iptables"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; } >/dev/null 2>&1 \
-        || cannot "iptables is missing and could not be installed"
-fi
+scripts/install-test-tools.sh || cannot "iptables is missing and could not be installed"
 
 if [ -n "$BROKEN" ]; then
     TARGET=target/broken

@@ -16,8 +16,11 @@ stage() {
     echo "==> $name: ok ($((SECONDS - started)) s)"
 }
 
+stage "tools the network tests need (iptables)" scripts/install-test-tools.sh
 stage "build (release)" cargo build --release --bins
 stage "unit and integration tests (the simulator's 500-seed sweep among them)" cargo test --all-targets
+stage "a client whose node is cut off moves on (network namespace)" \
+    cargo test --test partition -- --ignored
 stage "simulator: each planted bug is caught" cargo test --features planted-bugs --test sim_teeth
 stage "quick-start smoke test" scripts/smoke.sh
 stage "chaos: 5 nodes, fixed seed" scripts/chaos.sh --nodes 5 --duration 40 --seed 2026

@@ -1,10 +1,17 @@
 //! Changes: pure functions from a register's current state to its next
-//! state (the memo's `change`). A read is the identity; a compare-and-set
-//! whose expectation does not hold is the identity too, and reports that the
-//! precondition failed. Either way the proposer writes the resulting state
-//! back, which is what makes reads and failed CAS linearizable.
+//! state (the memo's `change`). A read is the identity. A write whose
+//! precondition does not hold (a compare-and-set that finds another value,
+//! an append that would exceed the value limit, a write at the last version)
+//! leaves the value and version alone and reports that the precondition
+//! failed. Either way the proposer writes the resulting state back, which is
+//! what makes reads and failed preconditions linearizable.
+//!
+//! Every write request, whether it takes effect or not, is remembered in the
+//! state it leaves (`RegisterState::recent`), so that a retried copy of it is
+//! recognised instead of evaluated again.
 
-use crate::types::{Ballot, RegisterState, Value, Version};
+use crate::limits;
+use crate::types::{Evaluation, Fingerprint, RegisterState, Value, Version};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,43 +26,73 @@ pub enum Change {
     CasVersion { expect: Version, new: Value },
     /// Remove the value, leaving a tombstone that keeps the version.
     Delete,
+    /// Append bytes to the current value (to nothing if absent); fails,
+    /// changing nothing, if the result would exceed the value limit.
+    Append(Value),
 }
 
 /// The result of applying a change to a state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {
     pub state: RegisterState,
-    /// False when a CAS found a value or version other than the expected one;
-    /// then `state` is the unchanged current state.
+    /// False when a precondition failed; then `state` has the current value
+    /// and version, and remembers the failed request.
     pub precondition_held: bool,
 }
 
 impl Change {
-    /// Applies the change in the proposal attempt at ballot `origin`. Every
-    /// write bumps the version by one, so versions grow along the chain of
-    /// states (the memo's Lemma 1), and records `origin`; the identity keeps
-    /// the state whole.
-    pub fn apply(&self, current: &RegisterState, origin: Ballot) -> Applied {
-        let held = match self {
-            Change::Read | Change::Put(_) | Change::Delete => true,
-            Change::CasValue { expect, .. } => current.value == *expect,
-            Change::CasVersion { expect, .. } => current.version == *expect,
+    /// Applies the change for request `request`. Every write that takes
+    /// effect bumps the version by one, so versions grow along the chain of
+    /// states (the memo's Lemma 1).
+    pub fn apply(&self, current: &RegisterState, request: Fingerprint) -> Applied {
+        if !self.is_write() {
+            return Applied { state: current.clone(), precondition_held: true };
+        }
+        let next = current.version.next();
+        let new_value = self.new_value(current);
+        let (Some(version), Some(value)) = (next, new_value) else {
+            let mut state = current.clone();
+            state.remember(Evaluation { request, version: current.version, took_effect: false });
+            return Applied { state, precondition_held: false };
         };
-        let new_value = match self {
-            _ if !held => return unchanged(current, false),
-            Change::Read => return unchanged(current, true),
-            Change::Put(v) => Some(v.clone()),
-            Change::CasValue { new, .. } | Change::CasVersion { new, .. } => Some(new.clone()),
-            Change::Delete => None,
-        };
-        let lineage = RegisterState::lineage_after(current);
-        let state =
-            RegisterState { value: new_value, version: Version(current.version.0 + 1), origin, lineage };
+        let mut state = current.clone();
+        (state.value, state.version) = (value, version);
+        state.remember(Evaluation { request, version, took_effect: true });
         Applied { state, precondition_held: true }
     }
 
-    /// Whether applying this change can alter the state (used to decide
-    /// whether an unanswered request may have taken effect).
+    /// The value a write leaves (`Some(None)`: absent), or `None` when its
+    /// precondition fails on `current`.
+    fn new_value(&self, current: &RegisterState) -> Option<Option<Value>> {
+        match self {
+            Change::Read => Some(current.value.clone()),
+            Change::Put(v) => Some(Some(v.clone())),
+            Change::CasValue { expect, new } => (current.value == *expect).then(|| Some(new.clone())),
+            Change::CasVersion { expect, new } => (current.version == *expect).then(|| Some(new.clone())),
+            Change::Delete => Some(None),
+            Change::Append(tail) => {
+                let head = current.value.as_ref().map_or(&[][..], |v| v.as_bytes());
+                let fits = head.len() + tail.0.len() <= limits::VALUE_BYTES_MAX;
+                fits.then(|| Some(Value([head, tail.as_bytes()].concat())))
+            }
+        }
+    }
+
+    /// The value a write leaves when it takes effect, if the change alone
+    /// determines it (so a reply need not carry it back): `Some(None)` for a
+    /// delete, `None` for an append, whose result depends on what was there.
+    pub fn value_written(&self) -> Option<Option<Value>> {
+        match self {
+            Change::Put(v) | Change::CasValue { new: v, .. } | Change::CasVersion { new: v, .. } => {
+                Some(Some(v.clone()))
+            }
+            Change::Delete => Some(None),
+            Change::Read | Change::Append(_) => None,
+        }
+    }
+
+    /// Whether applying this change can alter the state; only writes are
+    /// remembered by the register and need protection from a second run.
     pub fn is_write(&self) -> bool {
         !matches!(self, Change::Read)
     }
@@ -64,34 +101,27 @@ impl Change {
     pub fn value_bytes(&self) -> usize {
         match self {
             Change::Read | Change::Delete => 0,
-            Change::Put(v) | Change::CasVersion { new: v, .. } => v.0.len(),
+            Change::Put(v) | Change::CasVersion { new: v, .. } | Change::Append(v) => v.0.len(),
             Change::CasValue { expect, new } => new.0.len().max(expect.as_ref().map_or(0, |e| e.0.len())),
         }
     }
 }
 
-fn unchanged(current: &RegisterState, held: bool) -> Applied {
-    Applied { state: current.clone(), precondition_held: held }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Ancestor;
 
-    /// The attempt applying changes, and the one that wrote the input.
-    const O: Ballot = Ballot { round: 9, node: crate::types::NodeId(1) };
-    const P: Ballot = Ballot { round: 4, node: crate::types::NodeId(2) };
+    const R: Fingerprint = Fingerprint([7; 8]);
+    const OTHER: Fingerprint = Fingerprint([200; 8]);
 
-    /// An input state, written by the attempt at P.
     fn st(value: Option<&str>, version: u64) -> RegisterState {
-        RegisterState { value: value.map(Value::from), version: Version(version), origin: P, lineage: vec![] }
+        RegisterState { value: value.map(Value::from), version: Version(version), ..Default::default() }
     }
 
-    /// A state the attempt at O wrote on top of an input state.
-    fn new_st(value: Option<&str>, version: u64) -> RegisterState {
-        let parent = Ancestor { origin: P, version: Version(version - 1) };
-        RegisterState { origin: O, lineage: vec![parent], ..st(value, version) }
+    /// `st(value, version)` remembering that R took effect (or not) at `at`.
+    fn after(value: Option<&str>, version: u64, at: u64, took_effect: bool) -> RegisterState {
+        let recent = vec![Evaluation { request: R, version: Version(at), took_effect }];
+        RegisterState { recent, ..st(value, version) }
     }
 
     fn applied(state: RegisterState, held: bool) -> Applied {
@@ -99,79 +129,99 @@ mod tests {
     }
 
     #[test]
-    fn read_is_identity() {
-        assert_eq!(Change::Read.apply(&st(Some("a"), 3), O), applied(st(Some("a"), 3), true));
-        assert_eq!(Change::Read.apply(&st(None, 0), O), applied(st(None, 0), true));
+    fn read_is_identity_and_leaves_no_trace() {
+        assert_eq!(Change::Read.apply(&st(Some("a"), 3), R), applied(st(Some("a"), 3), true));
+        assert_eq!(Change::Read.apply(&st(None, 0), R), applied(st(None, 0), true));
     }
 
     #[test]
-    fn put_sets_value_and_bumps_version() {
+    fn put_sets_value_bumps_version_and_remembers_the_request() {
         let c = Change::Put(Value::from("b"));
-        assert_eq!(c.apply(&st(Some("a"), 3), O), applied(new_st(Some("b"), 4), true));
-        assert_eq!(c.apply(&st(None, 0), O), applied(new_st(Some("b"), 1), true));
+        assert_eq!(c.apply(&st(Some("a"), 3), R), applied(after(Some("b"), 4, 4, true), true));
+        assert_eq!(c.apply(&st(None, 0), R), applied(after(Some("b"), 1, 1, true), true));
     }
 
     #[test]
-    fn cas_value_matches_or_leaves_state() {
+    fn cas_value_matches_or_leaves_value_and_remembers_the_failure() {
         let c = Change::CasValue { expect: Some(Value::from("a")), new: Value::from("b") };
-        assert_eq!(c.apply(&st(Some("a"), 3), O), applied(new_st(Some("b"), 4), true));
-        assert_eq!(c.apply(&st(Some("x"), 3), O), applied(st(Some("x"), 3), false));
-        assert_eq!(c.apply(&st(None, 5), O), applied(st(None, 5), false));
+        assert_eq!(c.apply(&st(Some("a"), 3), R), applied(after(Some("b"), 4, 4, true), true));
+        assert_eq!(c.apply(&st(Some("x"), 3), R), applied(after(Some("x"), 3, 3, false), false));
+        assert_eq!(c.apply(&st(None, 5), R), applied(after(None, 5, 5, false), false));
     }
 
     #[test]
     fn cas_value_expecting_absent() {
         let c = Change::CasValue { expect: None, new: Value::from("b") };
-        assert_eq!(c.apply(&st(None, 2), O), applied(new_st(Some("b"), 3), true));
-        assert_eq!(c.apply(&st(Some("a"), 2), O), applied(st(Some("a"), 2), false));
+        assert_eq!(c.apply(&st(None, 2), R), applied(after(Some("b"), 3, 3, true), true));
+        assert_eq!(c.apply(&st(Some("a"), 2), R), applied(after(Some("a"), 2, 2, false), false));
     }
 
     #[test]
-    fn cas_version_matches_or_leaves_state() {
+    fn cas_version_matches_or_leaves_value() {
         let c = Change::CasVersion { expect: Version(3), new: Value::from("b") };
-        assert_eq!(c.apply(&st(Some("a"), 3), O), applied(new_st(Some("b"), 4), true));
-        assert_eq!(c.apply(&st(Some("a"), 4), O), applied(st(Some("a"), 4), false));
+        assert_eq!(c.apply(&st(Some("a"), 3), R), applied(after(Some("b"), 4, 4, true), true));
+        assert_eq!(c.apply(&st(Some("a"), 4), R), applied(after(Some("a"), 4, 4, false), false));
     }
 
     #[test]
     fn delete_leaves_tombstone_with_next_version() {
-        assert_eq!(Change::Delete.apply(&st(Some("a"), 3), O), applied(new_st(None, 4), true));
-        assert_eq!(Change::Delete.apply(&st(None, 4), O), applied(new_st(None, 5), true));
+        assert_eq!(Change::Delete.apply(&st(Some("a"), 3), R), applied(after(None, 4, 4, true), true));
+        assert_eq!(Change::Delete.apply(&st(None, 4), R), applied(after(None, 5, 5, true), true));
     }
 
     #[test]
-    fn writes_record_their_origin_and_the_identity_keeps_the_old_one() {
-        let current = st(Some("a"), 3);
-        assert_eq!(Change::Read.apply(&current, O).state.origin, P);
-        let failed = Change::CasVersion { expect: Version(9), new: Value::from("b") };
-        assert_eq!(failed.apply(&current, O).state.origin, P);
-        assert_eq!(Change::Delete.apply(&current, O).state.origin, O);
+    fn append_concatenates_up_to_the_value_limit() {
+        let c = Change::Append(Value::from("cd"));
+        assert_eq!(c.apply(&st(Some("ab"), 1), R), applied(after(Some("abcd"), 2, 2, true), true));
+        assert_eq!(c.apply(&st(None, 7), R), applied(after(Some("cd"), 8, 8, true), true));
+        let full = Value(vec![b'x'; limits::VALUE_BYTES_MAX - 1]);
+        let current = RegisterState { value: Some(full.clone()), version: Version(1), ..Default::default() };
+        let refused = c.apply(&current, R);
+        assert!(!refused.precondition_held);
+        assert_eq!((refused.state.value, refused.state.version), (Some(full), Version(1)));
     }
 
     #[test]
-    fn the_lineage_names_the_newest_ancestors_up_to_the_limit() {
+    fn a_write_at_the_last_version_fails_rather_than_wrap() {
+        let c = Change::Put(Value::from("b"));
+        assert_eq!(
+            c.apply(&st(Some("a"), u64::MAX), R),
+            applied(after(Some("a"), u64::MAX, u64::MAX, false), false)
+        );
+    }
+
+    #[test]
+    fn the_newest_writes_are_remembered_up_to_the_limit() {
         let mut state = st(None, 0);
-        for round in 1..=40u64 {
-            let origin = Ballot { round, node: crate::types::NodeId(1) };
-            state = Change::Put(Value::from("v")).apply(&state, origin).state;
+        for n in 1..=40u8 {
+            let request = Fingerprint([n; 8]);
+            state = Change::Put(Value::from("v")).apply(&state, request).state;
         }
-        let by = |round| Ballot { round, node: crate::types::NodeId(1) };
-        assert_eq!(state.lineage.len(), crate::limits::LINEAGE_ORIGINS_MAX);
-        assert_eq!(state.lineage[0], Ancestor { origin: by(39), version: Version(39) });
-        assert_eq!(state.descends_from(by(40), Version(40)), Some(true), "itself");
-        assert_eq!(state.descends_from(by(30), Version(30)), Some(true));
-        assert_eq!(state.descends_from(by(31), Version(30)), Some(false), "another state at 30");
-        assert_eq!(state.descends_from(by(41), Version(41)), Some(false), "above the state");
-        assert_eq!(state.descends_from(by(24), Version(24)), Some(true));
-        assert_eq!(state.descends_from(by(23), Version(23)), None, "beyond the lineage");
+        assert_eq!(state.recent.len(), limits::RECENT_WRITES_MAX);
+        assert_eq!(state.find(Fingerprint([40; 8])).map(|e| e.version), Some(Version(40)));
+        assert_eq!(state.find(Fingerprint([9; 8])).map(|e| e.version), Some(Version(9)));
+        assert_eq!(state.find(Fingerprint([8; 8])), None, "forgotten");
+        assert_eq!(state.find(OTHER), None);
+        // The oldest remembered is the write that created version 9: a
+        // request evaluated after it (on a state at version 9 or later) is
+        // remembered...
+        assert!(state.remembers_since(Version(9)));
+        // ... but one that may have been evaluated at version 8 is not.
+        assert!(!state.remembers_since(Version(8)));
+        // A failed evaluation at the oldest version may have had others at
+        // that version before it, now forgotten.
+        let mut failed_last = state.clone();
+        failed_last.recent.last_mut().expect("full").took_effect = false;
+        assert!(!failed_last.remembers_since(Version(9)));
+        assert!(failed_last.remembers_since(Version(10)));
+        assert!(st(None, 5).remembers_since(Version(0)), "nothing forgotten yet");
     }
 
     #[test]
-    fn a_short_lineage_reaches_back_to_the_initial_state() {
-        let one = Change::Put(Value::from("v")).apply(&RegisterState::default(), O).state;
-        assert_eq!(one.descends_from(O, Version(1)), Some(true));
-        assert_eq!(one.descends_from(P, Version(1)), Some(false));
-        assert_eq!(one.descends_from(P, Version(0)), Some(false));
+    fn value_written_is_known_except_for_appends() {
+        assert_eq!(Change::Put(Value::from("a")).value_written(), Some(Some(Value::from("a"))));
+        assert_eq!(Change::Delete.value_written(), Some(None));
+        assert_eq!(Change::Append(Value::from("a")).value_written(), None);
     }
 
     #[test]
@@ -179,6 +229,7 @@ mod tests {
         let c = Change::CasValue { expect: Some(Value::from("long")), new: Value::from("x") };
         assert_eq!(c.value_bytes(), 4);
         assert_eq!(Change::Put(Value::from("abc")).value_bytes(), 3);
+        assert_eq!(Change::Append(Value::from("ab")).value_bytes(), 2);
         assert_eq!(Change::Read.value_bytes(), 0);
     }
 }

@@ -7,14 +7,13 @@
 //! (group commit), and only then send what the core released.
 
 use crate::config::{Config, NodeConfig};
-use crate::core::clients::{Admission, ClientRef, Clients};
-use crate::core::{Envelope, Node};
+use crate::core::{ClientLimits, Envelope, Node, NodeSetup};
 use crate::limits;
 use crate::storage::Storage;
 use crate::storage::identity::{self, Identity, IdentityError};
 use crate::storage::log::{LogError, LogFile};
 use crate::types::{NodeId, Time};
-use crate::wire::{self, Header, Message, NodeStatus, Outcome, Refusal};
+use crate::wire::{self, Header};
 use log::{debug, info, warn};
 use mio::net::{UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -81,18 +80,15 @@ pub struct Options {
 pub struct Driver {
     config: Config,
     me: NodeConfig,
-    node: Node,
+    node: Node<SocketAddr>,
     log: LogFile,
     socket: UdpSocket,
     signals: UnixStream,
     poll: Poll,
-    clients: Clients<SocketAddr>,
     started: Instant,
     buf: Vec<u8>,
     stopping: bool,
     dropped: u64,
-    /// Drawn at start; see `Message::Request`.
-    incarnation: u64,
 }
 
 impl Driver {
@@ -111,7 +107,16 @@ impl Driver {
             log.len_bytes(),
             log.path().display()
         );
-        let node = Node::new(me.id, config.member_ids(), recovered.records, os_seed());
+        let setup = NodeSetup {
+            id: me.id,
+            members: config.member_ids(),
+            records: recovered.records,
+            seed: crate::seed::os_seed(),
+            now: Time(0),
+            limits: ClientLimits::default(),
+        };
+        let mut node = Node::new(setup);
+        node.set_log_bytes(log.len_bytes());
         let mut socket = bind(me.address)?;
         let (signals, poll) = setup_poll(&mut socket)?;
         Ok(Driver {
@@ -122,12 +127,10 @@ impl Driver {
             socket,
             signals,
             poll,
-            clients: Clients::default(),
             started: Instant::now(),
             buf: vec![0u8; 64 * 1024],
             stopping: false,
             dropped: 0,
-            incarnation: os_seed(),
         })
     }
 
@@ -224,9 +227,10 @@ impl Driver {
             Ok(decoded) => decoded,
             Err(e) => return self.drop_datagram(from, &e.to_string()),
         };
+        let now = self.now();
         if header.sender == NodeId::CLIENT {
             for msg in messages {
-                self.handle_client_message(from, msg);
+                self.node.handle_client(now, from, msg);
             }
             return;
         }
@@ -235,59 +239,14 @@ impl Driver {
         if self.config.node_at(from) != Some(header.sender) || header.sender == self.me.id {
             return self.drop_datagram(from, &format!("claims to be node {}", header.sender));
         }
-        let now = self.now();
         for msg in messages {
-            if is_peer_message(&msg) {
-                self.node.handle_message(now, header.sender, msg);
-            }
+            self.node.handle_peer(now, header.sender, msg);
         }
     }
 
     fn drop_datagram(&mut self, from: SocketAddr, why: &str) {
         self.dropped += 1;
         debug!("dropped datagram from {from}: {why} ({} dropped so far)", self.dropped);
-    }
-
-    fn handle_client_message(&mut self, addr: SocketAddr, msg: Message) {
-        match msg {
-            Message::Request { id, key, change, timeout_ms, incarnation } => {
-                let client = ClientRef { addr, id };
-                if incarnation != self.incarnation {
-                    let reply = Message::Reply { id, outcome: Outcome::Refused(Refusal::Restarted) };
-                    return self.send_to(addr, vec![wire::encode_message(&reply)]);
-                }
-                let handle = match self.clients.admit(client, self.now()) {
-                    Admission::New(handle) => handle,
-                    Admission::Running => return, // a retransmission; the reply will come
-                    Admission::Answered(outcome) => {
-                        let reply = Message::Reply { id, outcome };
-                        return self.send_to(addr, vec![wire::encode_message(&reply)]);
-                    }
-                    Admission::Full => {
-                        let reply = Message::Reply { id, outcome: Outcome::Refused(Refusal::Overloaded) };
-                        return self.send_to(addr, vec![wire::encode_message(&reply)]);
-                    }
-                };
-                let now = self.now();
-                self.node.handle_request(now, handle, key, change, u64::from(timeout_ms));
-            }
-            Message::StatusRequest { id } => {
-                let status = self.status();
-                self.send_to(addr, vec![wire::encode_message(&Message::StatusReply { id, status })]);
-            }
-            _ => self.drop_datagram(addr, "a client sent a peer message"),
-        }
-    }
-
-    fn status(&self) -> NodeStatus {
-        NodeStatus {
-            node: self.me.id,
-            incarnation: self.incarnation,
-            keys: self.node.acceptor().keys() as u64,
-            requests_in_flight: self.node.requests_in_flight() as u64,
-            uptime_ms: self.started.elapsed().as_millis() as u64,
-            log_bytes: self.log.len_bytes(),
-        }
     }
 
     /// Appends the turn's records, syncs once, then sends what the core
@@ -306,7 +265,9 @@ impl Driver {
             }
         };
         self.send_envelopes(envelopes);
-        self.maybe_compact()
+        self.maybe_compact()?;
+        self.node.set_log_bytes(self.log.len_bytes());
+        Ok(())
     }
 
     fn maybe_compact(&mut self) -> Result<(), DriverError> {
@@ -320,8 +281,7 @@ impl Driver {
         Ok(())
     }
 
-    fn send_envelopes(&mut self, envelopes: Vec<Envelope>) {
-        let now = self.now();
+    fn send_envelopes(&mut self, envelopes: Vec<Envelope<SocketAddr>>) {
         let mut by_dest: HashMap<SocketAddr, Vec<Vec<u8>>> = HashMap::new();
         for envelope in envelopes {
             let (addr, msg) = match envelope {
@@ -329,10 +289,7 @@ impl Driver {
                     Some(peer) => (peer.address, msg),
                     None => continue,
                 },
-                Envelope::Client(handle, outcome) => match self.clients.finish(handle, &outcome, now) {
-                    Some(client) => (client.addr, Message::Reply { id: client.id, outcome }),
-                    None => continue,
-                },
+                Envelope::Client(addr, msg) => (addr, msg),
             };
             by_dest.entry(addr).or_default().push(wire::encode_message(&msg));
         }
@@ -382,18 +339,6 @@ fn open_data_dir(
     LogFile::open(&me.data_dir).map_err(DriverError::Log)
 }
 
-/// The messages nodes exchange among themselves (the core's inputs).
-pub(crate) fn is_peer_message(msg: &Message) -> bool {
-    matches!(
-        msg,
-        Message::Prepare { .. }
-            | Message::Promise { .. }
-            | Message::Accept { .. }
-            | Message::Accepted { .. }
-            | Message::Reject { .. }
-    )
-}
-
 fn bind(addr: SocketAddr) -> Result<UdpSocket, DriverError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let what = format!("cannot bind UDP {addr}");
@@ -433,15 +378,4 @@ fn unix_stream_to_std(stream: UnixStream) -> Result<std::os::unix::net::UnixStre
     let fd = stream.into_raw_fd();
     // SAFETY: `fd` was just released by `into_raw_fd`, so we own it.
     Ok(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) })
-}
-
-/// A seed for the core's jitter, different for every process.
-fn os_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }

@@ -18,6 +18,8 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod limits;
+pub mod loadgen;
+pub mod seed;
 pub mod sim;
 pub mod storage;
 pub mod timeline;

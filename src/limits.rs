@@ -9,16 +9,23 @@ pub const KEY_BYTES_MAX: usize = 1024;
 /// fit in one UDP datagram.
 pub const VALUE_BYTES_MAX: usize = 16 * 1024;
 
-/// Origins of ancestor states a register state carries. A proposer that
-/// retries a write can tell whether it took effect as long as fewer than
-/// this many writes happened on the key in between; beyond that the outcome
-/// is reported as unknown.
-pub const LINEAGE_ORIGINS_MAX: usize = 16;
+/// Write requests a register state remembers (the newest ones evaluated on
+/// it: which request, at which version, and whether it took effect). A
+/// request retried at another node, or after a restart, is recognised as
+/// long as fewer than this many writes were evaluated on the key since the
+/// client last saw it; beyond that its outcome is reported as unknown.
+pub const RECENT_WRITES_MAX: usize = 32;
+
+/// Bytes one remembered write takes in postcard: an 8-byte fingerprint, a
+/// version (at most 10) and a flag.
+pub const RECENT_WRITE_BYTES_MAX: usize = 8 + 10 + 1;
 
 /// Room a message needs besides its key and value (ballots, versions, the
-/// lineage, enum tags, length prefixes), generously rounded up: a ballot is
-/// at most 13 bytes in postcard.
-pub const MESSAGE_OVERHEAD_BYTES_MAX: usize = 128 + 13 * LINEAGE_ORIGINS_MAX;
+/// remembered writes, the newest writer per node, request identity, enum
+/// tags, length prefixes), generously rounded up: a ballot is at most 13
+/// bytes in postcard.
+pub const MESSAGE_OVERHEAD_BYTES_MAX: usize =
+    192 + RECENT_WRITE_BYTES_MAX * RECENT_WRITES_MAX + 13 * NODES_MAX;
 
 /// Largest message body: one key, one value and the overhead.
 pub const MESSAGE_BYTES_MAX: usize = KEY_BYTES_MAX + VALUE_BYTES_MAX + MESSAGE_OVERHEAD_BYTES_MAX;
@@ -46,16 +53,73 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
 /// Requests waiting behind another one on the same key at the same node.
 pub const REQUESTS_QUEUED_PER_KEY_MAX: usize = 64;
 
-/// Requests on one key that share one Paxos round at a node.
-pub const BATCH_REQUESTS_MAX: usize = 64;
+/// Requests on one key that share one Paxos round at a node. At most
+/// RECENT_WRITES_MAX, so a batch that retries finds all its own writes in
+/// the state it may have written.
+pub const BATCH_REQUESTS_MAX: usize = 32;
 
-/// How long a reply is remembered at least: longer than any client keeps
-/// retransmitting a request (its timeout, at most REQUEST_TIMEOUT_MS_MAX).
-pub const REPLY_RETENTION_MS: u64 = REQUEST_TIMEOUT_MS_MAX + 10_000;
+/// Client sessions a node remembers per generation. The session table holds
+/// two generations; when the young one fills up, the old one is forgotten
+/// and the node draws a new incarnation, so that copies of requests sent to
+/// the forgotten sessions are refused rather than run blindly. Memory is
+/// bounded by this, never by the request rate: a session costs one entry
+/// (about 100 bytes) however many requests it makes.
+pub const SESSIONS_PER_GENERATION: usize = 64 * 1024;
 
-/// Replies remembered so that a retransmitted request gets the same answer
-/// instead of being applied twice.
-pub const REPLY_CACHE_ENTRIES_MAX: usize = 16 * 1024;
+/// How long after a client sent a request's first copy a node may still run
+/// it as the only copy (without consulting the key's remembered writes for
+/// copies sent elsewhere). Clients send a write to a second node only after
+/// this window has passed at the first, measured on the first node's clock.
+pub const EXCLUSIVE_WINDOW_MS: u64 = 150;
+
+/// The largest rate difference between two machines' monotonic clocks that
+/// the exclusive window tolerates, in parts per thousand: a client assumes a
+/// node's clock may run this much slower than its own.
+pub const CLOCK_RATE_SLACK_PERMILLE: u64 = 10;
+
+/// A client waits at least this long after it sent a write to a node as
+/// the only copy before it sends a copy to another node: the exclusive
+/// window, stretched by the clock slack, plus a margin.
+pub const CLIENT_MOVE_WRITE_AFTER_MS: u64 =
+    EXCLUSIVE_WINDOW_MS + EXCLUSIVE_WINDOW_MS * 2 * CLOCK_RATE_SLACK_PERMILLE / 1000 + 2;
+
+/// A client waiting for a write sends it again to its node at least this
+/// often: each copy renews the node's exclusive window, so a request that is
+/// slow (queued, or in a duel) but alive never loses it.
+pub const CLIENT_RENEW_WRITE_MS: u64 = EXCLUSIVE_WINDOW_MS / 2;
+
+/// A client leaves a node for another once the node was silent through
+/// this many retransmission timeouts in a row (answers "still working on
+/// it" break the row).
+pub const CLIENT_SILENCES_TO_MOVE: u32 = 2;
+
+/// A node that has been trying to reach a quorum for a key this long, and
+/// heard from no majority of the members in that time, is cut off: it gives
+/// up the requests it has not sent in an accept (telling their clients they
+/// did not run, so they move on at once) and stops running the others as
+/// the only copy.
+pub const STALL_MS: u64 = 2 * PHASE_RESEND_MS;
+
+/// Bounds of a client's retransmission timeout: how long it waits for a
+/// node's answer before it asks another (or, pinned to one node, asks again).
+/// Between them it follows the measured round trip (smoothed round trip plus
+/// four deviations, as TCP does) and doubles after every silence.
+pub const CLIENT_RTO_MS_MIN: u64 = 50;
+pub const CLIENT_RTO_MS_MAX: u64 = 1_000;
+/// The retransmission timeout before any round trip has been measured.
+pub const CLIENT_RTO_MS_INITIAL: u64 = 100;
+
+/// A client asks a node for its status (incarnation and clock) before it
+/// sends a request there, unless it heard from that node this recently.
+pub const CLIENT_NODE_VIEW_FRESH_MS: u64 = 10_000;
+
+/// Keys whose last seen version a client remembers (the floor it sends with
+/// a write, so a retry elsewhere can be judged).
+pub const CLIENT_FLOORS_MAX: usize = 256;
+
+/// Time a client keeps back from its own deadline when it tells a node how
+/// long to try, so the node's own "no quorum" answer reaches it in time.
+pub const CLIENT_REPLY_MARGIN_MS: u64 = 150;
 
 /// Proposal attempts (each with a fresh, higher ballot) before a request is
 /// answered "no quorum".
@@ -101,3 +165,10 @@ const _: () = assert!(BACKOFF_MS_MIN <= BACKOFF_MS_MAX);
 const _: () = assert!(REQUEST_TIMEOUT_MS_DEFAULT <= REQUEST_TIMEOUT_MS_MAX);
 const _: () = assert!(RECORD_BYTES_MAX < u32::MAX as usize);
 const _: () = assert!(SOCKET_BUFFER_BYTES >= 16 * DATAGRAM_BYTES_MAX);
+const _: () = assert!(BATCH_REQUESTS_MAX <= RECENT_WRITES_MAX);
+const _: () = assert!(CLIENT_MOVE_WRITE_AFTER_MS > EXCLUSIVE_WINDOW_MS);
+const _: () = assert!(CLIENT_RENEW_WRITE_MS < EXCLUSIVE_WINDOW_MS);
+const _: () = assert!(STALL_MS >= PHASE_RESEND_MS);
+const _: () =
+    assert!(CLIENT_RTO_MS_MIN <= CLIENT_RTO_MS_INITIAL && CLIENT_RTO_MS_INITIAL <= CLIENT_RTO_MS_MAX);
+const _: () = assert!(CLIENT_REPLY_MARGIN_MS < REQUEST_TIMEOUT_MS_DEFAULT);

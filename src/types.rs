@@ -102,6 +102,14 @@ impl From<&str> for Value {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Version(pub u64);
 
+impl Version {
+    /// The version after one more write; `None` at the end of the range,
+    /// where the register refuses further writes rather than wrap.
+    pub fn next(self) -> Option<Version> {
+        self.0.checked_add(1).map(Version)
+    }
+}
+
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
@@ -109,68 +117,156 @@ impl fmt::Display for Version {
 }
 
 /// The state of one key's register: its value (`None` when absent or
-/// deleted; a delete leaves a tombstone), its version, and the ballot of the
-/// proposal attempt that wrote it (`Ballot::ZERO` for the initial state).
+/// deleted; a delete leaves a tombstone), its version, and the write
+/// requests most recently evaluated on it.
 ///
-/// `origin` and `lineage` (the states this one descends from, newest first,
-/// at most `limits::LINEAGE_ORIGINS_MAX`) let a proposer whose attempt was
-/// interrupted after sending accepts find out, when it retries, whether its
-/// state is in the chain, so a change is never applied twice (see
-/// `core::proposer`). Ballots are never reused, so an origin names exactly
-/// one attempt, and an attempt writes one state per key.
+/// `recent` is what makes a retried write safe (see `core::proposer`): a
+/// proposer that finds the request there answers from it instead of
+/// applying the change a second time. It holds the newest
+/// `limits::RECENT_WRITES_MAX` evaluations of write requests, newest first,
+/// including compare-and-sets whose precondition failed, so that a later
+/// copy of such a request reports the same failure instead of taking effect.
+/// Reads leave no trace. Versions never decrease along `recent`.
+///
+/// `writers` names, for each node that wrote a state of this chain, the
+/// ballot of the newest one (sorted by node). The ballots of the attempts
+/// that wrote a chain's states strictly increase along it (a state is built
+/// on one accepted at a lower ballot), so a proposer that retries after its
+/// accepts left knows exactly, however long ago, whether one of its own
+/// states is in the chain: its entry here names the newest one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RegisterState {
     pub value: Option<Value>,
     pub version: Version,
-    pub origin: Ballot,
-    pub lineage: Vec<Ancestor>,
+    pub recent: Vec<Evaluation>,
+    pub writers: Vec<Ballot>,
 }
 
-/// A state of a register's chain, named by the attempt that wrote it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Ancestor {
-    pub origin: Ballot,
+/// How one write request fared on a register: the version of the state it
+/// left (its new version if it took effect, else the version it found), and
+/// whether it took effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub request: Fingerprint,
     pub version: Version,
+    pub took_effect: bool,
 }
 
 impl RegisterState {
-    /// Whether the state written by attempt `origin` at `version` is this
-    /// state or one of its ancestors: `None` when the lineage does not reach
-    /// back far enough to tell. Versions strictly grow along a chain, so the
-    /// chain holds at most one state per version.
-    pub fn descends_from(&self, origin: Ballot, version: Version) -> Option<bool> {
-        let me = Ancestor { origin: self.origin, version: self.version };
-        for step in std::iter::once(&me).chain(self.lineage.iter()) {
-            if step.version == version {
-                return Some(step.origin == origin);
-            }
-            if step.version < version {
-                return Some(false);
-            }
-        }
-        // Past the oldest ancestor: only the initial state lies beyond a
-        // lineage that is not full.
-        if self.lineage.len() < crate::limits::LINEAGE_ORIGINS_MAX { Some(false) } else { None }
+    /// How `request` fared, if it is among the writes this state remembers.
+    pub fn find(&self, request: Fingerprint) -> Option<Evaluation> {
+        self.recent.iter().find(|e| e.request == request).copied()
     }
 
-    /// This state's lineage extended by `parent`, for a state written on top
-    /// of it.
-    pub fn lineage_after(parent: &RegisterState) -> Vec<Ancestor> {
-        let mut lineage = Vec::with_capacity(crate::limits::LINEAGE_ORIGINS_MAX);
-        lineage.push(Ancestor { origin: parent.origin, version: parent.version });
-        lineage.extend(parent.lineage.iter().take(crate::limits::LINEAGE_ORIGINS_MAX - 1));
-        lineage
+    /// Whether this state still remembers every write request evaluated in
+    /// its chain after the write that created version `floor`: nothing has
+    /// been forgotten yet, or the oldest remembered evaluation is that write
+    /// or a later one. (Evaluations at one version are the write that
+    /// created it, then failed preconditions that found it; versions never
+    /// decrease along the chain.)
+    pub fn remembers_since(&self, floor: Version) -> bool {
+        match self.recent.last() {
+            Some(oldest) if self.recent.len() >= crate::limits::RECENT_WRITES_MAX => {
+                oldest.version < floor || (oldest.version == floor && oldest.took_effect)
+            }
+            _ => true,
+        }
+    }
+
+    /// Remembers `evaluation` as the newest, forgetting the oldest beyond
+    /// the limit.
+    pub fn remember(&mut self, evaluation: Evaluation) {
+        self.recent.insert(0, evaluation);
+        self.recent.truncate(crate::limits::RECENT_WRITES_MAX);
+    }
+
+    /// The ballot of the newest state of this chain that `node` wrote.
+    pub fn last_written_by(&self, node: NodeId) -> Option<Ballot> {
+        self.writers.iter().find(|b| b.node == node).copied()
+    }
+
+    /// Makes this state, computed from `parent`, one written by the attempt
+    /// at `ballot`.
+    pub fn written_by(&mut self, ballot: Ballot, parent: &RegisterState) {
+        self.writers = parent.writers.iter().filter(|b| b.node != ballot.node).copied().collect();
+        let at = self.writers.partition_point(|b| b.node < ballot.node);
+        self.writers.insert(at, ballot);
     }
 }
 
-/// A client's id for one request; retransmissions reuse it so a node can
-/// recognise them.
+/// A client session: 128 random bits, so that two clients never draw the
+/// same one (among a billion sessions the chance is about 10^-21).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct RequestId(pub u64);
+pub struct SessionId(pub u128);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// One request of a session. A session numbers its requests 1, 2, 3, ...
+/// and has one outstanding at a time, so a request tells every node it
+/// reaches that the session is done with all earlier ones. Retransmissions
+/// and copies sent to other nodes keep the id: it is how the cluster
+/// recognises them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    pub session: SessionId,
+    pub seq: u64,
+}
+
+impl RequestId {
+    /// What a register remembers of the request: a 64-bit hash of its id.
+    /// Distinct requests share one with probability 2^-64 per pair, and a
+    /// register compares a request with at most `RECENT_WRITES_MAX` others.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let low = self.session.0 as u64;
+        let high = (self.session.0 >> 64) as u64;
+        let h = mix(mix(mix(self.seq ^ 0x7061_786f_7364_0001) ^ high) ^ low);
+        Fingerprint(h.to_le_bytes())
+    }
+}
+
+/// SplitMix64's finalizer: every input bit affects every output bit. Fixed
+/// forever, since fingerprints are stored in register states.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The hash of a `RequestId` that register states remember; 8 bytes on the
+/// wire and on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Fingerprint(pub [u8; 8]);
+
+/// Which life of a node process a client talks to, drawn at random (never
+/// 0) when the node starts and again whenever it forgets client sessions.
+/// A request names the incarnation its client knows; a node that does not
+/// know the request's session refuses a request naming another incarnation
+/// (see `core::sessions`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Incarnation(pub u64);
+
+impl Incarnation {
+    /// What a client sends before it has heard from a node: always refused,
+    /// so the refusal (which names the node's incarnation) is how it learns.
+    pub const UNKNOWN: Incarnation = Incarnation(0);
+}
+
+impl fmt::Display for Incarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
 
 /// Time as the core sees it: microseconds since an arbitrary origin chosen by
-/// the driver (the mio driver: process start; the simulator: zero).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// the driver (the mio driver: process start; the simulator: zero). Nodes
+/// tell clients their time in replies, so that a client can say, in the
+/// node's own clock, when it sent a request (see `EXCLUSIVE_WINDOW_MS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Time(pub u64);
 
 impl Time {

@@ -18,7 +18,9 @@
 
 use crate::change::Change;
 use crate::limits;
-use crate::types::{Ballot, ClusterId, Key, NodeId, RegisterState, RequestId};
+use crate::types::{
+    Ballot, ClusterId, Incarnation, Key, NodeId, RegisterState, RequestId, SessionId, Time, Value, Version,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -61,45 +63,81 @@ pub enum Message {
         promised: Ballot,
     },
     /// A client asks for `change` to be applied to `key`, giving up after
-    /// `timeout_ms`. `incarnation` is the node process the client learned
-    /// of from a status reply: a node that restarted since refuses the
-    /// request unrun, because its table of requests it already ran (which
-    /// makes retransmissions safe) did not survive the restart.
-    Request {
-        id: RequestId,
-        key: Key,
-        change: Change,
-        timeout_ms: u32,
-        incarnation: u64,
-    },
-    /// The answer to a request.
+    /// `timeout_ms`. Every copy of one request (retransmissions, copies sent
+    /// to other nodes) carries the same `id`; `core::sessions` and
+    /// `core::proposer` make sure it is applied at most once.
+    Request(Request),
+    /// The answer to a request, naming the node's incarnation and its clock
+    /// when it answered, which the client needs for its next requests there.
     Reply {
         id: RequestId,
+        incarnation: Incarnation,
+        node_time: Time,
         outcome: Outcome,
     },
-    /// A client asks who the node is.
+    /// A client asks who the node is; `probe` tells its answers apart.
     StatusRequest {
-        id: RequestId,
+        session: SessionId,
+        probe: u64,
     },
     StatusReply {
-        id: RequestId,
+        session: SessionId,
+        probe: u64,
+        node_time: Time,
         status: NodeStatus,
     },
 }
 
-/// How a request ended, as the client is told.
+/// One copy of a client request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: RequestId,
+    pub key: Key,
+    pub change: Change,
+    pub timeout_ms: u32,
+    /// The node incarnation the client knows (`Incarnation::UNKNOWN` before
+    /// it has heard from the node).
+    pub incarnation: Incarnation,
+    /// The client's lower bound on the node's clock when it sent this copy
+    /// (from the node's last answer and the client's own clock since).
+    pub sent_at: Time,
+    /// True when the client has sent this request to another node, or to
+    /// another incarnation of this one, where it may have run: then this
+    /// node must not assume it holds the only copy.
+    pub resent: bool,
+    /// The last version of `key` the client saw, in an answer it got before
+    /// it first sent this request: a version every evaluation of this
+    /// request is at or above (0 when it never saw the key).
+    pub floor: Version,
+}
+
+/// How a request ended at the node that answers, as the client is told.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    /// The change ran at a quorum. `state` is the register after it;
-    /// `precondition_held` is false when a CAS found another value or
-    /// version (then nothing changed and `state` is the current state).
-    Done { state: RegisterState, precondition_held: bool },
-    /// No quorum answered before the deadline. When `maybe_applied` is true
-    /// the change may or may not have taken effect (only a later read can
-    /// tell); when false, no accept carrying it was ever sent, so it did not.
+    /// The change ran at a quorum and left the key at `version`. For a
+    /// write that took effect `value` is `None`: the client knows what it
+    /// wrote (`Change::value_written`). For a read, or a write whose
+    /// precondition failed (`precondition_held` false, nothing changed),
+    /// `value` is the value found (`None`: absent).
+    Done { version: Version, precondition_held: bool, value: Option<Value> },
+    /// The node gave up: no quorum answered before the deadline. When
+    /// `maybe_applied` is false this node never sent an accept carrying the
+    /// change and never will; when true, it may have taken effect.
     Unavailable { maybe_applied: bool },
-    /// The node did not run the request at all; nothing changed.
+    /// The change may or may not have taken effect, and no node can tell:
+    /// the request may have run elsewhere, and the key has since taken more
+    /// writes than it remembers (`limits::RECENT_WRITES_MAX`) after the
+    /// version the client last saw.
+    Indeterminate,
+    /// The node did not run this copy and never will; nothing changed.
     Refused(Refusal),
+    /// Not an ending: the node is still working on the request (this
+    /// answers a copy that reached it again). `exclusive` is true while the
+    /// node runs it as the only copy: the copy just received renewed that
+    /// for `EXCLUSIVE_WINDOW_MS`. When false, the node now judges the
+    /// request as one that may have run elsewhere, and the client may send
+    /// it to another node at once.
+    InProgress { exclusive: bool },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,8 +148,11 @@ pub enum Refusal {
     BadTimeout,
     /// The node is stopping.
     ShuttingDown,
-    /// The request names another incarnation of the node: it restarted.
-    Restarted,
+    /// The node does not know the client's session, and the request names
+    /// another incarnation than the node's current one (the client has not
+    /// heard from it yet, or it restarted or forgot sessions since): the
+    /// reply names the current one, and the client may send again.
+    StaleIncarnation,
 }
 
 const _: () = assert!(limits::KEY_BYTES_MAX == 1024 && limits::VALUE_BYTES_MAX == 16384);
@@ -124,7 +165,7 @@ impl fmt::Display for Refusal {
             Refusal::Overloaded => "node is overloaded (too many requests in flight)",
             Refusal::BadTimeout => "timeout is zero or above the limit",
             Refusal::ShuttingDown => "node is shutting down",
-            Refusal::Restarted => "node restarted since the client last asked it",
+            Refusal::StaleIncarnation => "request named another incarnation of the node",
         };
         f.write_str(text)
     }
@@ -134,10 +175,11 @@ impl fmt::Display for Refusal {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: NodeId,
-    /// A random number drawn when the node process started.
-    pub incarnation: u64,
+    pub incarnation: Incarnation,
     pub keys: u64,
     pub requests_in_flight: u64,
+    /// Client sessions the node remembers.
+    pub sessions: u64,
     pub uptime_ms: u64,
     pub log_bytes: u64,
 }
@@ -148,7 +190,8 @@ impl Message {
         let key_ok = |k: &Key| k.0.len() <= limits::KEY_BYTES_MAX;
         let state_ok = |s: &RegisterState| {
             s.value.as_ref().is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX)
-                && s.lineage.len() <= limits::LINEAGE_ORIGINS_MAX
+                && s.recent.len() <= limits::RECENT_WRITES_MAX
+                && s.writers.len() <= limits::NODES_MAX
         };
         match self {
             Message::Prepare { key, .. } | Message::Accepted { key, .. } | Message::Reject { key, .. } => {
@@ -158,9 +201,11 @@ impl Message {
                 key_ok(key) && state_ok(state)
             }
             // Oversized requests are answered with a refusal, not dropped.
-            Message::Request { .. } | Message::StatusRequest { .. } => true,
+            Message::Request(_) | Message::StatusRequest { .. } => true,
             Message::Reply { outcome, .. } => match outcome {
-                Outcome::Done { state, .. } => state_ok(state),
+                Outcome::Done { value, .. } => {
+                    value.as_ref().is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX)
+                }
                 _ => true,
             },
             Message::StatusReply { .. } => true,
@@ -316,7 +361,6 @@ fn decode_header(cluster: ClusterId, bytes: &[u8]) -> Result<Header, DecodeError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{Value, Version};
 
     const CLUSTER: ClusterId = ClusterId(42);
 

@@ -46,3 +46,21 @@ fn driver_replying_before_sync_is_caught() {
     let bugs = PlantedBugs { reply_before_sync: true, ..PlantedBugs::default() };
     assert_caught("reply_before_sync", bugs, 1000);
 }
+
+#[test]
+fn a_retried_request_applied_twice_when_it_moves_to_another_node_is_caught() {
+    let bugs = PlantedBugs { reapply_resent: true, ..PlantedBugs::default() };
+    assert_caught("reapply_resent", bugs, 1000);
+}
+
+#[test]
+fn dedupe_forgotten_across_a_restart_is_caught() {
+    let bugs = PlantedBugs { log_forgets_recent: true, ..PlantedBugs::default() };
+    assert_caught("log_forgets_recent", bugs, 1000);
+}
+
+#[test]
+fn a_not_run_answer_that_a_later_copy_makes_false_is_caught() {
+    let bugs = PlantedBugs { forget_refusals: true, ..PlantedBugs::default() };
+    assert_caught("forget_refusals", bugs, 1000);
+}

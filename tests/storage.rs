@@ -302,16 +302,15 @@ fn recover_frame_embedded_in_a_torn_value_is_not_a_later_record() {
         state: RegisterState {
             value: Some(Value([b"pad".as_slice(), &embedded, b"pad"].concat())),
             version: Version(1),
-            origin: Ballot::ZERO,
-            lineage: Vec::new(),
+            ..Default::default()
         },
     };
     let mut bytes = encode_log(&[]);
     log::encode_record(&outer, &mut bytes);
     // Cut the outer frame just after its embedded frame: the padding, the
-    // version (one byte), the origin ballot (two bytes), the empty lineage
-    // (one byte) and the trailing crc remain unwritten.
-    let cut = bytes.len() - 4 - 1 - 2 - 1 - 3;
+    // version (one byte), the empty lists of remembered writes and of
+    // writers (one byte each) and the trailing crc remain unwritten.
+    let cut = bytes.len() - 4 - 1 - 1 - 1 - 3;
     assert_eq!(bytes[cut - embedded.len()..cut], embedded[..]);
     let got = log::recover(&bytes[..cut]).expect("torn tail");
     assert_eq!(got.records, vec![]);
@@ -507,8 +506,7 @@ fn append_of_an_oversized_record_is_refused_and_buffers_nothing() {
         state: RegisterState {
             value: Some(Value(vec![7; paxosd::limits::RECORD_BYTES_MAX])),
             version: Version(1),
-            origin: Ballot::ZERO,
-            lineage: Vec::new(),
+            ..Default::default()
         },
     };
     match log.append(&big) {

@@ -270,7 +270,10 @@ fn torture(config: &Config, node: Option<NodeId>, args: TortureArgs) -> u8 {
         history.display()
     );
     let counters = Arc::new(Counters::default());
-    let progress = progress::start(counters.clone(), options.duration);
+    let shown = counters.clone();
+    let every = Some(Duration::from_secs(5));
+    let progress =
+        progress::start("torture", options.duration, every, move || progress::torture_line(&shown));
     let result = torture::run(config, &options, &counters);
     progress.finish();
     match result {
@@ -322,7 +325,8 @@ fn timeline(
 }
 
 fn bench(config: &Config, node: Option<NodeId>, timeout: Duration, args: BenchArgs) -> u8 {
-    use paxosd::bench::{self, Options, Workload};
+    use paxosd::bench::{self, Counters, Options, Workload};
+    use std::sync::Arc;
     if args.value_bytes > paxosd::limits::VALUE_BYTES_MAX {
         return fail(
             EXIT_USAGE,
@@ -344,16 +348,32 @@ fn bench(config: &Config, node: Option<NodeId>, timeout: Duration, args: BenchAr
         node,
         key_prefix: paxosd::torture::unique_prefix(random_seed()).replacen("torture", "bench", 1),
     };
-    match bench::run(config, &options) {
-        Ok(report) => {
-            println!(
-                "workload={} clients={} value_bytes={} {report}",
-                args.workload, options.clients, args.value_bytes
-            );
-            EXIT_OK
-        }
-        Err(e) => fail(EXIT_OTHER, &e),
+    let counters = Arc::new(Counters::default());
+    let shown = counters.clone();
+    // The interval lines are the plain progress report; no extra lines.
+    let progress = progress::start("bench", options.duration, None, move || shown.line());
+    let result =
+        bench::run(config, &options, &counters, &mut |interval| progress.println(&interval.to_string()));
+    progress.finish();
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => return fail(EXIT_OTHER, &e.to_string()),
+    };
+    println!(
+        "workload={} clients={} value_bytes={} {report}",
+        args.workload, options.clients, args.value_bytes
+    );
+    if report.errors > 0 {
+        println!("errors by kind: {}", report.error_kinds);
     }
+    for interval in &report.intervals {
+        println!("{interval}");
+    }
+    if let Some(stability) = report.stability() {
+        println!("{stability}");
+    }
+    log::info!("load generator: {}", report.load);
+    EXIT_OK
 }
 
 fn random_seed() -> u64 {
@@ -363,7 +383,7 @@ fn random_seed() -> u64 {
     h.finish() % 1_000_000_000
 }
 
-/// A progress bar on a terminal, a plain line every few seconds otherwise.
+/// A progress bar on a terminal; plain lines otherwise.
 mod progress {
     use indicatif::{ProgressBar, ProgressStyle};
     use paxosd::torture::Counters;
@@ -373,59 +393,76 @@ mod progress {
     use std::time::{Duration, Instant};
 
     pub struct Progress {
+        bar: Option<ProgressBar>,
         stop: Arc<AtomicBool>,
         thread: Option<std::thread::JoinHandle<()>>,
     }
 
     impl Progress {
+        /// Prints a line on stderr, above the bar if there is one.
+        pub fn println(&self, line: &str) {
+            match &self.bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+
         pub fn finish(mut self) {
             self.stop.store(true, Ordering::Relaxed);
             if let Some(t) = self.thread.take() {
                 let _ = t.join();
             }
+            if let Some(bar) = self.bar.take() {
+                bar.finish_and_clear();
+            }
         }
     }
 
-    fn line(c: &Counters) -> String {
+    pub fn torture_line(c: &Counters) -> String {
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         format!("ops={} ok={} fail={} info={}", get(&c.ops), get(&c.ok), get(&c.fail), get(&c.info))
     }
 
-    pub fn start(counters: Arc<Counters>, duration: Duration) -> Progress {
+    /// Shows `message()` in a bar when stderr is a terminal; otherwise as a
+    /// line `LABEL: Ns MESSAGE` every `plain_every`, if given.
+    pub fn start(
+        label: &'static str,
+        duration: Duration,
+        plain_every: Option<Duration>,
+        message: impl Fn() -> String + Send + 'static,
+    ) -> Progress {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let terminal = std::io::stderr().is_terminal();
+        let bar = std::io::stderr().is_terminal().then(|| new_bar(duration));
+        let (flag, shown) = (stop.clone(), bar.clone());
         let thread = std::thread::spawn(move || {
             let started = Instant::now();
-            let bar = terminal.then(|| {
-                let bar = ProgressBar::new(duration.as_secs().max(1));
-                let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len}s {msg}");
-                if let Ok(style) = style {
-                    bar.set_style(style.progress_chars("=> "));
-                }
-                bar
-            });
             let mut last_line = Instant::now();
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
                 let elapsed = started.elapsed().as_secs().min(duration.as_secs());
-                match &bar {
-                    Some(bar) => {
+                match (&shown, plain_every) {
+                    (Some(bar), _) => {
                         bar.set_position(elapsed);
-                        bar.set_message(line(&counters));
+                        bar.set_message(message());
                     }
-                    None if last_line.elapsed() >= Duration::from_secs(5) => {
-                        eprintln!("torture: {elapsed}s {}", line(&counters));
+                    (None, Some(every)) if last_line.elapsed() >= every => {
+                        eprintln!("{label}: {elapsed}s {}", message());
                         last_line = Instant::now();
                     }
-                    None => {}
+                    (None, _) => {}
                 }
             }
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
         });
-        Progress { stop, thread: Some(thread) }
+        Progress { bar, stop, thread: Some(thread) }
+    }
+
+    fn new_bar(duration: Duration) -> ProgressBar {
+        let bar = ProgressBar::new(duration.as_secs().max(1));
+        let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len}s {msg}");
+        if let Ok(style) = style {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
     }
 }
 
@@ -441,6 +478,7 @@ fn fail(code: u8, message: &str) -> u8 {
 fn client_error(e: ClientError) -> u8 {
     let code = match e {
         ClientError::NoQuorum { .. } => EXIT_NO_QUORUM,
+        ClientError::Unknown { .. } => EXIT_NO_QUORUM,
         ClientError::UnknownNode(_) => EXIT_USAGE,
         _ => EXIT_OTHER,
     };
@@ -450,7 +488,7 @@ fn client_error(e: ClientError) -> u8 {
 fn print_version(result: Result<Answer, ClientError>) -> u8 {
     match result {
         Ok(answer) => {
-            println!("{}", answer.state.version);
+            println!("{}", answer.version);
             EXIT_OK
         }
         Err(e) => client_error(e),
@@ -462,12 +500,12 @@ fn read(client: &mut Client, key: &str, json: bool) -> u8 {
         Ok(a) => a,
         Err(e) => return client_error(e),
     };
-    let value = answer.state.value.as_ref().map(|v| v.as_bytes());
+    let value = answer.value.as_ref().map(|v| v.as_bytes());
     if json {
         let text = serde_json::json!({
             "key": key,
             "value": value.map(|v| String::from_utf8_lossy(v).into_owned()),
-            "version": answer.state.version.0,
+            "version": answer.version.0,
         });
         println!("{text}");
     } else if let Some(bytes) = value {
@@ -489,15 +527,15 @@ fn cas(client: &mut Client, args: CasArgs) -> u8 {
     };
     match result {
         Ok(answer) if answer.precondition_held => {
-            println!("{}", answer.state.version);
+            println!("{}", answer.version);
             EXIT_OK
         }
         Ok(answer) => {
-            let current = match &answer.state.value {
+            let current = match &answer.value {
                 Some(v) => format!("{:?}", String::from_utf8_lossy(v.as_bytes())),
                 None => "absent".to_string(),
             };
-            let version = answer.state.version;
+            let version = answer.version;
             fail(
                 EXIT_PRECONDITION,
                 &format!("precondition failed, nothing changed: {key} is {current} at version {version}"),

@@ -6,6 +6,7 @@
 //! Every change to a slot produces a `Record`; the answer it goes with may
 //! leave the node only after that record is synced (see `core::Ready`).
 
+use crate::limits;
 use crate::storage::Record;
 use crate::types::{Ballot, Key, RegisterState};
 use crate::wire::Message;
@@ -32,9 +33,10 @@ impl Slot {
     /// Roughly what this slot costs in the log, to decide when to compact.
     fn bytes(&self, key: &Key) -> u64 {
         let value = self.state.value.as_ref().map_or(0, |v| v.0.len());
-        // About 48 bytes of ballots, versions and framing, and up to 23 per
-        // ancestor in the lineage.
-        (key.0.len() + value + 48 + 23 * self.state.lineage.len()) as u64
+        // About 48 bytes of ballots, versions and framing, up to 19 per
+        // remembered write and 13 per writer.
+        let recent = limits::RECENT_WRITE_BYTES_MAX * self.state.recent.len();
+        (key.0.len() + value + 48 + recent + 13 * self.state.writers.len()) as u64
     }
 }
 
@@ -116,7 +118,12 @@ impl Acceptor {
     }
 
     fn store(&mut self, key: &Key, new: Slot) -> Record {
-        let record = new.record(key);
+        let mut record = new.record(key);
+        if self.forgets_recent_on_disk()
+            && let Record::Slot { state, .. } = &mut record
+        {
+            state.recent.clear();
+        }
         if let Some(old) = self.slots.get(key) {
             // The two rules above guarantee these; a violation is a bug here,
             // never something a peer can cause.
@@ -134,6 +141,16 @@ impl Acceptor {
 
     #[cfg(not(feature = "planted-bugs"))]
     fn accepts_below_promise(&self) -> bool {
+        false
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn forgets_recent_on_disk(&self) -> bool {
+        self.bugs.log_forgets_recent
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn forgets_recent_on_disk(&self) -> bool {
         false
     }
 }

@@ -1,13 +1,13 @@
 //! The protocol as pure state machines: no sockets, no files, no clock, no
-//! global randomness. The same code runs under the mio driver and under the
-//! deterministic simulator.
+//! global randomness. The same code runs under the mio driver, the blocking
+//! client, the load generator and the deterministic simulator.
 //!
 //! A driver uses a `Node` like this, one turn at a time:
-//! 1. restore: `Node::new(id, members, records_from_the_log, seed)`;
-//! 2. feed inputs with the current time: `handle_message(now, from, msg)`
-//!    for each peer message, `handle_request(now, handle, key, change,
-//!    timeout_ms)` for each client request, `handle_timeout(now)` when
-//!    `next_deadline()` has passed;
+//! 1. restore: `Node::new(NodeSetup { records_from_the_log, seed, now, .. })`;
+//! 2. feed inputs with the current time: `handle_peer(now, from, msg)` for
+//!    each message from a peer, `handle_client(now, addr, msg)` for each
+//!    message from a client, `handle_timeout(now)` when `next_deadline()`
+//!    has passed;
 //! 3. `take_ready()`: append `ready.records` to storage, sync once (group
 //!    commit), then `ready.release(synced)` and send what it returns
 //!    (`Envelope::Peer` to nodes, `Envelope::Client` to clients);
@@ -15,23 +15,29 @@
 //!
 //! Step 3's order is enforced by types: the messages of a `Ready` can only be
 //! had with the `Synced` proof that `Storage::sync` returns.
+//!
+//! A client drives a `client::ClientMachine` the same way: `start` an
+//! operation, feed it `handle_message` and `handle_timeout`, send what
+//! `poll_transmit` returns, sleep until `poll_timeout`, and take the
+//! operation's `Ending` from `poll_ending`.
 
 pub mod acceptor;
 pub mod backoff;
-pub mod clients;
+pub mod client;
 pub mod node;
 pub mod proposer;
 pub mod quorum;
 pub mod rng;
+pub mod sessions;
 #[cfg(test)]
 mod tests;
 
-pub use node::{Envelope, Node, Ready};
+pub use node::{ClientLimits, Envelope, Node, NodeSetup, Ready};
 pub use proposer::ReqHandle;
 
-/// Deliberate protocol bugs, compiled only with the `planted-bugs` feature,
-/// so tests can show that the simulator and the checker catch them.
-#[cfg(feature = "planted-bugs")]
+/// Deliberate bugs, switched on only in builds with the `planted-bugs`
+/// feature, so tests can show that the simulator and the checkers catch
+/// them. Without the feature nothing can set them and every one is off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlantedBugs {
     /// The acceptor accepts at ballots below its promise.
@@ -41,4 +47,16 @@ pub struct PlantedBugs {
     pub ignore_accepted_state: bool,
     /// The driver sends replies before syncing the records they depend on.
     pub reply_before_sync: bool,
+    /// A request the client sent to another node too is evaluated without
+    /// looking for it among the key's remembered writes: a retried request
+    /// is applied twice when it moves to another node.
+    pub reapply_resent: bool,
+    /// The acceptor's log records leave out the key's remembered writes, so
+    /// a node forgets them when it restarts: dedupe forgotten across a
+    /// restart.
+    pub log_forgets_recent: bool,
+    /// An "overloaded" refusal is not remembered for the session, so a
+    /// later copy of the refused request runs after all: a "not run" answer
+    /// that does not stay true.
+    pub forget_refusals: bool,
 }

@@ -1,22 +1,26 @@
-//! A node: acceptor and proposer for every key, plus the round counter and
-//! the client request table. See `core` for the order in which a driver
-//! calls it.
+//! A node: acceptor and proposer for every key, the round counter, and the
+//! clients' side of it: which requests to run (`sessions`), where answers
+//! go, and status. See `core` for the order in which a driver calls it.
+//!
+//! The node is generic over a client's address `A` (a socket address in
+//! the daemon, a number in the simulator): it never looks inside one, only
+//! sends answers back to it.
 
 use super::acceptor::{Acceptor, Slot, Vote};
-use super::proposer::{Ctx, Outbox, Progress, Proposal, ReqHandle, Request};
+use super::proposer::{Ctx, Dedupe, Outbox, Progress, Proposal, ReqHandle, Request};
 use super::rng::Rng;
-use crate::change::Change;
+use super::sessions::{Admission, Sessions};
 use crate::limits;
 use crate::storage::{Record, Synced};
-use crate::types::{Ballot, Key, NodeId, Time};
-use crate::wire::{Message, Outcome, Refusal};
+use crate::types::{Ballot, Key, NodeId, RequestId, Time};
+use crate::wire::{self, Message, NodeStatus, Outcome, Refusal};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Where an output goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Envelope {
+pub enum Envelope<A> {
     Peer(NodeId, Message),
-    Client(ReqHandle, Outcome),
+    Client(A, Message),
 }
 
 /// Everything a node produced since the last `take_ready`: records to make
@@ -24,25 +28,31 @@ pub enum Envelope {
 /// private: the only ways to get them are `release` with a `Synced` proof or
 /// `release_if_nothing_to_sync`, so no driver can send a promise, an
 /// accepted or a reply before the state it depends on is on disk.
-#[derive(Debug, Default)]
-pub struct Ready {
+#[derive(Debug)]
+pub struct Ready<A> {
     pub records: Vec<Record>,
-    messages: Vec<Envelope>,
+    messages: Vec<Envelope<A>>,
 }
 
-impl Ready {
-    pub fn release(self, _proof: Synced) -> Vec<Envelope> {
+impl<A> Default for Ready<A> {
+    fn default() -> Self {
+        Ready { records: Vec::new(), messages: Vec::new() }
+    }
+}
+
+impl<A> Ready<A> {
+    pub fn release(self, _proof: Synced) -> Vec<Envelope<A>> {
         self.messages
     }
 
     /// The messages, when no record needs syncing first.
-    pub fn release_if_nothing_to_sync(self) -> Result<Vec<Envelope>, Ready> {
+    pub fn release_if_nothing_to_sync(self) -> Result<Vec<Envelope<A>>, Ready<A>> {
         if self.records.is_empty() { Ok(self.messages) } else { Err(self) }
     }
 
     /// Messages a deliberately broken driver sends before syncing (tests only).
     #[cfg(feature = "planted-bugs")]
-    pub fn take_messages_unsynced(&mut self) -> Vec<Envelope> {
+    pub fn take_messages_unsynced(&mut self) -> Vec<Envelope<A>> {
         std::mem::take(&mut self.messages)
     }
 }
@@ -76,28 +86,75 @@ impl Rounds {
     }
 }
 
-pub struct Node {
+/// The limits a node enforces on clients; the daemon uses `limits.rs`, the
+/// simulator shrinks them to put nodes under pressure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    pub requests_in_flight_max: usize,
+    pub requests_queued_per_key_max: usize,
+    pub sessions_per_generation: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            requests_in_flight_max: limits::REQUESTS_IN_FLIGHT_MAX,
+            requests_queued_per_key_max: limits::REQUESTS_QUEUED_PER_KEY_MAX,
+            sessions_per_generation: limits::SESSIONS_PER_GENERATION,
+        }
+    }
+}
+
+/// What a node starts from.
+pub struct NodeSetup {
+    pub id: NodeId,
+    pub members: Vec<NodeId>,
+    /// The records its log held, in log order.
+    pub records: Vec<Record>,
+    /// Seeds the node's randomness (jitter, incarnations).
+    pub seed: u64,
+    /// The driver's clock when the node starts.
+    pub now: Time,
+    pub limits: ClientLimits,
+}
+
+/// The requests running at this node, and where their answers go.
+#[derive(Debug)]
+struct Running<A> {
+    next_handle: u64,
+    by_handle: BTreeMap<ReqHandle, (A, RequestId)>,
+    by_id: BTreeMap<RequestId, ReqHandle>,
+}
+
+pub struct Node<A> {
     id: NodeId,
     members: Vec<NodeId>,
     acceptor: Acceptor,
     rounds: Rounds,
     proposals: BTreeMap<Key, Proposal>,
     queued: BTreeMap<Key, VecDeque<Request>>,
-    requests: usize,
+    running: Running<A>,
+    sessions: Sessions,
+    limits: ClientLimits,
     rng: Rng,
-    ready: Ready,
+    ready: Ready<A>,
     loopback: VecDeque<Message>,
+    /// The latest time a driver passed in; replies carry it.
+    clock: Time,
+    /// When each peer was last heard from, to tell when this node is cut off.
+    last_heard: BTreeMap<NodeId, Time>,
+    started: Time,
+    log_bytes: u64,
     #[cfg(feature = "planted-bugs")]
-    pub bugs: super::PlantedBugs,
+    bugs: super::PlantedBugs,
 }
 
-impl Node {
-    /// A node `id` of a cluster of `members`, restored from the records its
-    /// log held (in log order), with a seeded random source.
-    pub fn new(id: NodeId, members: Vec<NodeId>, records: Vec<Record>, seed: u64) -> Node {
+impl<A: Copy + Ord> Node<A> {
+    /// A node restored from its log.
+    pub fn new(setup: NodeSetup) -> Node<A> {
         let mut acceptor = Acceptor::new();
         let mut rounds = Rounds { next: 1, limit: 1 };
-        for record in records {
+        for record in setup.records {
             match record {
                 Record::Slot { key, promised, accepted, state } => {
                     rounds.observe(promised.round);
@@ -111,17 +168,25 @@ impl Node {
                 }
             }
         }
+        let mut rng = Rng::new(setup.seed);
+        let sessions = Sessions::new(setup.limits.sessions_per_generation, Rng::new(rng.next_u64()));
         Node {
-            id,
-            members,
+            id: setup.id,
+            members: setup.members,
             acceptor,
             rounds,
             proposals: BTreeMap::new(),
             queued: BTreeMap::new(),
-            requests: 0,
-            rng: Rng::new(seed),
+            running: Running { next_handle: 0, by_handle: BTreeMap::new(), by_id: BTreeMap::new() },
+            sessions,
+            limits: setup.limits,
+            rng,
             ready: Ready::default(),
             loopback: VecDeque::new(),
+            clock: setup.now,
+            last_heard: BTreeMap::new(),
+            started: setup.now,
+            log_bytes: 0,
             #[cfg(feature = "planted-bugs")]
             bugs: super::PlantedBugs::default(),
         }
@@ -151,11 +216,29 @@ impl Node {
     }
 
     pub fn requests_in_flight(&self) -> usize {
-        self.requests
+        self.running.by_handle.len()
+    }
+
+    /// The driver tells how large the log is, for status replies.
+    pub fn set_log_bytes(&mut self, bytes: u64) {
+        self.log_bytes = bytes;
+    }
+
+    /// What a status request is answered with.
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            node: self.id,
+            incarnation: self.sessions.incarnation(),
+            keys: self.acceptor.keys() as u64,
+            requests_in_flight: self.requests_in_flight() as u64,
+            sessions: self.sessions.len() as u64,
+            uptime_ms: self.clock.micros_since(self.started) / 1000,
+            log_bytes: self.log_bytes,
+        }
     }
 
     /// Everything produced since the last call.
-    pub fn take_ready(&mut self) -> Ready {
+    pub fn take_ready(&mut self) -> Ready<A> {
         std::mem::take(&mut self.ready)
     }
 
@@ -166,51 +249,117 @@ impl Node {
         proposals.chain(queued).min()
     }
 
-    /// A client asks for `change` on `key`, to be answered within `timeout_ms`.
-    pub fn handle_request(
-        &mut self,
-        now: Time,
-        handle: ReqHandle,
-        key: Key,
-        change: Change,
-        timeout_ms: u64,
-    ) {
-        if let Some(refusal) = self.refusal(&key, &change, timeout_ms) {
-            self.reply(handle, Outcome::Refused(refusal));
+    /// A message from a peer (decoded, validated, and known to come from
+    /// `from`). Anything but the protocol's phase messages is ignored.
+    pub fn handle_peer(&mut self, now: Time, from: NodeId, msg: Message) {
+        self.clock = now;
+        if from == self.id || !is_peer_message(&msg) {
             return;
         }
-        self.requests += 1;
-        let request = Request { handle, change, deadline: now.plus_millis(timeout_ms) };
+        self.last_heard.insert(from, now);
+        self.dispatch(now, from, msg);
+        self.drain_loopback(now);
+    }
+
+    /// A message from a client at `from`.
+    pub fn handle_client(&mut self, now: Time, from: A, msg: Message) {
+        self.clock = now;
+        match msg {
+            Message::Request(request) => self.handle_request(now, from, request),
+            Message::StatusRequest { session, probe } => {
+                let status = self.status();
+                let reply = Message::StatusReply { session, probe, node_time: now, status };
+                self.ready.messages.push(Envelope::Client(from, reply));
+            }
+            // Clients have no business sending anything else.
+            _ => {}
+        }
+    }
+
+    fn handle_request(&mut self, now: Time, from: A, request: wire::Request) {
+        let id = request.id;
+        if let Some(refusal) = bad_input(&request) {
+            return self.reply(from, id, Outcome::Refused(refusal));
+        }
+        if let Some(&handle) = self.running.by_id.get(&id) {
+            return self.still_running(now, from, &request, handle);
+        }
+        // The planted bug refuses before the session table hears of the
+        // request, as a reply cache full of answers once did.
+        if self.forgets_refusals() && self.is_overloaded(&request.key) {
+            return self.reply(from, id, Outcome::Refused(Refusal::Overloaded));
+        }
+        let exclusive = match self.sessions.admit(id, request.incarnation, request.resent) {
+            Admission::Run { exclusive } => exclusive,
+            Admission::Running | Admission::Stale => return,
+            Admission::Replay(outcome) => return self.reply(from, id, outcome),
+            Admission::WrongIncarnation => {
+                return self.reply(from, id, Outcome::Refused(Refusal::StaleIncarnation));
+            }
+        };
+        if self.is_overloaded(&request.key) {
+            // Remembered like any answer, so that no later copy runs here.
+            self.sessions.finish(id, &Outcome::Refused(Refusal::Overloaded));
+            return self.reply(from, id, Outcome::Refused(Refusal::Overloaded));
+        }
+        self.start_request(now, from, request, exclusive);
+    }
+
+    fn is_overloaded(&self, key: &Key) -> bool {
+        let queue = self.queued.get(key).map_or(0, VecDeque::len);
+        self.requests_in_flight() >= self.limits.requests_in_flight_max
+            || queue >= self.limits.requests_queued_per_key_max
+    }
+
+    fn start_request(&mut self, now: Time, from: A, request: wire::Request, exclusive: bool) {
+        self.running.next_handle += 1;
+        let handle = ReqHandle(self.running.next_handle);
+        self.running.by_handle.insert(handle, (from, request.id));
+        self.running.by_id.insert(request.id, handle);
+        let proposal_request = Request {
+            handle,
+            fingerprint: request.id.fingerprint(),
+            dedupe: Dedupe::new(request.floor, exclusive, request.sent_at, now),
+            change: request.change,
+            deadline: now.plus_millis(u64::from(request.timeout_ms)),
+            resent: request.resent,
+        };
+        let key = request.key;
         if self.proposals.contains_key(&key) {
             // Joins the running batch at its next attempt if it is still
             // open, or runs in the next batch.
-            self.queued.entry(key).or_default().push_back(request);
+            self.queued.entry(key).or_default().push_back(proposal_request);
             return;
         }
-        self.proposals.insert(key.clone(), Proposal::new(key.clone(), request, now));
+        self.proposals.insert(key.clone(), Proposal::new(key.clone(), proposal_request, now));
         self.drive(now, &key);
         self.drain_loopback(now);
     }
 
-    fn refusal(&self, key: &Key, change: &Change, timeout_ms: u64) -> Option<Refusal> {
-        let queue_full = self.queued.get(key).is_some_and(|q| q.len() >= limits::REQUESTS_QUEUED_PER_KEY_MAX);
-        if key.0.len() > limits::KEY_BYTES_MAX {
-            Some(Refusal::KeyTooLarge)
-        } else if change.value_bytes() > limits::VALUE_BYTES_MAX {
-            Some(Refusal::ValueTooLarge)
-        } else if timeout_ms == 0 || timeout_ms > limits::REQUEST_TIMEOUT_MS_MAX {
-            Some(Refusal::BadTimeout)
-        } else if self.requests >= limits::REQUESTS_IN_FLIGHT_MAX || queue_full {
-            Some(Refusal::Overloaded)
-        } else {
-            None
+    /// Another copy of a request that runs here: it renews the request's
+    /// exclusive window, or revokes it if the client sent copies elsewhere;
+    /// the client hears that the node is still at it.
+    fn still_running(&mut self, now: Time, from: A, request: &wire::Request, handle: ReqHandle) {
+        let key = &request.key;
+        let renewal = (!request.resent && request.sent_at <= now)
+            .then(|| request.sent_at.plus_millis(limits::EXCLUSIVE_WINDOW_MS));
+        if let Some(p) = self.proposals.get_mut(key) {
+            match renewal {
+                Some(until) => p.renew_exclusive(handle, until),
+                None => p.revoke_exclusive(handle),
+            }
         }
-    }
-
-    /// A message from a peer (already decoded and validated by the driver).
-    pub fn handle_message(&mut self, now: Time, from: NodeId, msg: Message) {
-        self.dispatch(now, from, msg);
-        self.drain_loopback(now);
+        for r in self.queued.get_mut(key).into_iter().flatten().filter(|r| r.handle == handle) {
+            r.dedupe.exclusive_until = match (renewal, r.dedupe.exclusive_until) {
+                (Some(until), Some(current)) => Some(current.max(until)),
+                _ => None,
+            };
+        }
+        let in_proposal = self.proposals.get(key).is_some_and(|p| p.is_exclusive(handle, now));
+        let in_queue = self.queued.get(key).is_some_and(|q| {
+            q.iter().any(|r| r.handle == handle && r.dedupe.exclusive_until.is_some_and(|until| now < until))
+        });
+        self.reply(from, request.id, Outcome::InProgress { exclusive: in_proposal || in_queue });
     }
 
     fn drain_loopback(&mut self, now: Time) {
@@ -221,11 +370,17 @@ impl Node {
 
     fn dispatch(&mut self, now: Time, from: NodeId, msg: Message) {
         match msg {
+            // Ballots seen as an acceptor raise the node's own round counter
+            // too: a node that becomes the proposer for a key (a client moved
+            // to it) then starts above what it promised, instead of losing
+            // its first attempt to its own promise.
             Message::Prepare { key, ballot } => {
+                self.rounds.observe(ballot.round);
                 let vote = self.acceptor.handle_prepare(&key, ballot);
                 self.vote(from, vote);
             }
             Message::Accept { key, ballot, state } => {
+                self.rounds.observe(ballot.round);
                 let vote = self.acceptor.handle_accept(&key, ballot, &state);
                 self.vote(from, vote);
             }
@@ -242,8 +397,7 @@ impl Node {
                 self.rounds.observe(promised.round);
                 self.with_proposal(now, &key, |p, ctx| p.on_reject(now, from, ballot, ctx.rng));
             }
-            // Client traffic and status are the driver's business.
-            Message::Request { .. }
+            Message::Request(_)
             | Message::Reply { .. }
             | Message::StatusRequest { .. }
             | Message::StatusReply { .. } => {}
@@ -257,47 +411,71 @@ impl Node {
 
     /// Time passed: retries, backoffs and deadlines.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.clock = now;
         let due: Vec<Key> =
             self.proposals.iter().filter(|(_, p)| p.wake_at() <= now).map(|(k, _)| k.clone()).collect();
         for key in due {
             self.with_proposal(now, &key, |p, ctx| p.on_timer(now, ctx));
         }
+        if self.is_cut_off(now) {
+            self.give_up_stalled(now);
+        }
         self.expire_queued(now);
         self.drain_loopback(now);
     }
 
+    /// True when no majority of the members (this node included) was heard
+    /// from within `STALL_MS`.
+    fn is_cut_off(&self, now: Time) -> bool {
+        let since = Time(now.0.saturating_sub(limits::STALL_MS * 1000));
+        let heard = self.last_heard.values().filter(|t| **t >= since).count();
+        heard + 1 < super::quorum::majority(self.members.len())
+    }
+
+    /// Proposals that have tried for `STALL_MS` while the node is cut off
+    /// give up what they never sent, and so do the requests queued behind
+    /// them: their clients can go elsewhere at once.
+    fn give_up_stalled(&mut self, now: Time) {
+        let stalled: Vec<Key> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| now.micros_since(p.running_since()) >= limits::STALL_MS * 1000)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stalled {
+            let queued = self.queued.remove(&key).unwrap_or_default();
+            let never_ran = queued.iter().map(|r| (r.handle, Outcome::Unavailable { maybe_applied: false }));
+            self.answer(never_ran.collect());
+            self.with_proposal(now, &key, |p, _| p.give_up_unsent());
+        }
+    }
+
+    /// Queued requests whose deadline passed never ran: no accept carried them.
     fn expire_queued(&mut self, now: Time) {
         let mut expired = Vec::new();
         for queue in self.queued.values_mut() {
             queue.retain(|r| {
                 let keep = r.deadline > now;
                 if !keep {
-                    expired.push(r.handle);
+                    expired.push((r.handle, Outcome::Unavailable { maybe_applied: false }));
                 }
                 keep
             });
         }
         self.queued.retain(|_, q| !q.is_empty());
-        for handle in expired {
-            self.requests -= 1;
-            self.reply(handle, Outcome::Unavailable { maybe_applied: false });
-        }
+        self.answer(expired);
     }
 
     /// Answers every request, for a clean shutdown: proposals still running
-    /// may have sent accepts, so their outcome is unknown.
+    /// may have sent accepts, so their outcome may be unknown.
     pub fn shutdown(&mut self) {
         let proposals: Vec<Proposal> = std::mem::take(&mut self.proposals).into_values().collect();
         for p in proposals {
-            for (handle, outcome) in p.unavailable() {
-                self.reply(handle, outcome);
-            }
+            self.answer(p.unavailable());
         }
         let queued: Vec<Request> = std::mem::take(&mut self.queued).into_values().flatten().collect();
-        for r in queued {
-            self.reply(r.handle, Outcome::Refused(Refusal::ShuttingDown));
-        }
-        self.requests = 0;
+        let refused = queued.iter().map(|r| (r.handle, Outcome::Refused(Refusal::ShuttingDown)));
+        self.answer(refused.collect());
     }
 
     /// Runs `f` on the proposal for `key` (if any), then starts attempts that
@@ -320,7 +498,7 @@ impl Node {
         self.proposals.insert(key.clone(), proposal);
         match progress {
             Progress::Pending => self.drive(now, key),
-            Progress::Expired(outcomes) => {
+            Progress::Settled(outcomes) => {
                 self.answer(outcomes);
                 self.drive(now, key);
             }
@@ -371,11 +549,23 @@ impl Node {
         }
     }
 
+    /// Sends each request's answer to its client, and remembers it for the
+    /// session.
     fn answer(&mut self, outcomes: Vec<(ReqHandle, Outcome)>) {
         for (handle, outcome) in outcomes {
-            self.requests -= 1;
-            self.reply(handle, outcome);
+            let Some((to, id)) = self.running.by_handle.remove(&handle) else {
+                continue;
+            };
+            self.running.by_id.remove(&id);
+            self.sessions.finish(id, &outcome);
+            self.reply(to, id, outcome);
         }
+    }
+
+    fn reply(&mut self, to: A, id: RequestId, outcome: Outcome) {
+        let reply =
+            Message::Reply { id, incarnation: self.sessions.incarnation(), node_time: self.clock, outcome };
+        self.ready.messages.push(Envelope::Client(to, reply));
     }
 
     fn ctx<'a>(&'a mut self, out: &'a mut Outbox) -> Ctx<'a> {
@@ -404,7 +594,40 @@ impl Node {
         }
     }
 
-    fn reply(&mut self, handle: ReqHandle, outcome: Outcome) {
-        self.ready.messages.push(Envelope::Client(handle, outcome));
+    #[cfg(feature = "planted-bugs")]
+    fn forgets_refusals(&self) -> bool {
+        self.bugs.forget_refusals
     }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn forgets_refusals(&self) -> bool {
+        false
+    }
+}
+
+/// A request refused for what it is, whoever sends it: the same copy would
+/// be refused again, so nothing needs remembering.
+fn bad_input(request: &wire::Request) -> Option<Refusal> {
+    let timeout_ms = u64::from(request.timeout_ms);
+    if request.key.0.len() > limits::KEY_BYTES_MAX {
+        Some(Refusal::KeyTooLarge)
+    } else if request.change.value_bytes() > limits::VALUE_BYTES_MAX {
+        Some(Refusal::ValueTooLarge)
+    } else if timeout_ms == 0 || timeout_ms > limits::REQUEST_TIMEOUT_MS_MAX {
+        Some(Refusal::BadTimeout)
+    } else {
+        None
+    }
+}
+
+/// The messages nodes exchange among themselves (the core's inputs).
+fn is_peer_message(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::Prepare { .. }
+            | Message::Promise { .. }
+            | Message::Accept { .. }
+            | Message::Accepted { .. }
+            | Message::Reject { .. }
+    )
 }

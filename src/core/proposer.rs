@@ -9,40 +9,92 @@
 //! itself (the node owns the round counter and its reservation) and never
 //! touches I/O: it appends `(to, message)` pairs to an outbox.
 //!
-//! Retrying a write safely. An attempt that sent accepts for a new state may
-//! be abandoned (a lost answer, a rejection) although its state was, or will
-//! be, chosen. Applying the change again on the next attempt could apply it
-//! twice, or report a CAS as failed that in fact took effect. So each
-//! attempt remembers the state it proposed (its `origin` ballot and version)
-//! and the answers it would give, the batch is frozen once an accept has been
-//! sent, and the next attempt looks at the highest accepted state `T` its
-//! promises reveal:
-//! - one of our states is `T` or in `T`'s chain (its origin is `T.origin`
-//!   or in `T.lineage` at its version): propose `T` again unchanged; once it
-//!   is chosen, so is our state, and the requests get that attempt's
-//!   answers.
-//! - none is: at each of our versions `T`'s chain holds another state, or
-//!   `T` is older. Then none of our states can ever be chosen alongside a
-//!   descendant of `T` (two states of one chain never share a version), so
-//!   the changes are applied to `T`, and at most one of our states is ever
-//!   chosen.
-//! - `T`'s lineage does not reach back to one of our versions: the outcome
-//!   is unknown, and we say so rather than guess.
+//! # Applying a write at most once
+//!
+//! A write request may reach several proposers (the client retries at
+//! another node, or after a restart), and one proposer may evaluate it in
+//! several attempts (an attempt whose accepts were sent can be abandoned,
+//! and its state still be chosen, or adopted by a later proposer as the
+//! highest accepted one). Before evaluating a request on the highest
+//! accepted state `T` of a promise quorum, the proposer asks whether it was
+//! evaluated in `T`'s chain already:
+//! - by this proposal: `T` names the newest state this node wrote in its
+//!   chain (`RegisterState::writers`; ballots grow along a chain). If that is
+//!   one of this proposal's states, the request stands as that attempt
+//!   judged it; if it is older than all of them, none is in the chain. This
+//!   is exact however far the key moved on.
+//! - by another proposer (a copy the client sent elsewhere or earlier): `T`
+//!   remembers it (`RegisterState::recent`, the newest 32 write
+//!   evaluations), or `T` still remembers every evaluation at or above the
+//!   lowest version one could have been at (its *floor*), so it was not.
+//!
+//! Found: it is not evaluated again; once this attempt's accept (which
+//! descends from `T`) is chosen, the request gets the answer it had. Ruled
+//! out everywhere: evaluate it; no other chain can be chosen any more, since
+//! after a majority promised this ballot only states in `T`'s chain or
+//! descending from what this ballot proposes can be. Otherwise the outcome
+//! is indeterminate, and the request is answered so, never evaluated a
+//! second time.
+//!
+//! The floor: a write can only be evaluated on a state at least as new as
+//! the last one its client saw before sending it (a state that was chosen,
+//! since the client saw it in an answer), so `Request::floor` is that
+//! version. A copy that is *exclusive* (`Dedupe::exclusive_until`: the
+//! client sent no copy anywhere else, and clients wait `EXCLUSIVE_WINDOW_MS`
+//! on this node's clock before they do, renewing it while they wait) cannot
+//! have been evaluated by any other proposer while the window lasts, so the
+//! client's floor does not count then. That is what keeps a healthy write
+//! from ever being indeterminate.
 
 use super::backoff::Backoff;
 use super::quorum::Quorum;
 use super::rng::Rng;
 use crate::change::Change;
 use crate::limits;
-use crate::types::{Ballot, Key, NodeId, RegisterState, Time, Version};
+use crate::types::{Ballot, Evaluation, Fingerprint, Key, NodeId, RegisterState, Time, Version};
 use crate::wire::{Message, Outcome};
+use std::collections::BTreeMap;
 
 /// Messages a proposal wants sent.
 pub type Outbox = Vec<(NodeId, Message)>;
 
-/// The driver's handle for a client request, opaque to the core.
+/// The node's handle for a client request, opaque to the proposer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReqHandle(pub u64);
+
+/// What a proposer must assume about other evaluations of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dedupe {
+    /// The client's floor: evaluations by other proposers are at or above it.
+    pub floor: Version,
+    /// Until this time (on this node's clock) no other proposer can have
+    /// evaluated the request; `None` when others may have (a resent copy).
+    pub exclusive_until: Option<Time>,
+    /// Whether an attempt found the request evaluated in its base's chain.
+    pub found: bool,
+}
+
+impl Dedupe {
+    /// A copy admitted at `now`, sent (as the client reckons this node's
+    /// clock) at `sent_at`, exclusive or not.
+    pub fn new(floor: Version, exclusive: bool, sent_at: Time, now: Time) -> Dedupe {
+        // A lower bound on our clock cannot lie ahead of it. If it does, the
+        // client reckoned with another clock (an earlier life of this node),
+        // and the copy cannot be trusted to be the only one.
+        let trusted = exclusive && sent_at <= now;
+        let exclusive_until = trusted.then(|| sent_at.plus_millis(limits::EXCLUSIVE_WINDOW_MS));
+        Dedupe { floor, exclusive_until, found: false }
+    }
+
+    /// The lowest version at which another proposer may have evaluated the
+    /// request, as seen at `now`; `None` while the copy is exclusive.
+    fn others_floor_at(&self, now: Time) -> Option<Version> {
+        match self.exclusive_until {
+            Some(until) if now < until => None,
+            _ => Some(self.floor),
+        }
+    }
+}
 
 /// One client request in a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,11 +102,32 @@ pub struct Request {
     pub handle: ReqHandle,
     pub change: Change,
     pub deadline: Time,
+    pub fingerprint: Fingerprint,
+    pub dedupe: Dedupe,
+    /// The client said it sent the request elsewhere too.
+    pub resent: bool,
 }
 
-/// The answer each request of a batch gets if the batch's state is chosen:
-/// the state after its change, and whether its precondition held.
-type Answers = Vec<(RegisterState, bool)>;
+/// How one request stands against a state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Judgement {
+    /// Evaluated before in the state's chain: this is its answer.
+    Found(Outcome),
+    /// Not in the chain: evaluate it.
+    Evaluate,
+    /// Perhaps in the chain, but forgotten.
+    Indeterminate,
+}
+
+/// A state one of this proposal's attempts sent in accepts: it may end up
+/// in the chain even though the attempt was abandoned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Written {
+    ballot: Ballot,
+    /// The answer each write request of that attempt gets if the state is
+    /// in the chain (whether the attempt evaluated it or found it).
+    answers: BTreeMap<ReqHandle, Outcome>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Phase {
@@ -76,6 +149,9 @@ enum Phase {
     },
 }
 
+/// The answer each request of an attempt gets if its accept is chosen.
+type Answers = BTreeMap<ReqHandle, Outcome>;
+
 /// What the node should do after feeding a proposal an event.
 #[must_use]
 #[derive(Debug, PartialEq, Eq)]
@@ -84,17 +160,9 @@ pub enum Progress {
     Pending,
     /// The proposal is over; answer every request of the batch.
     Finished(Vec<(ReqHandle, Outcome)>),
-    /// Answer these requests, whose deadlines passed; the rest of the batch
-    /// goes on.
-    Expired(Vec<(ReqHandle, Outcome)>),
-}
-
-/// An attempt whose accepts carried a state this batch wrote.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Written {
-    origin: Ballot,
-    version: Version,
-    answers: Answers,
+    /// Answer these requests now (their deadlines passed, or their outcome
+    /// is indeterminate); the rest of the batch goes on.
+    Settled(Vec<(ReqHandle, Outcome)>),
 }
 
 #[derive(Debug)]
@@ -104,22 +172,11 @@ pub struct Proposal {
     phase: Phase,
     wake_at: Time,
     attempts: u32,
+    /// When the proposal, and the attempt in progress, started.
+    started: Time,
+    attempt_started: Time,
     backoff: Backoff,
-    /// Non-empty means the batch is frozen and a failure leaves its outcome
-    /// unknown.
     written: Vec<Written>,
-}
-
-/// What an attempt does once a majority has promised.
-#[derive(Debug, PartialEq, Eq)]
-enum Plan {
-    /// Apply the changes to the highest accepted state.
-    Apply,
-    /// The highest accepted state is the one attempt `i` wrote: propose it
-    /// again.
-    Readopt(usize),
-    /// A state this batch wrote may have been chosen and overwritten.
-    Unknown,
 }
 
 impl Proposal {
@@ -130,6 +187,8 @@ impl Proposal {
             phase: Phase::Idle,
             wake_at: now,
             attempts: 0,
+            started: now,
+            attempt_started: now,
             backoff: Backoff::new(),
             written: Vec::new(),
         }
@@ -140,17 +199,65 @@ impl Proposal {
         self.requests.iter().map(|r| r.deadline).min().unwrap_or_default()
     }
 
-    /// Whether more requests may join: only before any accept was sent, so
-    /// a retry never proposes a batch other than the one it may have written.
+    /// Whether more requests may join: between attempts, up to the batch
+    /// limit. (Each request is judged on its own, so a batch may change
+    /// between attempts.)
     pub fn can_grow(&self) -> bool {
-        self.written.is_empty()
-            && self.phase == Phase::Idle
-            && self.requests.len() < limits::BATCH_REQUESTS_MAX
+        self.phase == Phase::Idle && self.requests.len() < limits::BATCH_REQUESTS_MAX
     }
 
     pub fn join(&mut self, request: Request) {
         debug_assert!(self.can_grow());
         self.requests.push(request);
+    }
+
+    /// The client sent `handle`'s request elsewhere too: other proposers may
+    /// evaluate it from now on.
+    pub fn revoke_exclusive(&mut self, handle: ReqHandle) {
+        for r in self.requests.iter_mut().filter(|r| r.handle == handle) {
+            r.dedupe.exclusive_until = None;
+        }
+    }
+
+    /// The client sent `handle`'s request again as the only copy, and will
+    /// not send it elsewhere before `until`: the window lasts that long,
+    /// unless it was revoked (then other copies may exist already).
+    pub fn renew_exclusive(&mut self, handle: ReqHandle, until: Time) {
+        for r in self.requests.iter_mut().filter(|r| r.handle == handle) {
+            if let Some(current) = r.dedupe.exclusive_until.as_mut() {
+                *current = (*current).max(until);
+            }
+        }
+    }
+
+    /// Whether `handle`'s request is run as the only copy at `now`.
+    pub fn is_exclusive(&self, handle: ReqHandle, now: Time) -> bool {
+        self.requests.iter().any(|r| r.handle == handle && r.dedupe.others_floor_at(now).is_none())
+    }
+
+    /// Whether the proposal has been trying for at least `STALL_MS`.
+    pub fn running_since(&self) -> Time {
+        self.started
+    }
+
+    /// The node is cut off: gives up the requests no accept of this
+    /// proposal carried and no attempt found evaluated (they never ran, and
+    /// never will here), and stops running the others as the only copy.
+    pub fn give_up_unsent(&mut self) -> Progress {
+        let (unsent, kept): (Vec<Request>, Vec<Request>) =
+            std::mem::take(&mut self.requests).into_iter().partition(|r| {
+                !r.dedupe.found && !self.written.iter().any(|w| w.answers.contains_key(&r.handle))
+            });
+        self.requests = kept;
+        for r in &mut self.requests {
+            r.dedupe.exclusive_until = None;
+        }
+        if let Phase::Accepting { answers, .. } = &mut self.phase {
+            unsent.iter().for_each(|r| drop(answers.remove(&r.handle)));
+        }
+        let outcomes =
+            unsent.iter().map(|r| (r.handle, Outcome::Unavailable { maybe_applied: false })).collect();
+        if self.requests.is_empty() { Progress::Finished(outcomes) } else { Progress::Settled(outcomes) }
     }
 
     /// When the node must call `on_timer` next.
@@ -166,6 +273,7 @@ impl Proposal {
     /// Starts an attempt at `ballot`: prepare at every member.
     pub fn start(&mut self, now: Time, ballot: Ballot, members: &[NodeId], out: &mut Outbox) {
         self.attempts += 1;
+        self.attempt_started = now;
         self.phase = Phase::Preparing {
             ballot,
             votes: Quorum::new(members.len()),
@@ -199,7 +307,7 @@ impl Proposal {
         votes.yes(from);
         // The planted bug keeps the first promise's state (the proposer's own
         // acceptor answers first) and ignores what the others accepted.
-        let adopt = if ctx.ignore_accepted_state() { first } else { accepted > *best };
+        let adopt = if ctx.bugs().ignore_accepted_state { first } else { accepted > *best };
         if adopt {
             *best = accepted;
             *best_state = state.clone();
@@ -208,61 +316,91 @@ impl Proposal {
             return Progress::Pending;
         }
         let base = best_state.clone();
-        match self.plan(&base) {
-            Plan::Apply => {
-                let (state, answers) = self.apply_batch(&base, ballot);
-                // The memo's Lemma 1: a new state descends from the one it replaces.
-                debug_assert!(state.version >= base.version);
-                if state != base {
-                    let written =
-                        Written { origin: ballot, version: state.version, answers: answers.clone() };
-                    self.written.push(written);
-                }
-                self.begin_accept(now, ballot, state, answers, ctx);
-            }
-            Plan::Readopt(i) => {
-                let answers = self.written[i].answers.clone();
-                self.begin_accept(now, ballot, base, answers, ctx);
-            }
-            Plan::Unknown => return Progress::Finished(self.unavailable()),
+        // Requests whose deadline passed while the promises came are
+        // answered, not evaluated: their clients stopped waiting.
+        let mut settled = self.expire(now);
+        let (state, answers, indeterminate) = self.apply_batch(&base, ballot, now, ctx);
+        settled.extend(indeterminate);
+        if self.requests.is_empty() {
+            return Progress::Finished(settled);
         }
-        Progress::Pending
+        self.begin_accept(now, ballot, state, answers, ctx);
+        if settled.is_empty() { Progress::Pending } else { Progress::Settled(settled) }
     }
 
-    /// Whether any state this batch wrote is in the chain of `base` (the
-    /// highest accepted state): found through `base`'s lineage, or out of
-    /// its reach.
-    fn plan(&self, base: &RegisterState) -> Plan {
-        let mut unknown = false;
-        for (i, w) in self.written.iter().enumerate() {
-            match base.descends_from(w.origin, w.version) {
-                Some(true) => return Plan::Readopt(i),
-                Some(false) => {}
-                None => unknown = true,
-            }
-        }
-        if unknown { Plan::Unknown } else { Plan::Apply }
-    }
-
-    /// Applies every change of the batch in order; the final state and each
-    /// request's answer.
-    fn apply_batch(&self, base: &RegisterState, ballot: Ballot) -> (RegisterState, Answers) {
+    /// Judges and evaluates every request of the batch in order on `base`;
+    /// the state to propose, each remaining request's answer, and the
+    /// requests answered now as indeterminate (removed from the batch).
+    fn apply_batch(
+        &mut self,
+        base: &RegisterState,
+        ballot: Ballot,
+        now: Time,
+        ctx: &Ctx<'_>,
+    ) -> (RegisterState, Answers, Vec<(ReqHandle, Outcome)>) {
         let mut state = base.clone();
-        let mut answers = Vec::with_capacity(self.requests.len());
-        for request in &self.requests {
-            let applied = request.change.apply(&state, ballot);
-            answers.push((applied.state.clone(), applied.precondition_held));
-            state = applied.state;
-        }
-        // Only the batch's final state joins the chain, so its lineage names
-        // the base, not the states in between.
-        if state != *base {
-            state.lineage = RegisterState::lineage_after(base);
-            for (answer, _) in answers.iter_mut().filter(|(s, _)| s.origin == ballot) {
-                answer.lineage = state.lineage.clone();
+        let mut answers = Answers::new();
+        let mut writes = Answers::new();
+        let mut evaluated_any = false;
+        let mut indeterminate = Vec::new();
+        let mut kept = Vec::with_capacity(self.requests.len());
+        for mut request in std::mem::take(&mut self.requests) {
+            let outcome = match self.judge(&request, base, &state, now, ctx) {
+                Judgement::Found(outcome) => {
+                    request.dedupe.found = true;
+                    outcome
+                }
+                Judgement::Indeterminate => {
+                    indeterminate.push((request.handle, Outcome::Indeterminate));
+                    continue;
+                }
+                Judgement::Evaluate => {
+                    let applied = request.change.apply(&state, request.fingerprint);
+                    state = applied.state;
+                    evaluated_any |= request.change.is_write();
+                    evaluated_answer(&request, &state, applied.precondition_held)
+                }
+            };
+            if request.change.is_write() {
+                writes.insert(request.handle, outcome.clone());
             }
+            answers.insert(request.handle, outcome);
+            kept.push(request);
         }
-        (state, answers)
+        self.requests = kept;
+        if evaluated_any {
+            state.written_by(ballot, base);
+            self.written.push(Written { ballot, answers: writes });
+        }
+        (state, answers, indeterminate)
+    }
+
+    /// How `request` stands against `state` (the base, plus what this
+    /// attempt evaluated before it) at `now` (see the module comment).
+    fn judge(
+        &self,
+        request: &Request,
+        base: &RegisterState,
+        state: &RegisterState,
+        now: Time,
+        ctx: &Ctx<'_>,
+    ) -> Judgement {
+        if !request.change.is_write() {
+            return Judgement::Evaluate;
+        }
+        if let Some(e) = state.find(request.fingerprint).filter(|_| !ctx.skips_lookup(request)) {
+            return Judgement::Found(found_answer(request, e, state));
+        }
+        let mut floor = request.dedupe.others_floor_at(now);
+        match self.own_standing(request, base) {
+            Own::Found(answer) => return Judgement::Found(answer),
+            Own::Absent => {}
+            Own::Unknown(own) => floor = Some(floor.map_or(own, |f| f.min(own))),
+        }
+        match floor {
+            Some(f) if !state.remembers_since(f) => Judgement::Indeterminate,
+            _ => Judgement::Evaluate,
+        }
     }
 
     fn begin_accept(
@@ -294,33 +432,39 @@ impl Proposal {
         if !votes.is_reached() {
             return Progress::Pending;
         }
-        let outcomes = self.requests.iter().zip(answers.iter()).map(|(r, (state, held))| {
-            (r.handle, Outcome::Done { state: state.clone(), precondition_held: *held })
-        });
+        let outcomes = self.requests.iter().filter_map(|r| Some((r.handle, answers.remove(&r.handle)?)));
         Progress::Finished(outcomes.collect())
     }
 
-    /// A rejection of `ballot` by `from`. When a majority is out of reach the
-    /// attempt is abandoned; the node has already fast-forwarded its rounds
-    /// past the ballot the acceptor reported.
+    /// A rejection of `ballot` by `from`: an acceptor promised a higher
+    /// ballot, so this one is unlikely to win even if a majority could still
+    /// answer yes, and waiting for silent members to decide would stall the
+    /// attempt for all its resends. It is abandoned at once and retried
+    /// after a backoff; the node has already fast-forwarded its rounds past
+    /// the ballot the acceptor reported.
     pub fn on_reject(&mut self, now: Time, from: NodeId, ballot: Ballot, rng: &mut Rng) -> Progress {
-        let lost = match &mut self.phase {
+        let rejected = match &mut self.phase {
             Phase::Preparing { ballot: mine, votes, .. } | Phase::Accepting { ballot: mine, votes, .. }
                 if *mine == ballot =>
             {
                 votes.no(from);
-                votes.is_lost()
+                true
             }
             _ => false,
         };
-        if lost { self.abandon_attempt(now, rng) } else { Progress::Pending }
+        if rejected { self.abandon_attempt(now, rng) } else { Progress::Pending }
     }
 
     /// Time passed: resend to silent members, give up the attempt after too
-    /// many resends, or give up the request at its deadline.
+    /// many resends, or give up requests at their deadlines.
     pub fn on_timer(&mut self, now: Time, ctx: &mut Ctx<'_>) -> Progress {
         if now >= self.deadline() {
-            return self.expire(now);
+            let expired = self.expire(now);
+            return if self.requests.is_empty() {
+                Progress::Finished(expired)
+            } else {
+                Progress::Settled(expired)
+            };
         }
         if now < self.wake_at {
             return Progress::Pending;
@@ -329,9 +473,9 @@ impl Proposal {
         let resent = match &mut self.phase {
             Phase::Idle => return Progress::Pending,
             Phase::Preparing { ballot, votes, resends, .. } => {
-                resend(ctx, votes, resends, |_| Message::Prepare { key: key.clone(), ballot: *ballot })
+                resend(ctx, votes, resends, || Message::Prepare { key: key.clone(), ballot: *ballot })
             }
-            Phase::Accepting { ballot, votes, state, resends, .. } => resend(ctx, votes, resends, |_| {
+            Phase::Accepting { ballot, votes, state, resends, .. } => resend(ctx, votes, resends, || {
                 Message::Accept { key: key.clone(), ballot: *ballot, state: state.clone() }
             }),
         };
@@ -347,49 +491,112 @@ impl Proposal {
         if self.attempts >= limits::PROPOSAL_ATTEMPTS_MAX {
             return Progress::Finished(self.unavailable());
         }
-        self.wake_at = now.plus_micros(self.backoff.next_delay_us(rng));
+        let attempt_us = now.micros_since(self.attempt_started);
+        self.wake_at = now.plus_micros(self.backoff.next_delay_us(attempt_us, rng));
         Progress::Pending
     }
 
-    /// Answers the requests whose deadlines passed, each on its own, so one
-    /// short deadline does not cut the others' short. Their entries leave
-    /// every list of answers too, which keeps those aligned.
-    fn expire(&mut self, now: Time) -> Progress {
-        let outcome = Outcome::Unavailable { maybe_applied: !self.written.is_empty() };
-        let mut expired = Vec::new();
-        let mut index = 0;
-        while index < self.requests.len() {
-            if self.requests[index].deadline > now {
-                index += 1;
-                continue;
-            }
-            expired.push((self.requests.remove(index).handle, outcome.clone()));
-            for w in &mut self.written {
-                w.answers.remove(index);
-            }
-            if let Phase::Accepting { answers, .. } = &mut self.phase {
-                answers.remove(index);
+    /// Removes and answers the requests whose deadlines passed, each on its
+    /// own, so one short deadline does not cut the others' short.
+    fn expire(&mut self, now: Time) -> Vec<(ReqHandle, Outcome)> {
+        let (expired, kept): (Vec<Request>, Vec<Request>) =
+            std::mem::take(&mut self.requests).into_iter().partition(|r| r.deadline <= now);
+        self.requests = kept;
+        if let Phase::Accepting { answers, .. } = &mut self.phase {
+            for r in &expired {
+                answers.remove(&r.handle);
             }
         }
-        if self.requests.is_empty() { Progress::Finished(expired) } else { Progress::Expired(expired) }
+        expired.iter().map(|r| (r.handle, self.unavailable_one(r))).collect()
     }
 
     /// The answers for a batch that ran out of time or attempts.
     pub fn unavailable(&self) -> Vec<(ReqHandle, Outcome)> {
-        let outcome = Outcome::Unavailable { maybe_applied: !self.written.is_empty() };
-        self.requests.iter().map(|r| (r.handle, outcome.clone())).collect()
+        self.requests.iter().map(|r| (r.handle, self.unavailable_one(r))).collect()
+    }
+
+    /// A request given up by this proposal: it may have taken effect when
+    /// an evaluation of it left in one of this proposal's accepts, or when
+    /// an attempt found one in its base's chain.
+    fn unavailable_one(&self, r: &Request) -> Outcome {
+        let sent = self.written.iter().any(|w| w.answers.contains_key(&r.handle));
+        Outcome::Unavailable { maybe_applied: sent || r.dedupe.found }
+    }
+}
+
+/// Whether one of this proposal's own states holding a request is in a
+/// chain.
+enum Own {
+    /// It is: the request stands as that attempt judged it.
+    Found(Outcome),
+    /// None is.
+    Absent,
+    /// Cannot tell (never expected; see `own_standing`): the lowest version
+    /// at which such a state evaluated it.
+    Unknown(Version),
+}
+
+impl Proposal {
+    /// Where `request` stands among this proposal's own states in `base`'s
+    /// chain. The newest state this node wrote in the chain is named by
+    /// `base.writers`; ballots grow along a chain, and this proposal is the
+    /// only one on its key at this node, so that state is one of this
+    /// proposal's, or older than all of them.
+    fn own_standing(&self, request: &Request, base: &RegisterState) -> Own {
+        let mine: Vec<&Written> =
+            self.written.iter().filter(|w| w.answers.contains_key(&request.handle)).collect();
+        let Some(first) = self.written.first() else { return Own::Absent };
+        let last = base.last_written_by(first.ballot.node);
+        match last {
+            None => Own::Absent,
+            Some(b) if b < first.ballot => Own::Absent,
+            Some(b) => match self.written.iter().find(|w| w.ballot == b) {
+                Some(w) => w.answers.get(&request.handle).cloned().map_or(Own::Absent, Own::Found),
+                None => match mine.iter().map(|w| answer_version(&w.answers[&request.handle])).min() {
+                    Some(v) => Own::Unknown(v),
+                    None => Own::Absent,
+                },
+            },
+        }
+    }
+}
+
+/// The version an answer reports: where the evaluation behind it left the key.
+fn answer_version(answer: &Outcome) -> Version {
+    match answer {
+        Outcome::Done { version, .. } => *version,
+        _ => Version(0),
+    }
+}
+
+/// The answer for a request evaluated in this attempt, leaving `state`.
+fn evaluated_answer(request: &Request, state: &RegisterState, held: bool) -> Outcome {
+    let wrote = request.change.is_write() && held;
+    let value = if wrote { None } else { state.value.clone() };
+    Outcome::Done { version: state.version, precondition_held: held, value }
+}
+
+/// The answer for a request found evaluated before: the version it wrote,
+/// or, if its precondition failed then, that failure with the state as it
+/// is now (the value it was compared with is no longer known).
+fn found_answer(request: &Request, e: Evaluation, state: &RegisterState) -> Outcome {
+    debug_assert!(request.change.is_write());
+    if e.took_effect {
+        Outcome::Done { version: e.version, precondition_held: true, value: None }
+    } else {
+        Outcome::Done { version: state.version, precondition_held: false, value: state.value.clone() }
     }
 }
 
 /// Resends a phase message to the members that have not answered. Returns
 /// false when the resend budget is spent.
-fn resend(ctx: &mut Ctx<'_>, votes: &Quorum, resends: &mut u32, make: impl Fn(NodeId) -> Message) -> bool {
+fn resend(ctx: &mut Ctx<'_>, votes: &Quorum, resends: &mut u32, make: impl Fn() -> Message) -> bool {
     if *resends >= limits::PHASE_RESENDS_MAX {
         return false;
     }
     *resends += 1;
     for &to in ctx.members.iter().filter(|n| !votes.has_answered(**n)) {
-        ctx.out.push((to, make(to)));
+        ctx.out.push((to, make()));
     }
     true
 }
@@ -405,12 +612,23 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     #[cfg(feature = "planted-bugs")]
-    fn ignore_accepted_state(&self) -> bool {
-        self.bugs.ignore_accepted_state
+    fn bugs(&self) -> super::PlantedBugs {
+        self.bugs
     }
 
     #[cfg(not(feature = "planted-bugs"))]
-    fn ignore_accepted_state(&self) -> bool {
+    fn bugs(&self) -> super::PlantedBugs {
+        super::PlantedBugs::default()
+    }
+
+    /// The planted bug that forgets to look a resent request up.
+    #[cfg(feature = "planted-bugs")]
+    fn skips_lookup(&self, request: &Request) -> bool {
+        self.bugs.reapply_resent && request.resent
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn skips_lookup(&self, _request: &Request) -> bool {
         false
     }
 }

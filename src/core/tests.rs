@@ -1,14 +1,19 @@
 //! Node-level tests: feed one input, assert exactly what came out.
 
-use super::node::{Envelope, Node, Ready};
-use super::proposer::ReqHandle;
+use super::node::{ClientLimits, Envelope, Node, NodeSetup, Ready};
 use crate::change::Change;
 use crate::limits;
 use crate::storage::{Record, Synced};
-use crate::types::{Ancestor, Ballot, Key, NodeId, RegisterState, Time, Value, Version};
-use crate::wire::{Message, Outcome, Refusal};
+use crate::types::{
+    Ballot, Evaluation, Fingerprint, Incarnation, Key, NodeId, RegisterState, RequestId, SessionId, Time,
+    Value, Version,
+};
+use crate::wire::{self, Message, Outcome, Refusal};
 
 const T0: Time = Time(1_000_000);
+/// The client's address, as the node sees it.
+const CLIENT: u32 = 77;
+const SESSION: SessionId = SessionId(0xC11E);
 
 fn n(id: u16) -> NodeId {
     NodeId(id)
@@ -22,31 +27,64 @@ fn k() -> Key {
     Key::from("k")
 }
 
+fn id(seq: u64) -> RequestId {
+    RequestId { session: SESSION, seq }
+}
+
+fn fp(seq: u64) -> Fingerprint {
+    id(seq).fingerprint()
+}
+
 fn st(v: &str, version: u64) -> RegisterState {
     RegisterState { value: Some(Value::from(v)), version: Version(version), ..Default::default() }
 }
 
-/// A state written by the attempt at `origin`.
-/// (The initial state, version 0, is its parent.)
-fn written(v: &str, version: u64, origin: Ballot) -> RegisterState {
-    written_on(v, version, origin, &[(Ballot::ZERO, 0)])
+/// `st` remembering the given evaluations (newest first): (request seq,
+/// version, took effect).
+fn st_with(v: &str, version: u64, recent: &[(u64, u64, bool)]) -> RegisterState {
+    let recent = recent
+        .iter()
+        .map(|&(seq, at, took_effect)| Evaluation { request: fp(seq), version: Version(at), took_effect })
+        .collect();
+    RegisterState { recent, ..st(v, version) }
 }
 
-/// A state written by the attempt at `origin` on top of the states
-/// `lineage` names (origin, version), newest first.
-fn written_on(v: &str, version: u64, origin: Ballot, lineage: &[(Ballot, u64)]) -> RegisterState {
-    let lineage =
-        lineage.iter().map(|&(origin, version)| Ancestor { origin, version: Version(version) }).collect();
-    RegisterState { origin, lineage, ..st(v, version) }
+/// A state remembering `RECENT_WRITES_MAX` writes by others, the oldest at
+/// `oldest`, the newest (and the state's version) at `oldest + MAX - 1`.
+fn full_of_others(v: &str, oldest: u64) -> RegisterState {
+    let max = limits::RECENT_WRITES_MAX as u64;
+    let others: Vec<(u64, u64, bool)> = (0..max).rev().map(|i| (1000 + i, oldest + i, true)).collect();
+    st_with(v, oldest + max - 1, &others)
 }
 
-fn node1() -> Node {
-    Node::new(n(1), vec![n(1), n(2), n(3)], Vec::new(), 7)
+/// `state` as the attempt at `ballot` writes it on top of `parent`.
+fn written_on(mut state: RegisterState, ballot: Ballot, parent: &RegisterState) -> RegisterState {
+    state.written_by(ballot, parent);
+    state
 }
 
-/// Takes the node's output, checking its records, and returns its messages.
-fn drain(node: &mut Node) -> (Vec<Record>, Vec<Envelope>) {
-    let ready: Ready = node.take_ready();
+fn setup(members: u16, records: Vec<Record>) -> NodeSetup {
+    NodeSetup {
+        id: n(1),
+        members: (1..=members).map(NodeId).collect(),
+        records,
+        seed: 7,
+        now: Time(0),
+        limits: ClientLimits::default(),
+    }
+}
+
+fn node1() -> Node<u32> {
+    Node::new(setup(3, Vec::new()))
+}
+
+fn incarnation(node: &Node<u32>) -> Incarnation {
+    node.status().incarnation
+}
+
+/// Takes the node's output and returns its records and messages.
+fn drain(node: &mut Node<u32>) -> (Vec<Record>, Vec<Envelope<u32>>) {
+    let ready: Ready<u32> = node.take_ready();
     let records = ready.records.clone();
     (records, ready.release(Synced(())))
 }
@@ -60,8 +98,45 @@ fn slot(promised: Ballot, accepted: Ballot, state: RegisterState) -> Record {
     Record::Slot { key: k(), promised, accepted, state }
 }
 
-fn put(node: &mut Node, handle: u64, value: &str) {
-    node.handle_request(T0, ReqHandle(handle), k(), Change::Put(Value::from(value)), 1000);
+/// The first copy of request `seq`, as a client that knows the node sends it.
+fn request(node: &Node<u32>, seq: u64, change: Change, timeout_ms: u32) -> wire::Request {
+    wire::Request {
+        id: id(seq),
+        key: k(),
+        change,
+        timeout_ms,
+        incarnation: incarnation(node),
+        sent_at: T0,
+        resent: false,
+        floor: Version(0),
+    }
+}
+
+fn send(node: &mut Node<u32>, at: Time, request: wire::Request) {
+    node.handle_client(at, CLIENT, Message::Request(request));
+}
+
+fn put(node: &mut Node<u32>, seq: u64, value: &str) {
+    let r = request(node, seq, Change::Put(Value::from(value)), 1000);
+    send(node, T0, r);
+}
+
+/// The reply the node sends for request `seq` at `at`.
+fn reply_at(node: &Node<u32>, seq: u64, at: Time, outcome: Outcome) -> Envelope<u32> {
+    let reply = Message::Reply { id: id(seq), incarnation: incarnation(node), node_time: at, outcome };
+    Envelope::Client(CLIENT, reply)
+}
+
+fn reply(node: &Node<u32>, seq: u64, outcome: Outcome) -> Envelope<u32> {
+    reply_at(node, seq, T0, outcome)
+}
+
+fn written(version: u64) -> Outcome {
+    Outcome::Done { version: Version(version), precondition_held: true, value: None }
+}
+
+fn accepts(ballot: Ballot, state: RegisterState) -> Vec<Envelope<u32>> {
+    [2, 3].map(|p| Envelope::Peer(n(p), Message::Accept { key: k(), ballot, state: state.clone() })).to_vec()
 }
 
 #[test]
@@ -91,43 +166,27 @@ fn a_majority_of_promises_leads_to_accept_of_the_changed_highest_state() {
     put(&mut node, 1, "new");
     drain(&mut node);
     let promise = Message::Promise { key: k(), ballot: b(1, 1), accepted: b(0, 2), state: st("old", 4) };
-    node.handle_message(T0, n(2), promise);
+    node.handle_peer(T0, n(2), promise);
     let (records, messages) = drain(&mut node);
     // Node 2 reported a state accepted at a ballot above "none": the change
-    // applies to it, so the version continues from 4.
-    assert_eq!(records, vec![slot(b(1, 1), b(1, 1), written_on("new", 5, b(1, 1), &[(Ballot::ZERO, 4)]))]);
-    assert_eq!(
-        messages,
-        vec![
-            Envelope::Peer(
-                n(2),
-                Message::Accept {
-                    key: k(),
-                    ballot: b(1, 1),
-                    state: written_on("new", 5, b(1, 1), &[(Ballot::ZERO, 4)])
-                }
-            ),
-            Envelope::Peer(
-                n(3),
-                Message::Accept {
-                    key: k(),
-                    ballot: b(1, 1),
-                    state: written_on("new", 5, b(1, 1), &[(Ballot::ZERO, 4)])
-                }
-            ),
-        ]
-    );
+    // applies to it, so the version continues from 4, and the new state
+    // remembers the request.
+    let new = written_on(st_with("new", 5, &[(1, 5, true)]), b(1, 1), &st("old", 4));
+    assert_eq!(new.writers, vec![b(1, 1)]);
+    assert_eq!(records, vec![slot(b(1, 1), b(1, 1), new.clone())]);
+    assert_eq!(messages, accepts(b(1, 1), new));
 }
 
 #[test]
 fn the_highest_accepted_ballot_wins_among_promises() {
-    let mut node = Node::new(n(1), vec![n(1), n(2), n(3), n(4), n(5)], Vec::new(), 7);
-    node.handle_request(T0, ReqHandle(1), k(), Change::Read, 1000);
+    let mut node = Node::new(setup(5, Vec::new()));
+    let read = request(&node, 1, Change::Read, 1000);
+    send(&mut node, T0, read);
     drain(&mut node);
     let promise = |accepted, state| Message::Promise { key: k(), ballot: b(1, 1), accepted, state };
-    node.handle_message(T0, n(2), promise(b(0, 3), st("older", 2)));
+    node.handle_peer(T0, n(2), promise(b(0, 3), st("older", 2)));
     assert!(drain(&mut node).1.is_empty(), "two of five promises are not a quorum");
-    node.handle_message(T0, n(3), promise(b(0, 4), st("newest", 3)));
+    node.handle_peer(T0, n(3), promise(b(0, 4), st("newest", 3)));
     let (_, messages) = drain(&mut node);
     let accept = Message::Accept { key: k(), ballot: b(1, 1), state: st("newest", 3) };
     assert_eq!(messages[0], Envelope::Peer(n(2), accept));
@@ -137,29 +196,35 @@ fn the_highest_accepted_ballot_wins_among_promises() {
 fn a_majority_of_accepted_answers_the_client() {
     let mut node = node1();
     put(&mut node, 9, "v");
-    node.handle_message(T0, n(2), empty_promise(b(1, 1)));
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
     drain(&mut node);
-    node.handle_message(T0, n(3), Message::Accepted { key: k(), ballot: b(1, 1) });
+    node.handle_peer(T0, n(3), Message::Accepted { key: k(), ballot: b(1, 1) });
     let (records, messages) = drain(&mut node);
     assert!(records.is_empty());
-    let done = Outcome::Done { state: written("v", 1, b(1, 1)), precondition_held: true };
-    assert_eq!(messages, vec![Envelope::Client(ReqHandle(9), done)]);
+    assert_eq!(messages, vec![reply(&node, 9, written(1))]);
     assert_eq!(node.requests_in_flight(), 0);
 }
 
 #[test]
+fn a_read_answers_with_the_value_found() {
+    let mut node = node1();
+    let read = request(&node, 1, Change::Read, 1000);
+    send(&mut node, T0, read);
+    let promise = Message::Promise { key: k(), ballot: b(1, 1), accepted: b(0, 2), state: st("x", 2) };
+    node.handle_peer(T0, n(2), promise);
+    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    let (_, messages) = drain(&mut node);
+    let found = Outcome::Done { version: Version(2), precondition_held: true, value: Some(Value::from("x")) };
+    assert_eq!(messages.last(), Some(&reply(&node, 1, found)));
+}
+
+#[test]
 fn duplicate_answers_from_one_node_do_not_make_a_quorum() {
-    let mut node = Node::new(n(1), vec![n(1), n(2), n(3), n(4), n(5)], Vec::new(), 7);
+    let mut node = Node::new(setup(5, Vec::new()));
     put(&mut node, 1, "v");
     drain(&mut node);
-    let promise = Message::Promise {
-        key: k(),
-        ballot: b(1, 1),
-        accepted: Ballot::ZERO,
-        state: RegisterState::default(),
-    };
-    node.handle_message(T0, n(2), promise.clone());
-    node.handle_message(T0, n(2), promise);
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
     assert!(drain(&mut node).1.is_empty());
 }
 
@@ -168,8 +233,8 @@ fn a_rejection_fast_forwards_the_next_ballot_past_the_promise() {
     let mut node = node1();
     put(&mut node, 1, "v");
     drain(&mut node);
-    node.handle_message(T0, n(2), Message::Reject { key: k(), ballot: b(1, 1), promised: b(40, 3) });
-    node.handle_message(T0, n(3), Message::Reject { key: k(), ballot: b(1, 1), promised: b(41, 2) });
+    node.handle_peer(T0, n(2), Message::Reject { key: k(), ballot: b(1, 1), promised: b(40, 3) });
+    node.handle_peer(T0, n(3), Message::Reject { key: k(), ballot: b(1, 1), promised: b(41, 2) });
     assert!(drain(&mut node).1.is_empty(), "waits out a backoff before retrying");
     let wake = node.next_deadline().expect("a retry is scheduled");
     assert!(wake <= T0.plus_millis(limits::BACKOFF_MS_MIN), "first backoff is at most the minimum");
@@ -199,46 +264,47 @@ fn at_the_deadline_a_request_that_never_sent_an_accept_is_known_not_applied() {
     let mut node = node1();
     put(&mut node, 1, "v");
     drain(&mut node);
-    let reply = run_until_answered(&mut node, T0.plus_millis(1000));
-    assert_eq!(reply, Some(Envelope::Client(ReqHandle(1), Outcome::Unavailable { maybe_applied: false })));
+    let (at, reply) = run_until_answered(&mut node, T0.plus_millis(1000));
+    assert_eq!(reply, reply_at(&node, 1, at, Outcome::Unavailable { maybe_applied: false }));
 }
 
 #[test]
 fn at_the_deadline_a_request_that_sent_an_accept_has_an_unknown_outcome() {
     let mut node = node1();
     put(&mut node, 1, "v");
-    node.handle_message(T0, n(2), empty_promise(b(1, 1)));
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
     drain(&mut node);
-    let reply = run_until_answered(&mut node, T0.plus_millis(1000));
-    assert_eq!(reply, Some(Envelope::Client(ReqHandle(1), Outcome::Unavailable { maybe_applied: true })));
+    let (at, reply) = run_until_answered(&mut node, T0.plus_millis(1000));
+    assert_eq!(reply, reply_at(&node, 1, at, Outcome::Unavailable { maybe_applied: true }));
 }
 
 /// Fires every timer up to `until` (peers stay silent) and returns the
-/// first client reply.
-fn run_until_answered(node: &mut Node, until: Time) -> Option<Envelope> {
+/// first client reply and when it came.
+fn run_until_answered(node: &mut Node<u32>, until: Time) -> (Time, Envelope<u32>) {
     for _ in 0..10_000 {
-        let t = node.next_deadline().filter(|t| *t <= until)?;
+        let Some(t) = node.next_deadline().filter(|t| *t <= until) else { break };
         node.handle_timeout(t);
         let (_, messages) = drain(node);
         if let Some(reply) = messages.into_iter().find(|m| matches!(m, Envelope::Client(..))) {
-            return Some(reply);
+            return (t, reply);
         }
     }
-    panic!("timers did not settle");
+    panic!("no answer by {until:?}");
 }
 
 #[test]
 fn requests_on_one_key_run_one_after_another() {
     let mut node = node1();
     put(&mut node, 1, "a");
-    put(&mut node, 2, "b");
+    let second = RequestId { session: SessionId(2), seq: 1 };
+    let r = wire::Request { id: second, ..request(&node, 1, Change::Put(Value::from("b")), 1000) };
+    send(&mut node, T0, r);
     let (_, messages) = drain(&mut node);
     assert_eq!(messages.len(), 2, "only the first request prepares: {messages:?}");
-    node.handle_message(T0, n(2), empty_promise(b(1, 1)));
-    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
     let (_, messages) = drain(&mut node);
-    let done = Outcome::Done { state: written("a", 1, b(1, 1)), precondition_held: true };
-    assert!(messages.contains(&Envelope::Client(ReqHandle(1), done)));
+    assert!(messages.contains(&reply(&node, 1, written(1))));
     assert!(messages.contains(&Envelope::Peer(n(2), Message::Prepare { key: k(), ballot: b(2, 1) })));
 }
 
@@ -246,17 +312,23 @@ fn requests_on_one_key_run_one_after_another() {
 fn oversized_and_bad_requests_are_refused_at_once() {
     let mut node = node1();
     let big = Value(vec![0; limits::VALUE_BYTES_MAX + 1]);
-    node.handle_request(T0, ReqHandle(1), k(), Change::Put(big), 1000);
-    node.handle_request(T0, ReqHandle(2), Key(vec![0; limits::KEY_BYTES_MAX + 1]), Change::Read, 1000);
-    node.handle_request(T0, ReqHandle(3), k(), Change::Read, 0);
+    let r = request(&node, 1, Change::Put(big), 1000);
+    send(&mut node, T0, r);
+    let r = wire::Request {
+        key: Key(vec![0; limits::KEY_BYTES_MAX + 1]),
+        ..request(&node, 2, Change::Read, 1000)
+    };
+    send(&mut node, T0, r);
+    let r = request(&node, 3, Change::Read, 0);
+    send(&mut node, T0, r);
     let (records, messages) = drain(&mut node);
     assert!(records.is_empty());
     assert_eq!(
         messages,
         vec![
-            Envelope::Client(ReqHandle(1), Outcome::Refused(Refusal::ValueTooLarge)),
-            Envelope::Client(ReqHandle(2), Outcome::Refused(Refusal::KeyTooLarge)),
-            Envelope::Client(ReqHandle(3), Outcome::Refused(Refusal::BadTimeout)),
+            reply(&node, 1, Outcome::Refused(Refusal::ValueTooLarge)),
+            reply(&node, 2, Outcome::Refused(Refusal::KeyTooLarge)),
+            reply(&node, 3, Outcome::Refused(Refusal::BadTimeout)),
         ]
     );
 }
@@ -264,7 +336,7 @@ fn oversized_and_bad_requests_are_refused_at_once() {
 #[test]
 fn a_restart_skips_the_rest_of_the_reserved_block() {
     let records = vec![Record::RoundsReserved { round_limit: 1025 }, slot(b(3, 2), b(3, 2), st("x", 1))];
-    let mut node = Node::new(n(1), vec![n(1), n(2), n(3)], records, 7);
+    let mut node = Node::new(setup(3, records));
     put(&mut node, 1, "v");
     let (records, messages) = drain(&mut node);
     assert_eq!(records[0], Record::RoundsReserved { round_limit: 1025 + limits::ROUND_BLOCK });
@@ -274,15 +346,15 @@ fn a_restart_skips_the_rest_of_the_reserved_block() {
 #[test]
 fn restored_slots_answer_prepares_with_their_accepted_state() {
     let records = vec![slot(b(3, 2), b(3, 2), st("x", 1))];
-    let mut node = Node::new(n(1), vec![n(1), n(2), n(3)], records, 7);
-    node.handle_message(T0, n(2), Message::Prepare { key: k(), ballot: b(2, 2) });
+    let mut node: Node<u32> = Node::new(setup(3, records));
+    node.handle_peer(T0, n(2), Message::Prepare { key: k(), ballot: b(2, 2) });
     let (records, messages) = drain(&mut node);
     assert!(records.is_empty());
     assert_eq!(
         messages,
         vec![Envelope::Peer(n(2), Message::Reject { key: k(), ballot: b(2, 2), promised: b(3, 2) })]
     );
-    node.handle_message(T0, n(3), Message::Prepare { key: k(), ballot: b(4, 3) });
+    node.handle_peer(T0, n(3), Message::Prepare { key: k(), ballot: b(4, 3) });
     let (records, messages) = drain(&mut node);
     assert_eq!(records, vec![slot(b(4, 3), b(3, 2), st("x", 1))]);
     let promise = Message::Promise { key: k(), ballot: b(4, 3), accepted: b(3, 2), state: st("x", 1) };
@@ -293,174 +365,83 @@ fn restored_slots_answer_prepares_with_their_accepted_state() {
 fn shutdown_answers_every_request() {
     let mut node = node1();
     put(&mut node, 1, "a");
-    put(&mut node, 2, "b");
+    let second = RequestId { session: SessionId(2), seq: 1 };
+    let r = wire::Request { id: second, ..request(&node, 1, Change::Put(Value::from("b")), 1000) };
+    send(&mut node, T0, r);
     drain(&mut node);
     node.shutdown();
     let (_, messages) = drain(&mut node);
+    let refused = Message::Reply {
+        id: second,
+        incarnation: incarnation(&node),
+        node_time: T0,
+        outcome: Outcome::Refused(Refusal::ShuttingDown),
+    };
     assert_eq!(
         messages,
         vec![
-            Envelope::Client(ReqHandle(1), Outcome::Unavailable { maybe_applied: false }),
-            Envelope::Client(ReqHandle(2), Outcome::Refused(Refusal::ShuttingDown)),
+            reply(&node, 1, Outcome::Unavailable { maybe_applied: false }),
+            Envelope::Client(CLIENT, refused)
         ]
     );
-}
-
-/// Runs a write's first attempt to the accept phase (node 1 accepts its own
-/// state), then loses it to rejections, and starts the second attempt.
-fn interrupted_after_accept(change: Change) -> Node {
-    let mut node = node1();
-    node.handle_request(T0, ReqHandle(1), k(), change, 5000);
-    let none = empty_promise(b(1, 1));
-    node.handle_message(T0, n(2), none);
-    drain(&mut node);
-    for peer in [2, 3] {
-        node.handle_message(T0, n(peer), Message::Reject { key: k(), ballot: b(1, 1), promised: b(5, 2) });
-    }
-    drain(&mut node);
-    let retry_at = node.next_deadline().expect("a retry is scheduled");
-    node.handle_timeout(retry_at);
-    drain(&mut node);
-    node
-}
-
-#[test]
-fn a_retry_that_finds_its_own_state_proposes_it_again_instead_of_applying_twice() {
-    // A CAS that wrote "v" in its first attempt: applying it again on top of
-    // "v" would fail the precondition and report a failure that is false.
-    let mut node = interrupted_after_accept(Change::CasValue { expect: None, new: Value::from("v") });
-    let ours = written("v", 1, b(1, 1));
-    let promise = Message::Promise { key: k(), ballot: b(6, 1), accepted: b(1, 1), state: ours.clone() };
-    node.handle_message(T0, n(2), promise);
-    let (_, messages) = drain(&mut node);
-    let accept = Message::Accept { key: k(), ballot: b(6, 1), state: ours.clone() };
-    assert_eq!(messages[0], Envelope::Peer(n(2), accept));
-    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(6, 1) });
-    let (_, messages) = drain(&mut node);
-    let done = Outcome::Done { state: ours, precondition_held: true };
-    assert_eq!(messages, vec![Envelope::Client(ReqHandle(1), done)]);
-}
-
-#[test]
-fn a_retry_that_finds_another_state_in_its_place_applies_the_change_again() {
-    let mut node = interrupted_after_accept(Change::Put(Value::from("v")));
-    // Version 1 of the chain was written by (3,2), not by our (1,1): ours
-    // was never chosen and never will be alongside this chain.
-    let foreign = written_on("other", 2, b(4, 3), &[(b(3, 2), 1), (Ballot::ZERO, 0)]);
-    let promise = Message::Promise { key: k(), ballot: b(6, 1), accepted: b(4, 3), state: foreign };
-    node.handle_message(T0, n(2), promise);
-    let (_, messages) = drain(&mut node);
-    let again = written_on("v", 3, b(6, 1), &[(b(4, 3), 2), (b(3, 2), 1), (Ballot::ZERO, 0)]);
-    assert_eq!(
-        messages[0],
-        Envelope::Peer(n(2), Message::Accept { key: k(), ballot: b(6, 1), state: again })
-    );
-}
-
-#[test]
-fn a_retry_that_finds_its_state_among_the_ancestors_reports_it_done() {
-    let mut node = interrupted_after_accept(Change::Put(Value::from("v")));
-    let descendant = written_on("other", 2, b(4, 3), &[(b(1, 1), 1), (Ballot::ZERO, 0)]);
-    let promise =
-        Message::Promise { key: k(), ballot: b(6, 1), accepted: b(4, 3), state: descendant.clone() };
-    node.handle_message(T0, n(2), promise);
-    let (_, messages) = drain(&mut node);
-    let accept = Message::Accept { key: k(), ballot: b(6, 1), state: descendant };
-    assert_eq!(messages[0], Envelope::Peer(n(2), accept), "the descendant is proposed unchanged");
-    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(6, 1) });
-    let (_, messages) = drain(&mut node);
-    let done = Outcome::Done { state: written("v", 1, b(1, 1)), precondition_held: true };
-    assert_eq!(messages, vec![Envelope::Client(ReqHandle(1), done)]);
-}
-
-#[test]
-fn a_retry_whose_version_is_beyond_the_lineage_reports_an_unknown_outcome() {
-    let mut node = interrupted_after_accept(Change::Put(Value::from("v")));
-    let lineage: Vec<(Ballot, u64)> =
-        (0..limits::LINEAGE_ORIGINS_MAX as u64).map(|r| (b(100 - r, 3), 29 - r)).collect();
-    let far = written_on("other", 30, b(101, 3), &lineage);
-    let promise = Message::Promise { key: k(), ballot: b(6, 1), accepted: b(4, 3), state: far };
-    node.handle_message(T0, n(2), promise);
-    let (_, messages) = drain(&mut node);
-    assert_eq!(messages, vec![Envelope::Client(ReqHandle(1), Outcome::Unavailable { maybe_applied: true })]);
-}
-
-#[test]
-fn requests_queued_behind_a_round_share_the_next_one() {
-    let mut node = node1();
-    put(&mut node, 1, "a");
-    put(&mut node, 2, "b");
-    node.handle_request(T0, ReqHandle(3), k(), Change::Read, 1000);
-    node.handle_request(
-        T0,
-        ReqHandle(4),
-        k(),
-        Change::CasValue { expect: Some(Value::from("b")), new: Value::from("c") },
-        1000,
-    );
-    drain(&mut node);
-    let none = || empty_promise(b(1, 1));
-    node.handle_message(T0, n(2), none());
-    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
-    let (_, messages) = drain(&mut node);
-    // Request 1 is answered, and one prepare starts the round for 2, 3, 4.
-    let prepares =
-        messages.iter().filter(|m| matches!(m, Envelope::Peer(_, Message::Prepare { .. }))).count();
-    assert_eq!(prepares, 2, "one prepare per peer: {messages:?}");
-    let promise =
-        Message::Promise { key: k(), ballot: b(2, 1), accepted: b(1, 1), state: written("a", 1, b(1, 1)) };
-    node.handle_message(T0, n(2), promise);
-    let (_, messages) = drain(&mut node);
-    let c_state = written_on("c", 3, b(2, 1), &[(b(1, 1), 1), (Ballot::ZERO, 0)]);
-    let accept = Message::Accept { key: k(), ballot: b(2, 1), state: c_state.clone() };
-    assert_eq!(messages[0], Envelope::Peer(n(2), accept), "one accept carries all three changes");
-    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(2, 1) });
-    let (_, messages) = drain(&mut node);
-    let done = |state, held| Outcome::Done { state, precondition_held: held };
-    assert_eq!(
-        messages,
-        vec![
-            Envelope::Client(
-                ReqHandle(2),
-                done(written_on("b", 2, b(2, 1), &[(b(1, 1), 1), (Ballot::ZERO, 0)]), true)
-            ),
-            Envelope::Client(
-                ReqHandle(3),
-                done(written_on("b", 2, b(2, 1), &[(b(1, 1), 1), (Ballot::ZERO, 0)]), true)
-            ),
-            Envelope::Client(ReqHandle(4), done(c_state, true)),
-        ]
-    );
-    assert_eq!(node.requests_in_flight(), 0);
 }
 
 #[test]
 fn a_short_deadline_in_a_batch_expires_alone() {
     let mut node = node1();
     put(&mut node, 1, "a");
-    node.handle_request(T0, ReqHandle(2), k(), Change::Put(Value::from("b")), 5000);
-    node.handle_request(T0, ReqHandle(3), k(), Change::Put(Value::from("c")), 1);
-    let none = || empty_promise(b(1, 1));
-    node.handle_message(T0, n(2), none());
-    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    let other = |session: u128| RequestId { session: SessionId(session), seq: 1 };
+    let r = wire::Request { id: other(2), ..request(&node, 1, Change::Put(Value::from("b")), 5000) };
+    send(&mut node, T0, r);
+    let r = wire::Request { id: other(3), ..request(&node, 1, Change::Put(Value::from("c")), 1) };
+    send(&mut node, T0, r);
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
     // Requests 2 and 3 share the second round; it reaches the accept phase.
-    let promise =
-        Message::Promise { key: k(), ballot: b(2, 1), accepted: b(1, 1), state: written("a", 1, b(1, 1)) };
-    node.handle_message(T0, n(2), promise);
+    let promise = Message::Promise {
+        key: k(),
+        ballot: b(2, 1),
+        accepted: b(1, 1),
+        state: st_with("a", 1, &[(1, 1, true)]),
+    };
+    node.handle_peer(T0, n(2), promise);
     drain(&mut node);
-    node.handle_timeout(T0.plus_millis(1));
+    let expiry = T0.plus_millis(1);
+    node.handle_timeout(expiry);
     let (_, messages) = drain(&mut node);
-    assert_eq!(messages, vec![Envelope::Client(ReqHandle(3), Outcome::Unavailable { maybe_applied: true })]);
-    node.handle_message(T0, n(2), Message::Accepted { key: k(), ballot: b(2, 1) });
+    let unknown = Message::Reply {
+        id: other(3),
+        incarnation: incarnation(&node),
+        node_time: expiry,
+        outcome: Outcome::Unavailable { maybe_applied: true },
+    };
+    assert_eq!(messages, vec![Envelope::Client(CLIENT, unknown)]);
+    node.handle_peer(expiry, n(2), Message::Accepted { key: k(), ballot: b(2, 1) });
     let (_, messages) = drain(&mut node);
     assert!(
         matches!(
             &messages[..],
-            [Envelope::Client(ReqHandle(2), Outcome::Done { precondition_held: true, .. })]
+            [Envelope::Client(
+                _,
+                Message::Reply { outcome: Outcome::Done { precondition_held: true, .. }, .. }
+            )]
         ),
         "{messages:?}"
     );
     assert_eq!(node.requests_in_flight(), 0);
+}
+
+#[test]
+fn a_deadline_that_passes_while_promises_come_is_answered_not_evaluated() {
+    let mut node = node1();
+    let r = request(&node, 1, Change::Put(Value::from("late")), 10);
+    send(&mut node, T0, r);
+    drain(&mut node);
+    let late = T0.plus_millis(10);
+    node.handle_peer(late, n(2), empty_promise(b(1, 1)));
+    let (records, messages) = drain(&mut node);
+    assert!(records.is_empty(), "nothing accepted: {records:?}");
+    assert_eq!(messages, vec![reply_at(&node, 1, late, Outcome::Unavailable { maybe_applied: false })]);
 }
 
 #[test]
@@ -470,11 +451,338 @@ fn a_spent_round_counter_stops_proposing_instead_of_reusing_a_ballot() {
     drain(&mut node);
     for peer in [2, 3] {
         let reject = Message::Reject { key: k(), ballot: b(1, 1), promised: b(u64::MAX, 2) };
-        node.handle_message(T0, n(peer), reject);
+        node.handle_peer(T0, n(peer), reject);
     }
     drain(&mut node);
     let retry_at = node.next_deadline().expect("a retry is scheduled");
     node.handle_timeout(retry_at);
     let (_, messages) = drain(&mut node);
-    assert_eq!(messages, vec![Envelope::Client(ReqHandle(1), Outcome::Unavailable { maybe_applied: false })]);
+    assert_eq!(messages, vec![reply_at(&node, 1, retry_at, Outcome::Unavailable { maybe_applied: false })]);
+}
+
+// Applying a write at most once.
+
+/// Runs `r` to its promise quorum at ballot (1,1), with node 2 reporting
+/// `state` accepted at (0,2); returns what the node sent.
+fn promised(node: &mut Node<u32>, at: Time, r: wire::Request, state: RegisterState) -> Vec<Envelope<u32>> {
+    send(node, T0, r);
+    drain(node);
+    node.handle_peer(at, n(2), Message::Promise { key: k(), ballot: b(1, 1), accepted: b(0, 2), state });
+    drain(node).1
+}
+
+#[test]
+fn a_retried_write_found_among_the_remembered_writes_is_answered_not_applied_again() {
+    let mut node = node1();
+    // The request ran elsewhere (or before a restart) and wrote version 3;
+    // another write came after it.
+    let base = st_with("other", 4, &[(1000, 4, true), (1, 3, true)]);
+    let retry = wire::Request {
+        resent: true,
+        floor: Version(2),
+        ..request(&node, 1, Change::Put(Value::from("v")), 1000)
+    };
+    let messages = promised(&mut node, T0, retry, base.clone());
+    assert_eq!(messages, accepts(b(1, 1), base), "the base is proposed unchanged");
+    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    assert_eq!(drain(&mut node).1, vec![reply(&node, 1, written(3))]);
+}
+
+#[test]
+fn a_retried_compare_and_set_that_failed_before_fails_again_even_if_it_would_hold_now() {
+    let mut node = node1();
+    let cas = Change::CasValue { expect: Some(Value::from("a")), new: Value::from("b") };
+    // It found "x" at version 2 and failed; the key went back to "a" since.
+    let base = st_with("a", 3, &[(1000, 3, true), (1, 2, false)]);
+    let retry = wire::Request { resent: true, floor: Version(1), ..request(&node, 1, cas, 1000) };
+    assert_eq!(promised(&mut node, T0, retry, base.clone()), accepts(b(1, 1), base));
+    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    let failed =
+        Outcome::Done { version: Version(3), precondition_held: false, value: Some(Value::from("a")) };
+    assert_eq!(drain(&mut node).1, vec![reply(&node, 1, failed)]);
+}
+
+#[test]
+fn a_resent_write_not_remembered_since_its_floor_is_applied() {
+    let mut node = node1();
+    // The oldest remembered write is at version 10; the client saw
+    // version 10, so any evaluation of its request would be remembered.
+    let base = full_of_others("x", 10);
+    let top = base.version.0;
+    let retry = wire::Request {
+        resent: true,
+        floor: Version(10),
+        ..request(&node, 1, Change::Put(Value::from("v")), 1000)
+    };
+    let messages = promised(&mut node, T0, retry, base.clone());
+    let mut new = RegisterState { value: Some(Value::from("v")), version: Version(top + 1), ..base.clone() };
+    new.remember(Evaluation { request: fp(1), version: Version(top + 1), took_effect: true });
+    assert_eq!(messages, accepts(b(1, 1), written_on(new, b(1, 1), &base)));
+}
+
+#[test]
+fn a_resent_write_that_may_have_been_forgotten_is_indeterminate_and_never_applied() {
+    let mut node = node1();
+    // The client last saw version 9, but the key forgot everything before
+    // version 10: its request may have been evaluated on version 9 and
+    // forgotten.
+    let base = full_of_others("x", 10);
+    let retry = wire::Request {
+        resent: true,
+        floor: Version(9),
+        ..request(&node, 1, Change::Put(Value::from("v")), 1000)
+    };
+    let messages = promised(&mut node, T0, retry, base);
+    assert_eq!(messages, vec![reply(&node, 1, Outcome::Indeterminate)], "nothing accepted");
+    assert_eq!(node.requests_in_flight(), 0);
+}
+
+#[test]
+fn an_exclusive_first_copy_is_applied_within_its_window_whatever_the_floor() {
+    let mut node = node1();
+    let base = full_of_others("x", 10);
+    let first = request(&node, 1, Change::Put(Value::from("v")), 1000);
+    let within = T0.plus_millis(limits::EXCLUSIVE_WINDOW_MS - 1);
+    let messages = promised(&mut node, within, first, base);
+    assert!(
+        matches!(&messages[..], [Envelope::Peer(_, Message::Accept { state, .. }), _] if state.version.0 == 10 + limits::RECENT_WRITES_MAX as u64)
+    );
+}
+
+#[test]
+fn after_its_window_an_exclusive_copy_is_judged_by_its_floor() {
+    let mut node = node1();
+    let base = full_of_others("x", 10);
+    let first = request(&node, 1, Change::Put(Value::from("v")), 1000);
+    let after = T0.plus_millis(limits::EXCLUSIVE_WINDOW_MS);
+    assert_eq!(
+        promised(&mut node, after, first, base),
+        vec![reply_at(&node, 1, after, Outcome::Indeterminate)]
+    );
+}
+
+#[test]
+fn a_copy_whose_sending_time_lies_ahead_of_the_node_clock_gets_no_window() {
+    let mut node = node1();
+    let base = full_of_others("x", 10);
+    let confused = wire::Request {
+        sent_at: T0.plus_millis(1),
+        ..request(&node, 1, Change::Put(Value::from("v")), 1000)
+    };
+    assert_eq!(promised(&mut node, T0, confused, base), vec![reply(&node, 1, Outcome::Indeterminate)]);
+}
+
+/// Runs a write's first attempt to the accept phase (its state at version
+/// 1, written by ballot (1,1), left in accepts), loses it to a rejection,
+/// and starts the second attempt; returns when the retry prepares.
+fn interrupted_after_accept(node: &mut Node<u32>) -> Time {
+    put(node, 1, "v");
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    drain(node);
+    node.handle_peer(T0, n(2), Message::Reject { key: k(), ballot: b(1, 1), promised: b(5, 2) });
+    drain(node);
+    let retry_at = node.next_deadline().expect("a retry is scheduled");
+    node.handle_timeout(retry_at);
+    drain(node);
+    retry_at
+}
+
+/// A chain that moved on 32 writes past version 2, whose newest states by
+/// each node are `writers`.
+fn moved_on(writers: &[Ballot]) -> RegisterState {
+    RegisterState { writers: writers.to_vec(), ..full_of_others("y", 2) }
+}
+
+#[test]
+fn a_retry_whose_own_state_is_not_in_the_chain_applies_the_write_again_however_far_the_key_moved_on() {
+    let mut node = node1();
+    let retry_at = interrupted_after_accept(&mut node);
+    // Node 1 wrote nothing in this chain: its state (1,1) lost.
+    let base = moved_on(&[b(40, 3)]);
+    let promise = Message::Promise { key: k(), ballot: b(6, 1), accepted: b(40, 3), state: base.clone() };
+    node.handle_peer(retry_at, n(2), promise);
+    let [Envelope::Peer(_, Message::Accept { state, .. }), _] = &drain(&mut node).1[..] else {
+        panic!("no accept")
+    };
+    assert_eq!((state.value.clone(), state.version), (Some(Value::from("v")), Version(base.version.0 + 1)));
+    assert_eq!(state.writers, vec![b(6, 1), b(40, 3)], "its new state is node 1's newest");
+}
+
+#[test]
+fn a_retry_whose_own_state_is_in_the_chain_is_answered_from_it_beyond_the_remembered_writes() {
+    let mut node = node1();
+    let retry_at = interrupted_after_accept(&mut node);
+    // Another proposer adopted our state (1,1) and built on it; 32 later
+    // writes pushed our request out of the remembered ones.
+    let base = moved_on(&[b(1, 1), b(40, 3)]);
+    let promise = Message::Promise { key: k(), ballot: b(6, 1), accepted: b(40, 3), state: base.clone() };
+    node.handle_peer(retry_at, n(2), promise);
+    assert_eq!(drain(&mut node).1, accepts(b(6, 1), base), "nothing applied again");
+    node.handle_peer(retry_at, n(2), Message::Accepted { key: k(), ballot: b(6, 1) });
+    assert_eq!(drain(&mut node).1, vec![reply_at(&node, 1, retry_at, written(1))]);
+}
+
+#[test]
+fn a_retry_ignores_states_this_node_wrote_for_earlier_requests() {
+    let mut node = node1();
+    let retry_at = interrupted_after_accept(&mut node);
+    // Node 1's newest state in the chain is older than this proposal.
+    let base = moved_on(&[b(0, 1), b(40, 3)]);
+    let promise = Message::Promise { key: k(), ballot: b(6, 1), accepted: b(40, 3), state: base };
+    node.handle_peer(retry_at, n(2), promise);
+    assert!(
+        matches!(&drain(&mut node).1[..], [Envelope::Peer(_, Message::Accept { .. }), _]),
+        "evaluated again"
+    );
+}
+
+// Admission: sessions and incarnations.
+
+#[test]
+fn a_copy_of_a_running_request_is_told_it_is_in_progress_and_a_copy_of_an_answered_one_gets_the_answer_again()
+{
+    let mut node = node1();
+    put(&mut node, 1, "v");
+    drain(&mut node);
+    put(&mut node, 1, "v");
+    let working = reply(&node, 1, Outcome::InProgress { exclusive: true });
+    assert_eq!(drain(&mut node), (Vec::new(), vec![working]), "already running: not run twice");
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    drain(&mut node);
+    put(&mut node, 1, "v");
+    assert_eq!(drain(&mut node), (Vec::new(), vec![reply(&node, 1, written(1))]));
+}
+
+#[test]
+fn a_later_only_copy_renews_the_exclusive_window_and_a_resent_one_revokes_it() {
+    let mut node = node1();
+    let base = full_of_others("x", 10);
+    put(&mut node, 1, "v");
+    drain(&mut node);
+    // The client, still waiting, sends it again 100 ms later.
+    let later = T0.plus_millis(100);
+    let renewal = wire::Request { sent_at: later, ..request(&node, 1, Change::Put(Value::from("v")), 1000) };
+    send(&mut node, later, renewal);
+    drain(&mut node);
+    // The promises come 200 ms after the first copy, within the renewed window.
+    let decided = T0.plus_millis(200);
+    node.handle_peer(
+        decided,
+        n(2),
+        Message::Promise { key: k(), ballot: b(1, 1), accepted: b(0, 2), state: base },
+    );
+    assert!(matches!(&drain(&mut node).1[..], [Envelope::Peer(_, Message::Accept { .. }), _]), "evaluated");
+
+    let mut node = node1();
+    put(&mut node, 1, "v");
+    drain(&mut node);
+    let moved = wire::Request { resent: true, ..request(&node, 1, Change::Put(Value::from("v")), 1000) };
+    send(&mut node, T0, moved);
+    assert_eq!(drain(&mut node).1, vec![reply(&node, 1, Outcome::InProgress { exclusive: false })]);
+    node.handle_peer(
+        T0,
+        n(2),
+        Message::Promise { key: k(), ballot: b(1, 1), accepted: b(0, 2), state: full_of_others("x", 10) },
+    );
+    assert_eq!(drain(&mut node).1, vec![reply(&node, 1, Outcome::Indeterminate)], "judged by its floor");
+}
+
+#[test]
+fn a_cut_off_node_gives_up_what_it_never_sent_and_keeps_the_rest_without_exclusivity() {
+    let mut node = node1();
+    // Request 1 reaches the accept phase with node 2's promise; then both
+    // peers fall silent. Request 2 (another session, another key) only
+    // ever prepares.
+    put(&mut node, 1, "v");
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    let other = RequestId { session: SessionId(2), seq: 1 };
+    let r = wire::Request {
+        id: other,
+        key: Key::from("other"),
+        ..request(&node, 1, Change::Put(Value::from("w")), 5000)
+    };
+    send(&mut node, T0, r);
+    drain(&mut node);
+    let mut replies = Vec::new();
+    let mut at = T0;
+    while at < T0.plus_millis(limits::STALL_MS + 2 * limits::PHASE_RESEND_MS) {
+        at = node.next_deadline().expect("timers");
+        node.handle_timeout(at);
+        replies.extend(drain(&mut node).1.into_iter().filter(|m| matches!(m, Envelope::Client(..))));
+    }
+    // Node 2 was last heard at T0; the first timer after STALL_MS more finds
+    // the node cut off.
+    let gave_up = Message::Reply {
+        id: other,
+        incarnation: incarnation(&node),
+        node_time: T0.plus_millis(limits::STALL_MS + limits::PHASE_RESEND_MS),
+        outcome: Outcome::Unavailable { maybe_applied: false },
+    };
+    assert_eq!(replies, vec![Envelope::Client(CLIENT, gave_up)], "only the request that never left gives up");
+    let again = request(&node, 1, Change::Put(Value::from("v")), 1000);
+    send(&mut node, at, again);
+    assert_eq!(drain(&mut node).1, vec![reply_at(&node, 1, at, Outcome::InProgress { exclusive: false })]);
+}
+
+#[test]
+fn a_request_naming_another_incarnation_is_refused_unrun_and_names_the_current_one() {
+    let mut node = node1();
+    let stale = wire::Request {
+        incarnation: Incarnation::UNKNOWN,
+        ..request(&node, 1, Change::Put(Value::from("v")), 1000)
+    };
+    send(&mut node, T0, stale);
+    let (records, messages) = drain(&mut node);
+    assert!(records.is_empty(), "not run: {records:?}");
+    assert_eq!(messages, vec![reply(&node, 1, Outcome::Refused(Refusal::StaleIncarnation))]);
+    assert_ne!(incarnation(&node), Incarnation::UNKNOWN);
+}
+
+#[test]
+fn an_overloaded_refusal_stays_true_for_later_copies() {
+    let limits = ClientLimits { requests_in_flight_max: 1, ..Default::default() };
+    let mut node = Node::new(NodeSetup { limits, ..setup(3, Vec::new()) });
+    put(&mut node, 1, "a");
+    drain(&mut node);
+    let other = RequestId { session: SessionId(2), seq: 1 };
+    let r = wire::Request { id: other, ..request(&node, 1, Change::Put(Value::from("b")), 1000) };
+    send(&mut node, T0, r.clone());
+    let refused = |node: &Node<u32>| {
+        let outcome = Outcome::Refused(Refusal::Overloaded);
+        Envelope::Client(
+            CLIENT,
+            Message::Reply { id: other, incarnation: incarnation(node), node_time: T0, outcome },
+        )
+    };
+    assert_eq!(drain(&mut node).1, vec![refused(&node)]);
+    // The first request ends; the node has room again, but the refused
+    // request must not run: its client was told it did not.
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    drain(&mut node);
+    send(&mut node, T0, r);
+    assert_eq!(drain(&mut node), (Vec::new(), vec![refused(&node)]));
+}
+
+#[test]
+fn a_status_request_is_answered_at_once_with_the_node_clock() {
+    let mut node = node1();
+    put(&mut node, 1, "v");
+    drain(&mut node);
+    node.set_log_bytes(123);
+    node.handle_client(T0, CLIENT, Message::StatusRequest { session: SESSION, probe: 4 });
+    let (records, messages) = drain(&mut node);
+    assert!(records.is_empty());
+    let [Envelope::Client(CLIENT, Message::StatusReply { session, probe: 4, node_time, status })] =
+        &messages[..]
+    else {
+        panic!("{messages:?}")
+    };
+    assert_eq!((*session, *node_time), (SESSION, T0));
+    assert_eq!(
+        (status.node, status.requests_in_flight, status.sessions, status.log_bytes),
+        (n(1), 1, 1, 123)
+    );
+    assert_eq!(status.uptime_ms, T0.0 / 1000);
 }

@@ -3,7 +3,10 @@
 //! reaches states that a run mixing everything at full strength rarely
 //! does.
 
+use crate::core::ClientLimits;
 use crate::core::rng::Rng;
+use crate::limits;
+use crate::wire::{Message, Outcome, Refusal};
 use std::fmt;
 
 /// What the network and the nemesis do during the fault phase.
@@ -29,6 +32,12 @@ pub struct FaultPlan {
     pub nemesis_gap_ms: (u64, u64),
     /// Log size (bytes) above which a node compacts its log.
     pub compact_bytes_min: u64,
+    /// Client sessions a node remembers per generation: now and then tiny,
+    /// so nodes forget sessions (and change incarnation) under pressure.
+    pub sessions_per_generation: usize,
+    /// Requests a node runs at once: now and then tiny, so nodes refuse
+    /// requests as overloaded.
+    pub requests_in_flight_max: usize,
 }
 
 impl FaultPlan {
@@ -53,6 +62,25 @@ impl FaultPlan {
             pauses: rng.chance(0.5),
             nemesis_gap_ms: (rng.range(10, 200), rng.range(300, 3000)),
             compact_bytes_min: 1 << rng.range(12, 17),
+            sessions_per_generation: if rng.chance(0.3) {
+                rng.range(1, 4) as usize
+            } else {
+                limits::SESSIONS_PER_GENERATION
+            },
+            requests_in_flight_max: if rng.chance(0.2) {
+                rng.range(1, 4) as usize
+            } else {
+                limits::REQUESTS_IN_FLIGHT_MAX
+            },
+        }
+    }
+
+    /// The limits every node of the seed enforces on clients.
+    pub fn client_limits(&self) -> ClientLimits {
+        ClientLimits {
+            requests_in_flight_max: self.requests_in_flight_max,
+            requests_queued_per_key_max: limits::REQUESTS_QUEUED_PER_KEY_MAX,
+            sessions_per_generation: self.sessions_per_generation,
         }
     }
 
@@ -88,6 +116,14 @@ pub struct FaultCounts {
     /// Crashes that left part of an unsynced write on disk.
     pub torn_writes: u64,
     pub pauses: u64,
+    /// Copies of requests a client sent saying the request may have run
+    /// elsewhere (after a silent, restarted or given-up node).
+    pub resent: u64,
+    /// Requests refused because a node was overloaded.
+    pub overloaded: u64,
+    /// Copies refused for naming another incarnation: the node restarted or
+    /// forgot sessions under pressure since the client last heard from it.
+    pub stale_incarnation: u64,
 }
 
 impl FaultCounts {
@@ -97,7 +133,7 @@ impl FaultCounts {
         }
     }
 
-    fn fields(&self) -> [u64; 9] {
+    fn fields(&self) -> [u64; 12] {
         [
             self.lost,
             self.duplicated,
@@ -108,10 +144,13 @@ impl FaultCounts {
             self.crashes,
             self.torn_writes,
             self.pauses,
+            self.resent,
+            self.overloaded,
+            self.stale_incarnation,
         ]
     }
 
-    fn fields_mut(&mut self) -> [&mut u64; 9] {
+    fn fields_mut(&mut self) -> [&mut u64; 12] {
         [
             &mut self.lost,
             &mut self.duplicated,
@@ -122,7 +161,23 @@ impl FaultCounts {
             &mut self.crashes,
             &mut self.torn_writes,
             &mut self.pauses,
+            &mut self.resent,
+            &mut self.overloaded,
+            &mut self.stale_incarnation,
         ]
+    }
+
+    /// Counts what a message between a client and a node shows of the
+    /// situations clients must survive.
+    pub fn note_client_traffic(&mut self, msg: &Message) {
+        match msg {
+            Message::Request(r) if r.resent => self.resent += 1,
+            Message::Reply { outcome: Outcome::Refused(Refusal::Overloaded), .. } => self.overloaded += 1,
+            Message::Reply { outcome: Outcome::Refused(Refusal::StaleIncarnation), .. } => {
+                self.stale_incarnation += 1
+            }
+            _ => {}
+        }
     }
 
     /// The kinds never injected.
@@ -131,7 +186,7 @@ impl FaultCounts {
     }
 }
 
-const NAMES: [&str; 9] = [
+const NAMES: [&str; 12] = [
     "lost",
     "duplicated",
     "delayed_long",
@@ -141,6 +196,9 @@ const NAMES: [&str; 9] = [
     "crashes",
     "torn_writes",
     "pauses",
+    "resent",
+    "overloaded",
+    "stale_incarnation",
 ];
 
 impl fmt::Display for FaultCounts {

@@ -13,7 +13,6 @@
 //!
 //! `run_seed` runs one seed; the same seed always gives the same trace hash.
 
-mod client;
 mod disk;
 mod faults;
 mod invariants;

@@ -1,8 +1,9 @@
-//! One simulated node: the core `Node` driven the way `driver.rs` drives
-//! it, over the simulated network and disk. A turn takes every input that
-//! arrived since the last one, runs due timers, appends the records and
-//! starts one sync; the messages leave only when the sync completes, and
-//! inputs arriving meanwhile wait for the next turn (group commit).
+//! One simulated node: the core `Node` (protocol, client admission,
+//! sessions, status, answers: everything the daemon decides) driven over
+//! the simulated network and disk. A turn takes every input that arrived
+//! since the last one, runs due timers, appends the records and starts one
+//! sync; the messages leave only when the sync completes, and inputs
+//! arriving meanwhile wait for the next turn (group commit).
 //!
 //! The node also checks the two invariants that only it can see: nothing
 //! is released before the state it depends on is durable, and a promise it
@@ -10,13 +11,11 @@
 
 use super::disk::SimDisk;
 use super::net::{ClientAddr, Endpoint};
-use crate::core::clients::{Admission, ClientRef, Clients};
 use crate::core::rng::Rng;
-use crate::core::{Envelope, Node, Ready};
-use crate::driver::is_peer_message;
+use crate::core::{ClientLimits, Envelope, Node, NodeSetup, Ready};
 use crate::storage::Storage;
 use crate::types::{Ballot, Key, NodeId, Time};
-use crate::wire::{Message, NodeStatus, Outcome, Refusal};
+use crate::wire::Message;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,12 +32,12 @@ pub type Outgoing = Vec<(Endpoint, Vec<Message>)>;
 pub struct SimNode {
     pub id: NodeId,
     members: Vec<NodeId>,
-    core: Option<Node>,
+    core: Option<Node<ClientAddr>>,
     disk: SimDisk,
-    clients: Clients<ClientAddr>,
+    limits: ClientLimits,
     inbox: Vec<(Endpoint, Message)>,
     /// The turn whose records are being synced.
-    syncing: Option<Ready>,
+    syncing: Option<Ready<ClientAddr>>,
     /// The sync completed while the node was paused; it releases on resume.
     synced_while_paused: bool,
     pub power: Power,
@@ -50,24 +49,24 @@ pub struct SimNode {
     pub crash_armed: bool,
     /// The highest ballot this node ever promised in a message that left it.
     released: BTreeMap<Key, Ballot>,
-    /// Drawn anew at every start; requests must name it (see `driver.rs`).
-    incarnation: u64,
-    /// When this incarnation started, for its status.
-    started: Time,
+    /// World time when this life began: like a real process, the node's
+    /// clock starts at zero at every start, so clients must not carry what
+    /// they knew of one life's clock into the next.
+    origin: Time,
     #[cfg(feature = "planted-bugs")]
     bugs: crate::core::PlantedBugs,
 }
 
 impl SimNode {
-    pub fn new(id: NodeId, members: Vec<NodeId>, seed: u64) -> SimNode {
-        let mut rng = Rng::new(seed);
-        let incarnation = rng.next_u64();
+    pub fn new(id: NodeId, members: Vec<NodeId>, limits: ClientLimits, seed: u64) -> SimNode {
+        let setup =
+            NodeSetup { id, members: members.clone(), records: Vec::new(), seed, now: Time(0), limits };
         SimNode {
             id,
-            core: Some(Node::new(id, members.clone(), Vec::new(), rng.next_u64())),
+            core: Some(Node::new(setup)),
             members,
             disk: SimDisk::default(),
-            clients: Clients::default(),
+            limits,
             inbox: Vec::new(),
             syncing: None,
             synced_while_paused: false,
@@ -76,8 +75,7 @@ impl SimNode {
             wake_at: None,
             crash_armed: false,
             released: BTreeMap::new(),
-            incarnation,
-            started: Time(0),
+            origin: Time(0),
             #[cfg(feature = "planted-bugs")]
             bugs: crate::core::PlantedBugs::default(),
         }
@@ -108,34 +106,31 @@ impl SimNode {
         if !self.inbox.is_empty() {
             return Some(now);
         }
-        self.core.as_ref().and_then(Node::next_deadline).map(|d| d.max(now))
+        let deadline = self.core.as_ref().and_then(Node::next_deadline)?;
+        Some(deadline.plus_micros(self.origin.0).max(now))
+    }
+
+    /// The node's own clock at world time `now`.
+    fn local(&self, now: Time) -> Time {
+        Time(now.micros_since(self.origin))
     }
 
     /// One loop turn. Returns what may leave at once, and whether records
     /// were appended (then the world calls `finish_sync` after a delay).
     pub fn turn(&mut self, now: Time, violations: &mut Vec<String>) -> (Outgoing, bool) {
         let mut out = Vec::new();
-        if self.core.is_none() {
-            return (Vec::new(), false);
-        }
-        for (from, msg) in std::mem::take(&mut self.inbox) {
-            match (from, msg) {
-                (Endpoint::Client(addr), msg) => self.handle_client_message(now, addr, msg, &mut out),
-                (Endpoint::Node(peer), msg) => {
-                    if let Some(core) = self.core.as_mut()
-                        && is_peer_message(&msg)
-                        && peer != self.id
-                    {
-                        core.handle_message(now, peer, msg);
-                    }
-                }
-            }
-        }
+        let local = self.local(now);
         let Some(core) = self.core.as_mut() else {
             return (Vec::new(), false);
         };
-        if core.next_deadline().is_some_and(|d| d <= now) {
-            core.handle_timeout(now);
+        for (from, msg) in std::mem::take(&mut self.inbox) {
+            match from {
+                Endpoint::Client(addr) => core.handle_client(local, addr, msg),
+                Endpoint::Node(peer) => core.handle_peer(local, peer, msg),
+            }
+        }
+        if core.next_deadline().is_some_and(|d| d <= local) {
+            core.handle_timeout(local);
         }
         #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
         let mut ready = core.take_ready();
@@ -175,6 +170,9 @@ impl SimNode {
         let mut out = Vec::new();
         self.release(now, ready.release(proof), &mut out, violations);
         self.maybe_compact(compact_min);
+        if let Some(core) = self.core.as_mut() {
+            core.set_log_bytes(self.disk.len_bytes());
+        }
         group(out)
     }
 
@@ -190,7 +188,7 @@ impl SimNode {
     fn release(
         &mut self,
         now: Time,
-        envelopes: Vec<Envelope>,
+        envelopes: Vec<Envelope<ClientAddr>>,
         out: &mut Vec<(Endpoint, Message)>,
         violations: &mut Vec<String>,
     ) {
@@ -203,55 +201,8 @@ impl SimNode {
                     self.note_promise(&msg);
                     out.push((Endpoint::Node(to), msg));
                 }
-                Envelope::Client(handle, outcome) => {
-                    if let Some(client) = self.clients.finish(handle, &outcome, now) {
-                        out.push((Endpoint::Client(client.addr), Message::Reply { id: client.id, outcome }));
-                    }
-                }
+                Envelope::Client(addr, msg) => out.push((Endpoint::Client(addr), msg)),
             }
-        }
-    }
-
-    /// A client's message, as `driver.rs` handles it: a request naming
-    /// another incarnation is refused, a retransmission is not run twice,
-    /// and a status ping is answered at once.
-    fn handle_client_message(
-        &mut self,
-        now: Time,
-        addr: ClientAddr,
-        msg: Message,
-        out: &mut Vec<(Endpoint, Message)>,
-    ) {
-        let Some(core) = self.core.as_mut() else {
-            return;
-        };
-        let reply = |id, outcome| (Endpoint::Client(addr), Message::Reply { id, outcome });
-        match msg {
-            Message::Request { id, incarnation, .. } if incarnation != self.incarnation => {
-                out.push(reply(id, Outcome::Refused(Refusal::Restarted)));
-            }
-            Message::Request { id, key, change, timeout_ms, .. } => {
-                match self.clients.admit(ClientRef { addr, id }, now) {
-                    Admission::New(handle) => {
-                        core.handle_request(now, handle, key, change, u64::from(timeout_ms))
-                    }
-                    Admission::Running => {}
-                    Admission::Answered(outcome) => out.push(reply(id, outcome)),
-                    Admission::Full => out.push(reply(id, Outcome::Refused(Refusal::Overloaded))),
-                }
-            }
-            Message::StatusRequest { id } => {
-                let status = NodeStatus {
-                    node: self.id,
-                    incarnation: self.incarnation,
-                    keys: core.acceptor().keys() as u64,
-                    requests_in_flight: core.requests_in_flight() as u64,
-                    uptime_ms: now.micros_since(self.started) / 1000,
-                    log_bytes: self.disk.len_bytes(),
-                };
-                out.push((Endpoint::Client(addr), Message::StatusReply { id, status }));
-            }
-            _ => {}
         }
     }
 
@@ -323,16 +274,21 @@ impl SimNode {
                 return;
             }
         };
-        let mut rng = Rng::new(seed);
-        self.incarnation = rng.next_u64();
+        self.origin = now;
+        let setup = NodeSetup {
+            id: self.id,
+            members: self.members.clone(),
+            records,
+            seed,
+            now: Time(0),
+            limits: self.limits,
+        };
         #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
-        let mut core = Node::new(self.id, self.members.clone(), records, rng.next_u64());
+        let mut core = Node::new(setup);
         #[cfg(feature = "planted-bugs")]
         core.set_bugs(self.bugs);
+        // Like the daemon: a new incarnation, and no sessions remembered.
         self.core = Some(core);
-        // Like the real driver: a new incarnation, and an empty request table.
-        self.clients = Clients::default();
-        self.started = now;
         self.power = Power::Up;
         self.check_promises(now, violations);
     }
@@ -369,10 +325,11 @@ fn group(messages: Vec<(Endpoint, Message)>) -> Outgoing {
 mod tests {
     use super::*;
     use crate::change::Change;
-    use crate::types::{RegisterState, RequestId};
+    use crate::types::{Incarnation, RegisterState, RequestId, SessionId};
+    use crate::wire::{self, Outcome, Refusal};
 
     fn node() -> SimNode {
-        SimNode::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)], 1)
+        SimNode::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)], ClientLimits::default(), 1)
     }
 
     fn prepare(round: u64, from: u16) -> Message {
@@ -421,9 +378,10 @@ mod tests {
         assert!(violations.is_empty());
     }
 
-    /// The incarnation a status ping reports.
-    fn incarnation(n: &mut SimNode, now: Time) -> Option<u64> {
-        n.deliver(Endpoint::Client(9), vec![Message::StatusRequest { id: RequestId(1) }]);
+    /// The incarnation a status probe reports.
+    fn incarnation(n: &mut SimNode, now: Time) -> Option<Incarnation> {
+        let probe = Message::StatusRequest { session: SessionId(1), probe: 1 };
+        n.deliver(Endpoint::Client(9), vec![probe]);
         let (out, _) = n.turn(now, &mut Vec::new());
         match out.as_slice() {
             [(_, msgs)] => match msgs.as_slice() {
@@ -435,25 +393,31 @@ mod tests {
     }
 
     #[test]
-    fn after_a_restart_a_request_for_the_old_incarnation_is_refused() {
+    fn after_a_restart_a_request_naming_the_old_incarnation_is_refused_unrun() {
         let mut n = node();
         let mut violations = Vec::new();
-        let old = incarnation(&mut n, Time(5));
-        let request = Message::Request {
-            id: RequestId(7),
+        let old = incarnation(&mut n, Time(5)).unwrap_or_default();
+        let id = RequestId { session: SessionId(3), seq: 1 };
+        let request = Message::Request(wire::Request {
+            id,
             key: Key::from("k"),
-            change: Change::Read,
+            change: Change::Put(crate::types::Value::from("v")),
             timeout_ms: 1000,
-            incarnation: old.unwrap_or_default(),
-        };
+            incarnation: old,
+            sent_at: Time(5),
+            resent: false,
+            floor: crate::types::Version(0),
+        });
         n.deliver(Endpoint::Client(9), vec![request.clone()]);
-        assert!(n.turn(Time(10), &mut violations).1);
+        assert!(n.turn(Time(10), &mut violations).1, "the request runs: records to sync");
         n.crash(&mut Rng::new(0));
         n.restart(Time(30), 2, &mut violations);
+        let new = incarnation(&mut n, Time(35)).unwrap_or_default();
+        assert_ne!(old, new);
         n.deliver(Endpoint::Client(9), vec![request]);
-        let reply = Message::Reply { id: RequestId(7), outcome: Outcome::Refused(Refusal::Restarted) };
+        let outcome = Outcome::Refused(Refusal::StaleIncarnation);
+        // The restarted node's clock began at zero when it started, at 30.
+        let reply = Message::Reply { id, incarnation: new, node_time: Time(10), outcome };
         assert_eq!(n.turn(Time(40), &mut violations), (vec![(Endpoint::Client(9), vec![reply])], false));
-        let new = incarnation(&mut n, Time(50));
-        assert!(old.is_some() && new.is_some() && old != new);
     }
 }

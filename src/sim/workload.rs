@@ -1,19 +1,26 @@
-//! The simulated clients and the history they write.
+//! The simulated clients and what they record.
 //!
-//! Each process runs one operation at a time through a `SimClient`, which
-//! behaves like `client::Client`. An operation whose outcome the client
+//! Each process is one client session, the library's own `ClientMachine`,
+//! running one operation at a time. An operation whose outcome the client
 //! cannot know is indeterminate: it goes into the history as `info`, and the
-//! process retires; a fresh process takes its place.
+//! process retires; a fresh process (a new session) takes its place.
 //!
-//! The history uses the checker's JSON Lines format (Jepsen conventions),
-//! with a unique value per write so that a read names the write it saw.
+//! Register operations (reads, writes, CAS, deletes on keys `k0`, `k1`, ...)
+//! go into a history in the checker's JSON Lines format (Jepsen
+//! conventions), with a unique value per write so that a read names the
+//! write it saw. Appends of unique elements to list keys (`l0`, `l1`, ...)
+//! are checked apart, at the end: every acknowledged element is in its
+//! list exactly once, an element whose append did not run is not, and an
+//! element whose outcome is unknown is there at most once. A write applied
+//! twice shows up as a duplicate; a "not run" that did not stay true, as a
+//! phantom.
 
-use super::client::{Ending, Sends, SimClient};
-use super::invariants::Descent;
+use super::invariants::{Descent, Lists};
 use super::net::ClientAddr;
 use crate::change::Change;
+use crate::core::client::{ClientMachine, Ending};
 use crate::core::rng::Rng;
-use crate::types::{Key, NodeId, RegisterState, Time, Value};
+use crate::types::{Key, NodeId, SessionId, Time, Value};
 use crate::wire::Message;
 use std::collections::BTreeMap;
 
@@ -21,24 +28,50 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkloadPlan {
     pub clients: u64,
-    /// Keys in use at once.
+    /// Register keys in use at once.
     pub keys: u64,
-    /// Operations a key takes before a fresh key replaces it, so that no
-    /// key's history grows beyond what the checker can search (Jepsen's
-    /// independent keys).
+    /// Operations a register key takes before a fresh key replaces it, so
+    /// that no key's history grows beyond what the checker can search
+    /// (Jepsen's independent keys).
     pub ops_per_key: u64,
+    /// List keys appended to (0: no appends).
+    pub lists: u64,
+    /// Percent of operations that are appends, when there are lists.
+    pub append_percent: u64,
+    /// Percent of clients pinned to one node (`paxosctl --node`).
+    pub pinned_percent: u64,
     pub timeout_ms: u64,
     pub think_us_max: u64,
 }
 
 impl WorkloadPlan {
     pub fn choose(rng: &mut Rng) -> WorkloadPlan {
+        let lists = if rng.chance(0.7) { rng.range(1, 3) } else { 0 };
         WorkloadPlan {
             clients: rng.range(2, 6),
             keys: rng.range(1, 5),
             ops_per_key: rng.range(30, 300),
+            lists,
+            append_percent: rng.range(10, 40),
+            pinned_percent: if rng.chance(0.3) { rng.range(10, 50) } else { 0 },
             timeout_ms: rng.range(500, 5000),
             think_us_max: rng.range(0, 20_000),
+        }
+    }
+}
+
+/// Where an operation goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Register(u64),
+    List(u64),
+}
+
+impl Target {
+    fn key(self) -> Key {
+        match self {
+            Target::Register(k) => key_name(k),
+            Target::List(l) => Key(format!("l{l}").into_bytes()),
         }
     }
 }
@@ -49,6 +82,7 @@ enum Op {
     Write(String),
     Cas { expect: Option<String>, new: String },
     Delete,
+    Append(String),
 }
 
 impl Op {
@@ -58,6 +92,7 @@ impl Op {
             Op::Write(_) => "write",
             Op::Cas { .. } => "cas",
             Op::Delete => "delete",
+            Op::Append(_) => "append",
         }
     }
 
@@ -70,6 +105,7 @@ impl Op {
                 new: Value::from(new.as_str()),
             },
             Op::Delete => Change::Delete,
+            Op::Append(element) => Change::Append(Value(format!(",{element}").into_bytes())),
         }
     }
 
@@ -77,7 +113,7 @@ impl Op {
     fn json_value(&self) -> String {
         match self {
             Op::Read | Op::Delete => "null".to_string(),
-            Op::Write(v) => json_str(Some(v)),
+            Op::Write(v) | Op::Append(v) => json_str(Some(v)),
             Op::Cas { expect, new } => format!("[{},{}]", json_str(expect.as_deref()), json_str(Some(new))),
         }
     }
@@ -91,30 +127,30 @@ fn json_str(s: Option<&str>) -> String {
     }
 }
 
-fn value_text(state: &RegisterState) -> Option<String> {
-    state.value.as_ref().map(|v| String::from_utf8_lossy(&v.0).into_owned())
+fn text(value: &Option<Value>) -> Option<String> {
+    value.as_ref().map(|v| String::from_utf8_lossy(&v.0).into_owned())
 }
 
-/// The operation a process has in the history, awaiting its completion.
+/// The operation a process is running.
 struct Pending {
     op: Op,
-    key: u64,
+    target: Target,
     invoked: Time,
-    /// Index of the invoke line in the history.
-    line: usize,
+    /// Index of the invoke line in the history (register operations).
+    line: Option<usize>,
 }
 
-/// One client process of the history.
+/// One client process.
 struct Process {
-    client: SimClient,
+    client: ClientMachine,
     op: Option<Pending>,
     writes: u64,
-    /// The last value this process saw per key: what its CAS expects.
+    /// The last value this process saw per register key: what its CAS expects.
     known: BTreeMap<u64, Option<String>>,
     /// Generation of the pending wake-up; older wake-ups are stale.
     generation: u64,
-    /// The reader that checks liveness at the end: the keys it has yet to read.
-    final_keys: Option<Vec<u64>>,
+    /// The reader that checks liveness at the end: what it has yet to read.
+    final_reads: Option<Vec<Target>>,
 }
 
 /// What clients ask of the world.
@@ -134,10 +170,22 @@ pub struct OpCounts {
     pub info: u64,
 }
 
-/// The keys operations go to.
+/// Operations with an unknown outcome a register key takes before it makes
+/// way for a fresh one. Each stays open in the history for ever, and the
+/// checker's search grows with how many overlap; a seed of heavy faults
+/// would otherwise leave a history no budget can decide.
+const UNKNOWN_PER_KEY_MAX: u64 = 16;
+
+/// One register key in use.
+struct ActiveKey {
+    key: u64,
+    ops: u64,
+    unknown: u64,
+}
+
+/// The register keys operations go to.
 struct Keys {
-    /// The keys in use, and how many operations each has taken.
-    active: Vec<(u64, u64)>,
+    active: Vec<ActiveKey>,
     /// Keys used so far: `0..used`.
     used: u64,
     /// Operations a key takes before it makes way for a fresh one.
@@ -148,16 +196,22 @@ impl Keys {
     /// A key in use for the next operation.
     fn pick(&mut self, rng: &mut Rng) -> u64 {
         let slot = rng.below(self.active.len() as u64) as usize;
-        let Some((key, ops)) = self.active.get_mut(slot) else {
+        let Some(active) = self.active.get_mut(slot) else {
             return 0;
         };
-        if *ops >= self.ops_max {
-            *key = self.used;
-            *ops = 0;
+        if active.ops >= self.ops_max || active.unknown >= UNKNOWN_PER_KEY_MAX {
+            *active = ActiveKey { key: self.used, ops: 0, unknown: 0 };
             self.used += 1;
         }
-        *ops += 1;
-        *key
+        active.ops += 1;
+        active.key
+    }
+
+    /// An operation on `key` ended with an unknown outcome.
+    fn note_unknown(&mut self, key: u64) {
+        if let Some(active) = self.active.iter_mut().find(|a| a.key == key) {
+            active.unknown += 1;
+        }
     }
 }
 
@@ -173,6 +227,7 @@ pub struct Workload {
     /// One JSON line per event; an empty string for a line withdrawn.
     history: Vec<String>,
     descent: Descent,
+    lists: Lists,
     finishing: bool,
     finished: bool,
 }
@@ -180,7 +235,7 @@ pub struct Workload {
 impl Workload {
     pub fn new(plan: WorkloadPlan, members: Vec<NodeId>, ops_target: u64) -> Workload {
         let keys = Keys {
-            active: (0..plan.keys).map(|k| (k, 0)).collect(),
+            active: (0..plan.keys).map(|key| ActiveKey { key, ops: 0, unknown: 0 }).collect(),
             used: plan.keys,
             ops_max: plan.ops_per_key,
         };
@@ -195,6 +250,7 @@ impl Workload {
             counts: OpCounts::default(),
             history: Vec::new(),
             descent: Descent::default(),
+            lists: Lists::default(),
             finishing: false,
             finished: false,
         }
@@ -234,8 +290,10 @@ impl Workload {
         let pending: Vec<String> = self
             .clients
             .iter()
-            .filter_map(|(addr, p)| p.op.as_ref().map(|op| (addr, op, p.client.node())))
-            .map(|(addr, op, node)| format!("process {addr}: {} k{} at node {node:?}", op.op.name(), op.key))
+            .filter_map(|(addr, p)| p.op.as_ref().map(|op| (addr, op, p.client.waiting_for())))
+            .map(|(addr, op, node)| {
+                format!("process {addr}: {} {:?} at node {node:?}", op.op.name(), op.target)
+            })
             .collect();
         if pending.is_empty() { "nothing in flight".to_string() } else { pending.join("; ") }
     }
@@ -247,23 +305,29 @@ impl Workload {
         self.maybe_start_final_reads(now, rng, out);
     }
 
-    fn spawn(&mut self, now: Time, rng: &mut Rng, final_keys: Option<Vec<u64>>, out: &mut ClientOut) {
+    fn spawn(&mut self, now: Time, rng: &mut Rng, final_reads: Option<Vec<Target>>, out: &mut ClientOut) {
         let addr = self.next_addr;
         self.next_addr += 1;
-        let first = rng.below(self.members.len() as u64) as usize;
-        let client = SimClient::new(self.members.clone(), first);
+        let session = SessionId((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()));
+        let start_at = rng.below(self.members.len() as u64) as usize;
+        // The final reader must reach any live node, so it is never pinned.
+        let pinned = final_reads.is_none() && rng.below(100) < self.plan.pinned_percent;
+        let pin = pinned.then(|| self.members.get(start_at).copied()).flatten();
+        let client = ClientMachine::new(self.members.clone(), pin, session, start_at);
         let process =
-            Process { client, op: None, writes: 0, known: BTreeMap::new(), generation: 0, final_keys };
+            Process { client, op: None, writes: 0, known: BTreeMap::new(), generation: 0, final_reads };
         self.clients.insert(addr, process);
         out.wakes.push((addr, 0, now.plus_micros(rng.range(0, self.plan.think_us_max))));
     }
 
     fn maybe_start_final_reads(&mut self, now: Time, rng: &mut Rng, out: &mut ClientOut) {
-        let idle = self.clients.values().all(|p| p.op.is_none() && p.final_keys.is_none());
+        let idle = self.clients.values().all(|p| p.op.is_none() && p.final_reads.is_none());
         if self.finishing && idle {
             // Every client that is idle now stays idle: forget them.
             self.clients.clear();
-            self.spawn(now, rng, Some((0..self.keys.used).collect()), out);
+            let registers = (0..self.keys.used).map(Target::Register);
+            let reads = registers.chain((0..self.plan.lists).map(Target::List)).collect();
+            self.spawn(now, rng, Some(reads), out);
         }
     }
 
@@ -284,9 +348,8 @@ impl Workload {
         if process.op.is_none() {
             return self.next_op(now, rng, addr, out);
         }
-        let mut sends = Sends::new();
-        let ending = process.client.on_wake(now, &mut sends);
-        self.after_step(now, rng, addr, sends, ending, out);
+        process.client.handle_timeout(now);
+        self.after_step(now, rng, addr, out);
     }
 
     /// A datagram reached client `addr` from node `from`.
@@ -302,29 +365,23 @@ impl Workload {
         let Some(process) = self.clients.get_mut(&addr) else {
             return;
         };
-        let mut sends = Sends::new();
-        let ending = process.client.on_message(now, from, msg, &mut sends);
-        self.after_step(now, rng, addr, sends, ending, out);
+        process.client.handle_message(now, from, msg);
+        self.after_step(now, rng, addr, out);
     }
 
-    /// Sends what the client sent; completes its operation if it ended,
-    /// else wakes it when it next has something to do.
-    fn after_step(
-        &mut self,
-        now: Time,
-        rng: &mut Rng,
-        addr: ClientAddr,
-        sends: Sends,
-        ending: Option<Ending>,
-        out: &mut ClientOut,
-    ) {
-        out.sends.extend(sends.into_iter().map(|(node, msg)| (addr, node, msg)));
-        if let Some(ending) = ending {
+    /// Sends what the client wants sent; completes its operation if it
+    /// ended, else wakes it when it next has something to do.
+    fn after_step(&mut self, now: Time, rng: &mut Rng, addr: ClientAddr, out: &mut ClientOut) {
+        let Some(process) = self.clients.get_mut(&addr) else {
+            return;
+        };
+        while let Some((node, msg)) = process.client.poll_transmit() {
+            out.sends.push((addr, node, msg));
+        }
+        if let Some(ending) = process.client.poll_ending() {
             return self.complete(now, rng, addr, ending, out);
         }
-        if let Some(process) = self.clients.get_mut(&addr)
-            && let Some(at) = process.client.wake_at()
-        {
+        if let Some(at) = process.client.poll_timeout() {
             process.generation += 1;
             out.wakes.push((addr, process.generation, at));
         }
@@ -336,9 +393,9 @@ impl Workload {
         let Some(process) = self.clients.get_mut(&addr) else {
             return;
         };
-        let (op, key) = match process.final_keys.as_mut() {
+        let (op, target) = match process.final_reads.as_mut() {
             Some(left) => match left.pop() {
-                Some(key) => (Op::Read, key),
+                Some(target) => (Op::Read, target),
                 None => {
                     self.finished = true;
                     return;
@@ -346,27 +403,43 @@ impl Workload {
             },
             // Finishing: this client stays idle.
             None if self.finishing => return,
+            None if self.plan.lists > 0 && rng.below(100) < self.plan.append_percent => {
+                let list = rng.below(self.plan.lists);
+                (Op::Append(process.fresh_value(addr)), Target::List(list))
+            }
             None => {
                 let key = self.keys.pick(rng);
-                (process.choose_op(addr, rng, key), key)
+                (process.choose_op(addr, rng, key), Target::Register(key))
             }
         };
-        self.invoke(now, rng, addr, op, key, out);
+        self.invoke(now, rng, addr, op, target, out);
     }
 
-    fn invoke(&mut self, now: Time, rng: &mut Rng, addr: ClientAddr, op: Op, key: u64, out: &mut ClientOut) {
-        let deadline = now.plus_millis(self.plan.timeout_ms);
-        let line = self.history.len();
-        self.history.push(history_line(addr, "invoke", op.name(), key, &op.json_value()));
+    fn invoke(
+        &mut self,
+        now: Time,
+        rng: &mut Rng,
+        addr: ClientAddr,
+        op: Op,
+        target: Target,
+        out: &mut ClientOut,
+    ) {
+        let line = match target {
+            Target::Register(key) => {
+                self.history.push(history_line(addr, "invoke", op.name(), key, &op.json_value()));
+                Some(self.history.len() - 1)
+            }
+            Target::List(_) => None,
+        };
         self.invoked += 1;
         let Some(process) = self.clients.get_mut(&addr) else {
             return;
         };
         let change = op.change();
-        process.op = Some(Pending { op, key, invoked: now, line });
-        let mut sends = Sends::new();
-        let ending = process.client.start(now, key_name(key), change, deadline, &mut sends);
-        self.after_step(now, rng, addr, sends, ending, out);
+        process.op = Some(Pending { op, target, invoked: now, line });
+        // The process is idle here, so the machine is too.
+        let _ = process.client.start(now, target.key(), change, self.plan.timeout_ms);
+        self.after_step(now, rng, addr, out);
     }
 
     fn complete(&mut self, now: Time, rng: &mut Rng, addr: ClientAddr, ending: Ending, out: &mut ClientOut) {
@@ -376,31 +449,32 @@ impl Workload {
         let Some(pending) = process.op.take() else {
             return;
         };
-        let judged = judge(&pending.op, ending);
-        if let Some(state) = &judged.acked {
-            if let Err(v) = self.descent.ack(&key_name(pending.key), pending.invoked, now, state) {
+        let judged = judge(&pending.op, &ending);
+        if let Ending::Done(answer) = &ending {
+            let key = pending.target.key();
+            let value = pending.op.value_known().then(|| answer.value.clone());
+            if let Err(v) = self.descent.ack(&key, pending.invoked, now, answer.version, value) {
                 out.violations.push(v);
             }
-            process.known.insert(pending.key, value_text(state));
+            if let Target::Register(k) = pending.target {
+                process.known.insert(k, text(&answer.value));
+            }
         }
-        let is_final = process.final_keys.is_some();
+        let is_final = process.final_reads.is_some();
         if is_final && judged.kind != "ok" {
             out.violations.push(format!(
-                "t={}us liveness: after healing, the read of k{} ended {}",
-                now.0, pending.key, judged.kind
+                "t={}us liveness: after healing, the read of {:?} ended {}",
+                now.0, pending.target, judged.kind
             ));
         }
         process.generation += 1;
         let generation = process.generation;
-        if matches!(pending.op, Op::Cas { .. }) && !judged.ran {
-            // The checker reads a failed CAS as one that found another
-            // value; one that never ran observed nothing, and is left out.
-            self.history[pending.line].clear();
-        } else {
-            self.history.push(history_line(addr, judged.kind, pending.op.name(), pending.key, &judged.value));
-        }
+        self.record(addr, &pending, &judged, &ending, &mut out.violations);
         self.count(judged.kind);
-        if judged.retire {
+        if let (Target::Register(key), "info") = (pending.target, judged.kind) {
+            self.keys.note_unknown(key);
+        }
+        if judged.kind == "info" {
             self.clients.remove(&addr);
             if !self.finishing {
                 self.spawn(now, rng, None, out);
@@ -412,12 +486,50 @@ impl Workload {
         self.maybe_start_final_reads(now, rng, out);
     }
 
+    /// Writes the completion into the history (registers) or the lists'
+    /// books (appends, and the final read of a list).
+    fn record(
+        &mut self,
+        addr: ClientAddr,
+        pending: &Pending,
+        judged: &Judged,
+        ending: &Ending,
+        violations: &mut Vec<String>,
+    ) {
+        match (pending.target, &pending.op) {
+            (Target::Register(key), op) => {
+                if matches!(op, Op::Cas { .. }) && !judged.ran {
+                    // The checker reads a failed CAS as one that found another
+                    // value; one that never ran observed nothing, and is left out.
+                    if let Some(line) = pending.line {
+                        self.history[line].clear();
+                    }
+                } else {
+                    self.history.push(history_line(addr, judged.kind, op.name(), key, &judged.value));
+                }
+            }
+            (Target::List(list), Op::Append(element)) => self.lists.append_ended(list, element, judged.kind),
+            (Target::List(list), _) => {
+                if let Ending::Done(answer) = ending {
+                    violations.extend(self.lists.check_final(list, answer.value.as_ref()));
+                }
+            }
+        }
+    }
+
     fn count(&mut self, kind: &str) {
         match kind {
             "ok" => self.counts.ok += 1,
             "info" => self.counts.info += 1,
             _ => self.counts.fail += 1,
         }
+    }
+}
+
+impl Op {
+    /// Whether an answer's value says what the key holds (not after an append).
+    fn value_known(&self) -> bool {
+        !matches!(self, Op::Append(_))
     }
 }
 
@@ -444,30 +556,25 @@ impl Process {
 
 /// What a process makes of how its operation ended.
 struct Judged {
-    /// The history's completion type.
+    /// The history's completion type: ok, fail or info.
     kind: &'static str,
     /// The completion's `value` field.
     value: String,
-    /// The state acknowledged, if any.
-    acked: Option<RegisterState>,
-    /// The outcome is unknown: the process retires.
-    retire: bool,
     /// The operation may have run.
     ran: bool,
 }
 
-fn judge(op: &Op, ending: Ending) -> Judged {
-    let mut judged = Judged { kind: "fail", value: op.json_value(), acked: None, retire: false, ran: true };
+fn judge(op: &Op, ending: &Ending) -> Judged {
+    let mut judged = Judged { kind: "fail", value: op.json_value(), ran: true };
     match ending {
-        Ending::Done { state, precondition_held } => {
+        Ending::Done(answer) => {
             if *op == Op::Read {
-                judged.value = json_str(value_text(&state).as_deref());
+                judged.value = json_str(text(&answer.value).as_deref());
             }
-            judged.kind = if precondition_held { "ok" } else { "fail" };
-            judged.acked = Some(state);
+            judged.kind = if answer.precondition_held { "ok" } else { "fail" };
         }
-        Ending::NotRun => judged.ran = false,
-        Ending::Unknown => (judged.kind, judged.retire) = ("info", true),
+        Ending::NotRun(_) => judged.ran = false,
+        Ending::Unknown(_) => judged.kind = "info",
     }
     judged
 }

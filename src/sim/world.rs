@@ -90,8 +90,10 @@ impl World {
         let plan = FaultPlan::choose(&mut rng);
         let workload_plan = WorkloadPlan::choose(&mut rng);
         let members: Vec<NodeId> = (1..=nodes as u16).map(NodeId).collect();
-        let nodes: Vec<SimNode> =
-            members.iter().map(|&id| SimNode::new(id, members.clone(), rng.next_u64())).collect();
+        let nodes: Vec<SimNode> = members
+            .iter()
+            .map(|&id| SimNode::new(id, members.clone(), plan.client_limits(), rng.next_u64()))
+            .collect();
         #[cfg(feature = "planted-bugs")]
         let nodes = nodes
             .into_iter()
@@ -223,6 +225,7 @@ impl World {
     /// Puts each datagram on the network: lost, delivered, or delivered twice.
     pub(super) fn send(&mut self, from: Endpoint, out: Outgoing) {
         for (to, msgs) in out {
+            msgs.iter().for_each(|m| self.counts.note_client_traffic(m));
             let delays = self.net.transmit(&mut self.rng, from, to, &mut self.counts);
             for delay in delays {
                 self.push(self.now.plus_micros(delay), Event::Deliver { from, to, msgs: msgs.clone() });

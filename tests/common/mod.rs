@@ -6,7 +6,7 @@
 
 use paxosd::client::Client;
 use paxosd::config::Config;
-use paxosd::types::NodeId;
+use paxosd::types::{Key, NodeId};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -45,27 +45,40 @@ impl TestCluster {
     /// Writes a config for `n` nodes and starts them all (bootstrapping).
     pub fn start(tag: &str, n: usize) -> TestCluster {
         let mut cluster = TestCluster::configure(tag, n);
-        for id in 1..=n as u16 {
-            cluster.start_node_with(id, true);
-        }
-        cluster.wait_until_all_answer();
+        cluster.start_all();
         cluster
     }
 
     /// Writes the config without starting anything.
     pub fn configure(tag: &str, n: usize) -> TestCluster {
+        let addresses = free_ports(n).into_iter().map(|port| format!("127.0.0.1:{port}")).collect();
+        TestCluster::configure_at(tag, addresses)
+    }
+
+    /// Writes the config of a cluster whose node i + 1 listens at
+    /// `addresses[i]`, without starting anything.
+    pub fn configure_at(tag: &str, addresses: Vec<String>) -> TestCluster {
         let dir = temp_dir(tag);
-        let ports = free_ports(n);
+        let n = addresses.len();
         let cluster_id = 4242 + n as u64;
         let mut text = format!("cluster_id = {cluster_id}\n[client]\ntimeout_ms = 3000\n");
-        for (i, port) in ports.iter().enumerate() {
+        for (i, address) in addresses.iter().enumerate() {
             let id = i + 1;
-            text +=
-                &format!("[[node]]\nid = {id}\naddress = \"127.0.0.1:{port}\"\ndata_dir = \"node{id}\"\n");
+            text += &format!("[[node]]\nid = {id}\naddress = \"{address}\"\ndata_dir = \"node{id}\"\n");
         }
         let config_path = dir.join("paxosd.toml");
         std::fs::write(&config_path, text).expect("write config");
+        let ports = addresses.iter().filter_map(|a| a.rsplit(':').next()?.parse().ok()).collect();
         TestCluster { dir, config_path, ports, cluster_id, children: (0..n).map(|_| None).collect() }
+    }
+
+    /// Starts every node of a configured cluster (bootstrapping) and waits
+    /// until all answer.
+    pub fn start_all(&mut self) {
+        for id in 1..=self.ports.len() as u16 {
+            self.start_node_with(id, true);
+        }
+        self.wait_until_all_answer();
     }
 
     pub fn config(&self) -> Config {
@@ -186,6 +199,19 @@ impl TestCluster {
 
     pub fn client(&self, node: Option<u16>) -> Client {
         Client::new(&self.config(), node.map(NodeId), Duration::from_secs(5)).expect("client")
+    }
+
+    /// A long-lived client (not pinned) whose requests go to node `id`:
+    /// clients start at a random node and stay with the one that answered
+    /// last, so this tries fresh clients until one answers from `id`.
+    pub fn client_using(&self, id: u16, key: &Key) -> Client {
+        for _ in 0..100 {
+            let mut client = self.client(None);
+            if client.read(key).is_ok_and(|answer| answer.node == NodeId(id)) {
+                return client;
+            }
+        }
+        panic!("no client settled on node {id}");
     }
 }
 
