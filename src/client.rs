@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 pub use crate::core::client::Answer;
 
 /// How often `status_all` asks again the nodes that have not answered.
-const STATUS_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+const STATUS_RETRY_INTERVAL: Duration = Duration::from_millis(crate::limits::STATUS_RETRY_MS);
 
 #[derive(Debug)]
 pub enum ClientError {

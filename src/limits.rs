@@ -143,6 +143,26 @@ pub const REQUEST_TIMEOUT_MS_MAX: u64 = 60_000;
 /// Default request timeout of `paxosctl` and the client library.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 
+/// The longest the load generator's loop sleeps: it bounds how late its
+/// periodic reports (progress, per-interval figures) run.
+pub const LOADGEN_POLL_MS_MAX: u64 = 100;
+
+/// Receive errors in a row after which the load generator stops a read
+/// round and reads the rest on its next turn, so an error that repeats
+/// cannot hold the loop.
+pub const LOADGEN_RECV_ERRORS_PER_ROUND_MAX: u32 = 64;
+
+/// Timer entries the load generator keeps per session before it sweeps out
+/// the stale ones (each message a session handles may move its deadline),
+/// so its timer heap stays proportional to the sessions.
+pub const LOADGEN_TIMERS_PER_SESSION_MAX: usize = 4;
+
+/// Attempts at sending one datagram when a signal interrupts the call.
+pub const LOADGEN_SEND_ATTEMPTS_MAX: u32 = 3;
+
+/// How often `paxosctl status` asks again the nodes that have not answered.
+pub const STATUS_RETRY_MS: u64 = 100;
+
 /// Rounds reserved (and persisted) at a time; a restart skips the rest of
 /// the block, so ballots are never reused.
 pub const ROUND_BLOCK: u64 = 1024;

@@ -31,20 +31,7 @@ use std::time::{Duration, Instant};
 
 const SOCKET: Token = Token(0);
 
-/// The longest the loop sleeps: it bounds how late `Workload::tick` runs.
-const POLL_TIMEOUT_MAX: Duration = Duration::from_millis(100);
-
-/// Receive errors in a row after which a read round stops and the rest is
-/// read on the next turn, so an error that repeats cannot hold the loop.
-const RECV_ERRORS_PER_ROUND_MAX: u32 = 64;
-
-/// Timer entries kept per session before stale ones are swept out. Each
-/// message a machine handles may move its deadline and leave a stale entry
-/// behind; sweeping keeps the heap proportional to the sessions.
-const TIMERS_PER_SESSION_MAX: usize = 4;
-
-/// Attempts at sending one datagram when a signal interrupts the call.
-const SEND_ATTEMPTS_MAX: u32 = 3;
+const POLL_TIMEOUT_MAX: Duration = Duration::from_millis(limits::LOADGEN_POLL_MS_MAX);
 
 /// What the sessions do. Sessions are numbered `0..sessions`.
 pub trait Workload {
@@ -161,7 +148,7 @@ impl Timers {
         self.armed[slot] = at;
         let Some(at) = at else { return };
         self.heap.push(Reverse((at, slot)));
-        if self.heap.len() > self.armed.len() * TIMERS_PER_SESSION_MAX + 64 {
+        if self.heap.len() > self.armed.len() * limits::LOADGEN_TIMERS_PER_SESSION_MAX + 64 {
             self.sweep();
         }
     }
@@ -405,7 +392,7 @@ impl LoadGen {
                     self.stats.recv_errors += 1;
                     debug!("recv_from: {e}");
                     errors += 1;
-                    if errors >= RECV_ERRORS_PER_ROUND_MAX {
+                    if errors >= limits::LOADGEN_RECV_ERRORS_PER_ROUND_MAX {
                         self.read_pending = true;
                         return;
                     }
@@ -466,7 +453,7 @@ impl LoadGen {
 
 fn send_to(socket: &UdpSocket, datagram: &[u8], addr: SocketAddr) -> io::Result<usize> {
     let mut result = socket.send_to(datagram, addr);
-    for _ in 1..SEND_ATTEMPTS_MAX {
+    for _ in 1..limits::LOADGEN_SEND_ATTEMPTS_MAX {
         match &result {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => result = socket.send_to(datagram, addr),
             _ => break,
@@ -549,7 +536,7 @@ mod tests {
             timers.arm(0, Some(t(ms)));
         }
         timers.arm(1, Some(t(7)));
-        assert!(timers.heap.len() <= 2 * TIMERS_PER_SESSION_MAX + 64 + 1);
+        assert!(timers.heap.len() <= 2 * limits::LOADGEN_TIMERS_PER_SESSION_MAX + 64 + 1);
         assert_eq!(due(&mut timers, t(20_000)), vec![1, 0]);
     }
 

@@ -63,6 +63,43 @@ fn cas_by_value_and_by_version() {
 }
 
 #[test]
+fn append_adds_to_the_value_prints_the_version_and_refuses_to_overflow() {
+    let cluster = TestCluster::start("append", 3);
+    assert_exit(&cluster.ctl(&["append", "log", "a"]), 0);
+    let out = cluster.ctl(&["append", "log", ",b"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "2\n");
+    assert_eq!(stdout(&cluster.ctl(&["read", "log"])), "a,b\n");
+    let big = "x".repeat(paxosd::limits::VALUE_BYTES_MAX - 2);
+    let out = cluster.ctl(&["append", "log", &big]);
+    assert_exit(&out, 3);
+    assert!(stderr(&out).contains("value limit"), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&cluster.ctl(&["read", "log", "--json"])),
+        "{\"key\":\"log\",\"value\":\"a,b\",\"version\":2}\n"
+    );
+}
+
+#[test]
+fn status_shows_each_node_with_its_sessions_and_incarnation() {
+    let cluster = TestCluster::start("status", 3);
+    assert_exit(&cluster.ctl(&["--node", "2", "propose", "k", "v"]), 0);
+    let out = cluster.ctl(&["status"]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    for id in 1..=3 {
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("node {id} "))).unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            line.contains(" up ") && line.contains("sessions=") && line.contains("incarnation="),
+            "{line}"
+        );
+    }
+    let node2 = text.lines().find(|l| l.starts_with("node 2 ")).unwrap_or_default();
+    assert!(node2.contains("sessions=1 ") || node2.contains("sessions=2 "), "the propose's session: {node2}");
+}
+
+#[test]
 fn stale_cas_exits_3_and_changes_nothing() {
     let cluster = TestCluster::start("stale-cas", 3);
     assert_exit(&cluster.ctl(&["propose", "k", "new"]), 0);

@@ -29,6 +29,7 @@ const EXIT_UNDECIDED: u8 = 5;
 ///   paxosctl cas greeting bye --expect-value hello
 ///   paxosctl cas greeting bye --expect-version 3
 ///   paxosctl delete greeting
+///   paxosctl append log ",entry"             # appends; prints the new version
 ///   paxosctl status
 ///   paxosctl check history.jsonl             # linearizability check
 ///   paxosctl torture --duration 60           # checked workload
@@ -37,8 +38,10 @@ const EXIT_UNDECIDED: u8 = 5;
 ///   0  success
 ///   1  anything else (network error, no node answered, ...)
 ///   2  usage or config error
-///   3  precondition failed: the CAS expectation did not hold, nothing changed
-///   4  no quorum within the timeout: the outcome is unknown
+///   3  precondition failed: the CAS expectation did not hold (or an append
+///      would exceed the value limit), nothing changed
+///   4  no quorum within the timeout, or no answer: the message says whether
+///      the change was not applied or its outcome is unknown
 ///   5  check: the history could not be decided within the search budget
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
@@ -76,6 +79,10 @@ enum Command {
     Cas(CasArgs),
     /// Delete KEY (leaves a tombstone; the version keeps counting).
     Delete { key: String },
+    /// Append VALUE to KEY's value (to nothing if absent); prints the new
+    /// version. Exit 3, nothing changed, if the result would exceed the
+    /// value limit.
+    Append { key: String, value: String },
     /// Show which nodes answer, with their id and address.
     Status,
     /// Check a history file for linearizability.
@@ -223,6 +230,7 @@ fn run(cli: Cli) -> u8 {
         Command::Read { key, json } => read(&mut client, &key, json),
         Command::Cas(args) => cas(&mut client, args),
         Command::Delete { key } => print_version(client.delete(&Key::from(key.as_str()))),
+        Command::Append { key, value } => append(&mut client, &key, &value),
         Command::Status => status(&mut client, config.nodes.len()),
         Command::Torture(args) => torture(&config, cli.node.map(NodeId), args),
         Command::Bench(args) => bench(&config, cli.node.map(NodeId), timeout, args),
@@ -545,6 +553,23 @@ fn cas(client: &mut Client, args: CasArgs) -> u8 {
     }
 }
 
+fn append(client: &mut Client, key: &str, tail: &str) -> u8 {
+    match client.append(&Key::from(key), value_of(tail)) {
+        Ok(answer) if answer.precondition_held => {
+            println!("{}", answer.version);
+            EXIT_OK
+        }
+        Ok(_) => fail(
+            EXIT_PRECONDITION,
+            &format!(
+                "nothing changed: {key} would exceed the value limit of {} bytes",
+                paxosd::limits::VALUE_BYTES_MAX
+            ),
+        ),
+        Err(e) => client_error(e),
+    }
+}
+
 fn status(client: &mut Client, members: usize) -> u8 {
     let mut answered = 0;
     let results = client.status_all();
@@ -554,11 +579,13 @@ fn status(client: &mut Client, members: usize) -> u8 {
             Ok(s) => {
                 answered += 1;
                 println!(
-                    "node {id}  {addr}  up  keys={} in_flight={} log_bytes={} uptime_s={}",
+                    "node {id}  {addr}  up  keys={} in_flight={} sessions={} log_bytes={} uptime_s={} incarnation={}",
                     s.keys,
                     s.requests_in_flight,
+                    s.sessions,
                     s.log_bytes,
-                    s.uptime_ms / 1000
+                    s.uptime_ms / 1000,
+                    s.incarnation
                 );
             }
             Err(_) => println!("node {id}  {addr}  DOWN (no answer)"),
