@@ -74,8 +74,13 @@ pub fn increment(client: &mut Client, key: &Key, tag: &str, retries_max: u32) ->
         let next = counter.count + 1;
         match client.cas_version(key, version, encode(next, tag, &counter.tags)) {
             Ok(answer) if answer.precondition_held => return Ok(next),
-            // Someone else incremented first: retry on top of their state.
-            Ok(answer) => (value, version) = (answer.value, answer.version),
+            // Someone else incremented first: retry on top of their state
+            // (read it when the answer could not tell the value).
+            Ok(answer) if answer.value_known => (value, version) = (answer.value, answer.version),
+            Ok(_) => {
+                let seen = client.read(key).map_err(|e| e.to_string())?;
+                (value, version) = (seen.value, seen.version);
+            }
             // Not applied (no quorum within the timeout): try again.
             Err(ClientError::NoQuorum { .. }) => {}
             Err(ClientError::Unknown { .. }) => {

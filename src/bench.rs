@@ -507,7 +507,13 @@ mod tests {
         errors.count(&Ending::NotRun(NotRun::Refused(Refusal::Overloaded)));
         errors.count(&Ending::Unknown(Unknown::NoAnswer));
         errors.count(&Ending::Unknown(Unknown::NoAnswer));
-        let done = Answer { version: Version(1), precondition_held: true, value: None, node: NodeId(1) };
+        let done = Answer {
+            version: Version(1),
+            precondition_held: true,
+            value: None,
+            value_known: true,
+            node: NodeId(1),
+        };
         errors.count(&Ending::Done(done));
         assert_eq!(errors.total(), 4);
         assert_eq!(errors.to_string(), "not_run_overloaded=1 not_run_no_quorum=1 unknown_no_answer=2");
@@ -523,7 +529,13 @@ mod tests {
         let t0 = closed.started;
         assert_eq!(closed.next(0, t0).map(|(k, _)| k), Some(Key::from("a")));
         assert_eq!(closed.next(0, t0).map(|(k, _)| k), Some(Key::from("b")));
-        let done = Answer { version: Version(1), precondition_held: true, value: None, node: NodeId(1) };
+        let done = Answer {
+            version: Version(1),
+            precondition_held: true,
+            value: None,
+            value_known: true,
+            node: NodeId(1),
+        };
         closed.ended(0, &Ending::Done(done), Duration::from_millis(3), t0 + secs(12));
         closed.tick(t0 + secs(24));
         assert_eq!(closed.current.number, 3);

@@ -93,12 +93,19 @@ pub const CLIENT_RENEW_WRITE_MS: u64 = EXCLUSIVE_WINDOW_MS / 2;
 /// it" break the row).
 pub const CLIENT_SILENCES_TO_MOVE: u32 = 2;
 
-/// A node that has been trying to reach a quorum for a key this long, and
+/// A node that has been trying to reach a quorum for a key for a while, and
 /// heard from no majority of the members in that time, is cut off: it gives
 /// up the requests it has not sent in an accept (telling their clients they
-/// did not run, so they move on at once) and stops running the others as
-/// the only copy.
-pub const STALL_MS: u64 = 2 * PHASE_RESEND_MS;
+/// did not run, so they move on at once), stops running the others as the
+/// only copy, and says so to clients that ask. "A while" is this multiple
+/// of how long its promise quorums took lately (nodes send no heartbeats:
+/// an idle node hears nothing, and a slow disk slows every answer) ...
+pub const STALL_QUORUM_MULTIPLE: u64 = 8;
+/// ... but at least this long ...
+pub const STALL_MS_MIN: u64 = 150;
+/// ... and at most this long, which is also the wait before the node has
+/// measured any quorum.
+pub const STALL_MS_MAX: u64 = 2_000;
 
 /// Bounds of a client's retransmission timeout: how long it waits for a
 /// node's answer before it asks another (or, pinned to one node, asks again).
@@ -188,7 +195,7 @@ const _: () = assert!(SOCKET_BUFFER_BYTES >= 16 * DATAGRAM_BYTES_MAX);
 const _: () = assert!(BATCH_REQUESTS_MAX <= RECENT_WRITES_MAX);
 const _: () = assert!(CLIENT_MOVE_WRITE_AFTER_MS > EXCLUSIVE_WINDOW_MS);
 const _: () = assert!(CLIENT_RENEW_WRITE_MS < EXCLUSIVE_WINDOW_MS);
-const _: () = assert!(STALL_MS >= PHASE_RESEND_MS);
+const _: () = assert!(PHASE_RESEND_MS <= STALL_MS_MIN && STALL_MS_MIN <= STALL_MS_MAX);
 const _: () =
     assert!(CLIENT_RTO_MS_MIN <= CLIENT_RTO_MS_INITIAL && CLIENT_RTO_MS_INITIAL <= CLIENT_RTO_MS_MAX);
 const _: () = assert!(CLIENT_REPLY_MARGIN_MS < REQUEST_TIMEOUT_MS_DEFAULT);

@@ -447,8 +447,11 @@ impl loadgen::Workload for Workers<'_> {
         let Some(op) = worker.pending.take() else { return Then::Keep };
         let kind = self.journal.complete(worker.process, &op, ending);
         match (op.step, ending) {
-            (Step::Register, Ending::Done(answer)) => {
+            (Step::Register, Ending::Done(answer)) if answer.value_known => {
                 worker.last_seen.insert(op.key, text_of(answer));
+            }
+            (Step::Register, Ending::Done(_)) => {
+                worker.last_seen.remove(&op.key);
             }
             (Step::Register, _) => {}
             (Step::ListRead, _) => worker.after_list_read(ending),
@@ -557,7 +560,13 @@ mod tests {
 
     fn done(held: bool, value: Option<&str>) -> Ending {
         let value = value.map(value_of);
-        Ending::Done(Answer { version: Version(1), precondition_held: held, value, node: NodeId(1) })
+        Ending::Done(Answer {
+            version: Version(1),
+            precondition_held: held,
+            value,
+            value_known: true,
+            node: NodeId(1),
+        })
     }
 
     fn not_run() -> Ending {

@@ -114,12 +114,16 @@ pub struct Request {
 /// How a request ended at the node that answers, as the client is told.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    /// The change ran at a quorum and left the key at `version`. For a
-    /// write that took effect `value` is `None`: the client knows what it
-    /// wrote (`Change::value_written`). For a read, or a write whose
-    /// precondition failed (`precondition_held` false, nothing changed),
-    /// `value` is the value found (`None`: absent).
-    Done { version: Version, precondition_held: bool, value: Option<Value> },
+    /// The change ran at a quorum. `version` is the key's version after it:
+    /// the one it created, or for a read or a write whose precondition failed
+    /// (`precondition_held` false, nothing changed), the one it found.
+    /// `value` is the value that goes with it when the answer tells it
+    /// (`Some(None)`: absent): always for a read and for a failed
+    /// precondition evaluated by this answer's attempt; never for a write
+    /// that took effect (the client knows what it wrote,
+    /// `Change::value_written`), nor for a failed precondition found in the
+    /// key's memory of an earlier copy (the value then is no longer known).
+    Done { version: Version, precondition_held: bool, value: Option<Option<Value>> },
     /// The node gave up: no quorum answered before the deadline. When
     /// `maybe_applied` is false this node never sent an accept carrying the
     /// change and never will; when true, it may have taken effect.
@@ -134,10 +138,12 @@ pub enum Outcome {
     /// Not an ending: the node is still working on the request (this
     /// answers a copy that reached it again). `exclusive` is true while the
     /// node runs it as the only copy: the copy just received renewed that
-    /// for `EXCLUSIVE_WINDOW_MS`. When false, the node now judges the
-    /// request as one that may have run elsewhere, and the client may send
-    /// it to another node at once.
-    InProgress { exclusive: bool },
+    /// for `EXCLUSIVE_WINDOW_MS`. When false (for good: the node does not
+    /// run it as the only copy again), it judges the request as one that may
+    /// have run elsewhere, and the client may send it to another node at
+    /// once. `cut_off` is true when the node has heard from no majority for
+    /// a while: the client had better ask another node now.
+    InProgress { exclusive: bool, cut_off: bool },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,9 +209,10 @@ impl Message {
             // Oversized requests are answered with a refusal, not dropped.
             Message::Request(_) | Message::StatusRequest { .. } => true,
             Message::Reply { outcome, .. } => match outcome {
-                Outcome::Done { value, .. } => {
-                    value.as_ref().is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX)
-                }
+                Outcome::Done { value, .. } => value
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX),
                 _ => true,
             },
             Message::StatusReply { .. } => true,

@@ -539,15 +539,13 @@ fn cas(client: &mut Client, args: CasArgs) -> u8 {
             EXIT_OK
         }
         Ok(answer) => {
-            let current = match &answer.value {
-                Some(v) => format!("{:?}", String::from_utf8_lossy(v.as_bytes())),
-                None => "absent".to_string(),
-            };
             let version = answer.version;
-            fail(
-                EXIT_PRECONDITION,
-                &format!("precondition failed, nothing changed: {key} is {current} at version {version}"),
-            )
+            let found = match &answer.value {
+                _ if !answer.value_known => format!("was at version {version}"),
+                Some(v) => format!("is {:?} at version {version}", String::from_utf8_lossy(v.as_bytes())),
+                None => format!("is absent at version {version}"),
+            };
+            fail(EXIT_PRECONDITION, &format!("precondition failed, nothing changed: {key} {found}"))
         }
         Err(e) => client_error(e),
     }

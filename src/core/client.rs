@@ -57,10 +57,15 @@ pub struct Answer {
     /// False when a compare-and-set found another value or version, or an
     /// append would have exceeded the value limit: nothing changed.
     pub precondition_held: bool,
-    /// The key's value after the operation (`None`: absent). After an
-    /// append that took effect it is `None` too: the node answers with the
-    /// new version only; read the key for its value.
+    /// The key's value after the operation, when `value_known` (`None`:
+    /// absent).
     pub value: Option<Value>,
+    /// False when the answer did not tell the value: after an append that
+    /// took effect (the node answers with the new version only), and after a
+    /// compare-and-set whose precondition failed when an earlier copy of it
+    /// ran (the value it was compared with is no longer known). Read the key
+    /// for its value.
+    pub value_known: bool,
     /// The node that answered.
     pub node: NodeId,
 }
@@ -446,7 +451,14 @@ impl ClientMachine {
                 self.leave(now, index, Some(r));
             }
             Outcome::Refused(r) => self.end(Ending::NotRun(NotRun::Refused(r))),
-            Outcome::InProgress { exclusive } => self.on_in_progress(index, incarnation, exclusive),
+            Outcome::InProgress { exclusive, cut_off } => {
+                self.on_in_progress(index, incarnation, exclusive);
+                if cut_off && self.pinned.is_none() {
+                    // It cannot reach a quorum: ask another node now. Its
+                    // copy may still run there, but not as the only one.
+                    self.leave(now, index, None);
+                }
+            }
         }
     }
 
@@ -468,17 +480,17 @@ impl ClientMachine {
         }
     }
 
-    fn done(&mut self, index: usize, version: Version, held: bool, value: Option<Value>) {
+    fn done(&mut self, index: usize, version: Version, held: bool, value: Option<Option<Value>>) {
         let Some(op) = self.op.as_ref() else { return };
-        let value = match op.change.value_written() {
-            Some(written) if held => written,
-            _ => value,
-        };
+        let wrote = held && op.change.is_write();
+        let told = if wrote { op.change.value_written() } else { value };
         let key = op.key.clone();
         self.floors.note(&key, version);
         self.preferred = Some(index);
         let node = self.members[index];
-        self.end(Ending::Done(Answer { version, precondition_held: held, value, node }));
+        let value_known = told.is_some();
+        let answer = Answer { version, precondition_held: held, value: told.flatten(), value_known, node };
+        self.end(Ending::Done(answer));
     }
 
     /// The register could not tell; another copy still running may know.
@@ -804,6 +816,7 @@ mod tests {
             version: Version(3),
             precondition_held: true,
             value: Some(Value::from("v")),
+            value_known: true,
             node: n(2),
         };
         assert_eq!(m.poll_ending(), Some(Ending::Done(answer)));
@@ -820,13 +833,17 @@ mod tests {
         let mut m = machine();
         let cas = Change::CasValue { expect: Some(Value::from("a")), new: Value::from("b") };
         started(&mut m, cas);
-        let found =
-            Outcome::Done { version: Version(4), precondition_held: false, value: Some(Value::from("x")) };
+        let found = Outcome::Done {
+            version: Version(4),
+            precondition_held: false,
+            value: Some(Some(Value::from("x"))),
+        };
         m.handle_message(T0.plus_millis(3), n(2), reply(1, Time(7_000), INC, found));
         let answer = Answer {
             version: Version(4),
             precondition_held: false,
             value: Some(Value::from("x")),
+            value_known: true,
             node: n(2),
         };
         assert_eq!(m.poll_ending(), Some(Ending::Done(answer)));
@@ -863,7 +880,7 @@ mod tests {
                 matches!(&sent(&mut m)[..], [(NodeId(2), Message::Request(_))]),
                 "round {i}: node 2 again"
             );
-            let working = Outcome::InProgress { exclusive: false };
+            let working = Outcome::InProgress { exclusive: false, cut_off: false };
             m.handle_message(at, n(2), reply(1, Time(5_000 + i), INC, working));
         }
     }
@@ -901,7 +918,11 @@ mod tests {
         let renew = T0.plus_millis(1 + limits::CLIENT_RENEW_WRITE_MS);
         m.handle_timeout(renew);
         sent(&mut m);
-        m.handle_message(renew, n(2), reply(1, Time(6_000), INC, Outcome::InProgress { exclusive: false }));
+        m.handle_message(
+            renew,
+            n(2),
+            reply(1, Time(6_000), INC, Outcome::InProgress { exclusive: false, cut_off: false }),
+        );
         m.handle_message(renew, n(3), status_reply(9, 3, Time(1_000), INC));
         let mut copies = Vec::new();
         for _ in 0..4 {
@@ -1071,5 +1092,22 @@ mod tests {
         assert_eq!(sent(&mut m), vec![]);
         assert_eq!(m.poll_ending(), Some(Ending::NotRun(NotRun::Refused(Refusal::ValueTooLarge))));
         assert!(m.is_idle());
+    }
+
+    /// Found in review: a cut-off node keeps a write it already sent in an
+    /// accept and answers copies "in progress"; the client must not wait
+    /// there for its deadline.
+    #[test]
+    fn a_node_that_says_it_is_cut_off_is_left_at_once() {
+        let mut m = machine();
+        started(&mut m, put());
+        m.handle_message(T0.plus_millis(2), n(3), status_reply(9, 3, Time(1_000), INC));
+        let at = m.poll_timeout().expect("waiting");
+        m.handle_timeout(at);
+        sent(&mut m);
+        let cut_off = Outcome::InProgress { exclusive: false, cut_off: true };
+        m.handle_message(at, n(2), reply(1, Time(6_000), INC, cut_off));
+        let [(to, Message::Request(r))] = &sent(&mut m)[..] else { panic!("did not move") };
+        assert_eq!((*to, r.resent), (n(3), true), "its copy there may still run");
     }
 }

@@ -143,6 +143,9 @@ pub struct Node<A> {
     clock: Time,
     /// When each peer was last heard from, to tell when this node is cut off.
     last_heard: BTreeMap<NodeId, Time>,
+    /// How long promise quorums took lately (a moving average), to tell a
+    /// slow quorum from none.
+    quorum_us: Option<u64>,
     started: Time,
     log_bytes: u64,
     #[cfg(feature = "planted-bugs")]
@@ -185,6 +188,7 @@ impl<A: Copy + Ord> Node<A> {
             loopback: VecDeque::new(),
             clock: setup.now,
             last_heard: BTreeMap::new(),
+            quorum_us: None,
             started: setup.now,
             log_bytes: 0,
             #[cfg(feature = "planted-bugs")]
@@ -337,29 +341,22 @@ impl<A: Copy + Ord> Node<A> {
     }
 
     /// Another copy of a request that runs here: it renews the request's
-    /// exclusive window, or revokes it if the client sent copies elsewhere;
-    /// the client hears that the node is still at it.
+    /// exclusive window if the client sent it as the only one, or revokes it
+    /// for good (the client sent copies elsewhere, the window lapsed, or the
+    /// node is cut off); the client hears that the node is still at it.
     fn still_running(&mut self, now: Time, from: A, request: &wire::Request, handle: ReqHandle) {
         let key = &request.key;
-        let renewal = (!request.resent && request.sent_at <= now)
+        let cut_off = self.is_cut_off(now);
+        let renewal = (!request.resent && !cut_off && request.sent_at <= now)
             .then(|| request.sent_at.plus_millis(limits::EXCLUSIVE_WINDOW_MS));
+        let mut exclusive = false;
         if let Some(p) = self.proposals.get_mut(key) {
-            match renewal {
-                Some(until) => p.renew_exclusive(handle, until),
-                None => p.revoke_exclusive(handle),
-            }
+            exclusive |= p.renew_exclusive(handle, renewal, now);
         }
         for r in self.queued.get_mut(key).into_iter().flatten().filter(|r| r.handle == handle) {
-            r.dedupe.exclusive_until = match (renewal, r.dedupe.exclusive_until) {
-                (Some(until), Some(current)) => Some(current.max(until)),
-                _ => None,
-            };
+            exclusive |= r.dedupe.renew(renewal, now);
         }
-        let in_proposal = self.proposals.get(key).is_some_and(|p| p.is_exclusive(handle, now));
-        let in_queue = self.queued.get(key).is_some_and(|q| {
-            q.iter().any(|r| r.handle == handle && r.dedupe.exclusive_until.is_some_and(|until| now < until))
-        });
-        self.reply(from, request.id, Outcome::InProgress { exclusive: in_proposal || in_queue });
+        self.reply(from, request.id, Outcome::InProgress { exclusive, cut_off });
     }
 
     fn drain_loopback(&mut self, now: Time) {
@@ -424,22 +421,38 @@ impl<A: Copy + Ord> Node<A> {
         self.drain_loopback(now);
     }
 
-    /// True when no majority of the members (this node included) was heard
-    /// from within `STALL_MS`.
-    fn is_cut_off(&self, now: Time) -> bool {
-        let since = Time(now.0.saturating_sub(limits::STALL_MS * 1000));
-        let heard = self.last_heard.values().filter(|t| **t >= since).count();
-        heard + 1 < super::quorum::majority(self.members.len())
+    /// How long without hearing from a majority makes this node cut off:
+    /// a multiple of how long its quorums took lately (see `STALL_MS_MIN`).
+    fn stall_after_us(&self) -> u64 {
+        let (min, max) = (limits::STALL_MS_MIN * 1000, limits::STALL_MS_MAX * 1000);
+        self.quorum_us.map_or(max, |q| q.saturating_mul(limits::STALL_QUORUM_MULTIPLE).clamp(min, max))
     }
 
-    /// Proposals that have tried for `STALL_MS` while the node is cut off
-    /// give up what they never sent, and so do the requests queued behind
-    /// them: their clients can go elsewhere at once.
+    fn note_quorum(&mut self, us: u64) {
+        self.quorum_us = Some(self.quorum_us.map_or(us, |q| (7 * q + us) / 8));
+    }
+
+    /// True when the node has been trying to reach a quorum (a proposal has
+    /// been running) for `stall_after_us`, and heard from no majority of the
+    /// members (itself included) in that time. Silence alone says nothing:
+    /// an idle node hears from nobody.
+    fn is_cut_off(&self, now: Time) -> bool {
+        let after = self.stall_after_us();
+        let trying = self.proposals.values().any(|p| now.micros_since(p.running_since()) >= after);
+        let since = Time(now.0.saturating_sub(after));
+        let heard = self.last_heard.values().filter(|t| **t >= since).count();
+        trying && heard + 1 < super::quorum::majority(self.members.len())
+    }
+
+    /// Proposals that have tried for `stall_after_us` while the node is cut
+    /// off give up what they never sent, and so do the requests queued
+    /// behind them: their clients can go elsewhere at once.
     fn give_up_stalled(&mut self, now: Time) {
+        let after = self.stall_after_us();
         let stalled: Vec<Key> = self
             .proposals
             .iter()
-            .filter(|(_, p)| now.micros_since(p.running_since()) >= limits::STALL_MS * 1000)
+            .filter(|(_, p)| now.micros_since(p.running_since()) >= after)
             .map(|(k, _)| k.clone())
             .collect();
         for key in stalled {
@@ -494,6 +507,9 @@ impl<A: Copy + Ord> Node<A> {
             let mut ctx = self.ctx(&mut out);
             f(&mut proposal, &mut ctx)
         };
+        if let Some(us) = proposal.take_quorum_sample_us() {
+            self.note_quorum(us);
+        }
         self.flush(out);
         self.proposals.insert(key.clone(), proposal);
         match progress {

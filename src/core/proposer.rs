@@ -86,6 +86,15 @@ impl Dedupe {
         Dedupe { floor, exclusive_until, found: false }
     }
 
+    /// See `Proposal::renew_exclusive`.
+    pub fn renew(&mut self, renewal: Option<Time>, now: Time) -> bool {
+        self.exclusive_until = match (self.exclusive_until, renewal) {
+            (Some(current), Some(until)) if now < current => Some(current.max(until)),
+            _ => None,
+        };
+        self.exclusive_until.is_some_and(|until| now < until)
+    }
+
     /// The lowest version at which another proposer may have evaluated the
     /// request, as seen at `now`; `None` while the copy is exclusive.
     fn others_floor_at(&self, now: Time) -> Option<Version> {
@@ -177,6 +186,9 @@ pub struct Proposal {
     attempt_started: Time,
     backoff: Backoff,
     written: Vec<Written>,
+    /// How long the last attempt took to gather its promises, for the node's
+    /// sense of how long a healthy quorum takes.
+    quorum_sample_us: Option<u64>,
 }
 
 impl Proposal {
@@ -191,6 +203,7 @@ impl Proposal {
             attempt_started: now,
             backoff: Backoff::new(),
             written: Vec::new(),
+            quorum_sample_us: None,
         }
     }
 
@@ -211,33 +224,28 @@ impl Proposal {
         self.requests.push(request);
     }
 
-    /// The client sent `handle`'s request elsewhere too: other proposers may
-    /// evaluate it from now on.
-    pub fn revoke_exclusive(&mut self, handle: ReqHandle) {
+    /// Another copy of `handle`'s request came: if the client sent it as the
+    /// only one (`renewal`: it will not send elsewhere before then), the
+    /// window lasts that long, unless it lapsed or was revoked (then other
+    /// copies may exist already). A window that is over at `now` is revoked
+    /// for good, so that what the node answers stays true. Whether the
+    /// request is still run as the only copy.
+    pub fn renew_exclusive(&mut self, handle: ReqHandle, renewal: Option<Time>, now: Time) -> bool {
+        let mut exclusive = false;
         for r in self.requests.iter_mut().filter(|r| r.handle == handle) {
-            r.dedupe.exclusive_until = None;
+            exclusive = r.dedupe.renew(renewal, now);
         }
+        exclusive
     }
 
-    /// The client sent `handle`'s request again as the only copy, and will
-    /// not send it elsewhere before `until`: the window lasts that long,
-    /// unless it was revoked (then other copies may exist already).
-    pub fn renew_exclusive(&mut self, handle: ReqHandle, until: Time) {
-        for r in self.requests.iter_mut().filter(|r| r.handle == handle) {
-            if let Some(current) = r.dedupe.exclusive_until.as_mut() {
-                *current = (*current).max(until);
-            }
-        }
-    }
-
-    /// Whether `handle`'s request is run as the only copy at `now`.
-    pub fn is_exclusive(&self, handle: ReqHandle, now: Time) -> bool {
-        self.requests.iter().any(|r| r.handle == handle && r.dedupe.others_floor_at(now).is_none())
-    }
-
-    /// Whether the proposal has been trying for at least `STALL_MS`.
+    /// When the proposal started.
     pub fn running_since(&self) -> Time {
         self.started
+    }
+
+    /// How long its last attempt took to gather a majority of promises, once.
+    pub fn take_quorum_sample_us(&mut self) -> Option<u64> {
+        self.quorum_sample_us.take()
     }
 
     /// The node is cut off: gives up the requests no accept of this
@@ -315,6 +323,7 @@ impl Proposal {
         if !votes.is_reached() {
             return Progress::Pending;
         }
+        self.quorum_sample_us = Some(now.micros_since(self.attempt_started));
         let base = best_state.clone();
         // Requests whose deadline passed while the promises came are
         // answered, not evaluated: their clients stopped waiting.
@@ -362,7 +371,7 @@ impl Proposal {
                 }
             };
             if request.change.is_write() {
-                writes.insert(request.handle, outcome.clone());
+                writes.insert(request.handle, without_value(&outcome));
             }
             answers.insert(request.handle, outcome);
             kept.push(request);
@@ -388,8 +397,12 @@ impl Proposal {
         if !request.change.is_write() {
             return Judgement::Evaluate;
         }
-        if let Some(e) = state.find(request.fingerprint).filter(|_| !ctx.skips_lookup(request)) {
-            return Judgement::Found(found_answer(request, e, state));
+        // This attempt's own evaluations so far are all in `state` (a batch
+        // is no longer than the memory); the chain's are in `base`, which
+        // this batch's may have pushed out of `state`.
+        let remembered = state.find(request.fingerprint).or_else(|| base.find(request.fingerprint));
+        if let Some(e) = remembered.filter(|_| !ctx.skips_lookup(request)) {
+            return Judgement::Found(found_answer(request, e));
         }
         let mut floor = request.dedupe.others_floor_at(now);
         match self.own_standing(request, base) {
@@ -398,7 +411,7 @@ impl Proposal {
             Own::Unknown(own) => floor = Some(floor.map_or(own, |f| f.min(own))),
         }
         match floor {
-            Some(f) if !state.remembers_since(f) => Judgement::Indeterminate,
+            Some(f) if !base.remembers_since(f) => Judgement::Indeterminate,
             _ => Judgement::Evaluate,
         }
     }
@@ -572,19 +585,29 @@ fn answer_version(answer: &Outcome) -> Version {
 /// The answer for a request evaluated in this attempt, leaving `state`.
 fn evaluated_answer(request: &Request, state: &RegisterState, held: bool) -> Outcome {
     let wrote = request.change.is_write() && held;
-    let value = if wrote { None } else { state.value.clone() };
+    let value = if wrote { None } else { Some(state.value.clone()) };
     Outcome::Done { version: state.version, precondition_held: held, value }
 }
 
 /// The answer for a request found evaluated before: the version it wrote,
-/// or, if its precondition failed then, that failure with the state as it
-/// is now (the value it was compared with is no longer known).
-fn found_answer(request: &Request, e: Evaluation, state: &RegisterState) -> Outcome {
+/// or the version at which its precondition failed (the value it was
+/// compared with is no longer known, and the value now would not be what
+/// it was compared with).
+fn found_answer(request: &Request, e: Evaluation) -> Outcome {
     debug_assert!(request.change.is_write());
-    if e.took_effect {
-        Outcome::Done { version: e.version, precondition_held: true, value: None }
-    } else {
-        Outcome::Done { version: state.version, precondition_held: false, value: state.value.clone() }
+    Outcome::Done { version: e.version, precondition_held: e.took_effect, value: None }
+}
+
+/// An answer as a proposal keeps it for a state that may be in the chain:
+/// without the value a failed precondition found, which would be kept for
+/// every attempt otherwise; if that state turns out to be the one, the
+/// answer tells the version only.
+fn without_value(answer: &Outcome) -> Outcome {
+    match answer {
+        Outcome::Done { version, precondition_held, .. } => {
+            Outcome::Done { version: *version, precondition_held: *precondition_held, value: None }
+        }
+        other => other.clone(),
     }
 }
 

@@ -122,9 +122,12 @@ impl Sessions {
         match &entry.standing {
             Standing::Running => Admission::Running,
             Standing::Answered(outcome) => Admission::Replay(outcome.clone()),
+            // Evaluated here before (without effect): the exclusive window
+            // rules out evaluations by other proposers only, so this copy is
+            // judged against the key's memory of that evaluation.
             Standing::Rerun => {
                 entry.standing = Standing::Running;
-                Admission::Run { exclusive: current && !resent }
+                Admission::Run { exclusive: false }
             }
         }
     }
@@ -140,7 +143,7 @@ impl Sessions {
             return;
         }
         entry.standing = match outcome {
-            Outcome::Done { value: Some(_), .. } => Standing::Rerun,
+            Outcome::Done { value: Some(Some(_)), .. } => Standing::Rerun,
             _ => Standing::Answered(outcome.clone()),
         };
     }
@@ -220,10 +223,10 @@ mod tests {
         let read = Outcome::Done {
             version: Version(3),
             precondition_held: true,
-            value: Some(crate::types::Value::from("v")),
+            value: Some(Some(crate::types::Value::from("v"))),
         };
         s.finish(id(1, 1), &read);
-        assert_eq!(s.admit(id(1, 1), inc, false), Admission::Run { exclusive: true });
+        assert_eq!(s.admit(id(1, 1), inc, false), Admission::Run { exclusive: false });
         assert_eq!(s.admit(id(1, 1), inc, false), Admission::Running);
     }
 

@@ -67,7 +67,7 @@ impl FaultPlan {
             } else {
                 limits::SESSIONS_PER_GENERATION
             },
-            requests_in_flight_max: if rng.chance(0.2) {
+            requests_in_flight_max: if rng.chance(0.35) {
                 rng.range(1, 4) as usize
             } else {
                 limits::REQUESTS_IN_FLIGHT_MAX

@@ -452,12 +452,15 @@ impl Workload {
         let judged = judge(&pending.op, &ending);
         if let Ending::Done(answer) = &ending {
             let key = pending.target.key();
-            let value = pending.op.value_known().then(|| answer.value.clone());
+            let value = answer.value_known.then(|| answer.value.clone());
             if let Err(v) = self.descent.ack(&key, pending.invoked, now, answer.version, value) {
                 out.violations.push(v);
             }
             if let Target::Register(k) = pending.target {
-                process.known.insert(k, text(&answer.value));
+                match answer.value_known {
+                    true => process.known.insert(k, text(&answer.value)),
+                    false => process.known.remove(&k),
+                };
             }
         }
         let is_final = process.final_reads.is_some();
@@ -523,13 +526,6 @@ impl Workload {
             "info" => self.counts.info += 1,
             _ => self.counts.fail += 1,
         }
-    }
-}
-
-impl Op {
-    /// Whether an answer's value says what the key holds (not after an append).
-    fn value_known(&self) -> bool {
-        !matches!(self, Op::Append(_))
     }
 }
 
