@@ -25,7 +25,7 @@ row() {
     local label=$1 out ops
     shift
     # Only the summary line: the per-interval lines carry the same fields.
-    out=$(target/release/paxosctl --config "$work/paxosd.toml" bench --duration "$SECONDS_PER_ROW" "$@" | grep '^workload=')
+    out=$(target/release/paxosctl --config "$work/paxosd.toml" bench --duration "$SECONDS_PER_ROW" "$@" 2>>"$work/bench.err" | grep '^workload=')
     ops=$(grep -o 'ops_per_s=[0-9]*' <<<"$out" | cut -d= -f2)
     [ -n "$first" ] || first=$ops
     printf '%-34s %10s %8s %8s %8s %8s %7s\n' "$label" "$ops" \

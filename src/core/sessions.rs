@@ -49,9 +49,8 @@ pub enum Admission {
 enum Standing {
     Running,
     Answered(Outcome),
-    /// Evaluated without effect, and its answer (which carries a value) was
-    /// not kept: another copy is evaluated again, which the key's
-    /// remembered writes make safe.
+    /// A read, answered with a value that was not kept: another copy is
+    /// evaluated again, which changes nothing.
     Rerun,
 }
 
@@ -132,9 +131,10 @@ impl Sessions {
         }
     }
 
-    /// Request `id` was answered with `outcome`. Answers carrying a value
-    /// (reads, failed preconditions) are not kept, to bound memory: they
-    /// changed nothing, and another copy is evaluated again.
+    /// Request `id` was answered with `outcome`. Values are not kept, to
+    /// bound memory: a read is evaluated again (it changed nothing), and a
+    /// failed precondition is answered again with the version it failed at
+    /// (the value found is no longer told).
     pub fn finish(&mut self, id: RequestId, outcome: &Outcome) {
         let Some(entry) = self.young.get_mut(&id.session).or_else(|| self.old.get_mut(&id.session)) else {
             return;
@@ -143,6 +143,9 @@ impl Sessions {
             return;
         }
         entry.standing = match outcome {
+            Outcome::Done { version, precondition_held: false, value: Some(_) } => {
+                Standing::Answered(Outcome::Done { version: *version, precondition_held: false, value: None })
+            }
             Outcome::Done { value: Some(Some(_)), .. } => Standing::Rerun,
             _ => Standing::Answered(outcome.clone()),
         };
@@ -228,6 +231,16 @@ mod tests {
         s.finish(id(1, 1), &read);
         assert_eq!(s.admit(id(1, 1), inc, false), Admission::Run { exclusive: false });
         assert_eq!(s.admit(id(1, 1), inc, false), Admission::Running);
+    }
+
+    #[test]
+    fn a_failed_precondition_is_answered_again_with_its_version_but_not_its_value() {
+        let (mut s, inc) = table(8);
+        assert_eq!(s.admit(id(1, 1), inc, false), Admission::Run { exclusive: true });
+        let value = Some(Some(crate::types::Value::from("x")));
+        s.finish(id(1, 1), &Outcome::Done { version: Version(7), precondition_held: false, value });
+        let again = Outcome::Done { version: Version(7), precondition_held: false, value: None };
+        assert_eq!(s.admit(id(1, 1), inc, false), Admission::Replay(again));
     }
 
     #[test]
