@@ -112,8 +112,13 @@ enum Command {
     Torture(TortureArgs),
     /// Measure throughput and latency under closed-loop load.
     ///
-    /// Each client sends one request at a time for the duration; prints
-    /// ops/s and latency percentiles (ms). Uses fresh keys under a prefix.
+    /// Each client (a session of its own; all of them on one thread and one
+    /// socket) sends one request at a time for the duration, on fresh keys
+    /// under a prefix. Every 10 s it prints that interval's figures to
+    /// stderr; at the end one summary line (ops, errors, ops/s, latency
+    /// percentiles in ms), the errors by kind if any, the intervals again,
+    /// and how the slowest interval of the last minute compares with the
+    /// median.
     Bench(BenchArgs),
     /// Draw a run as an SVG timeline.
     ///
