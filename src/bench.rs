@@ -156,8 +156,8 @@ impl fmt::Display for Interval {
 pub struct Stability {
     /// The median of every interval's ops/s.
     pub median_ops_per_s: f64,
-    /// The lowest ops/s of the intervals that end within the last
-    /// `STABILITY_WINDOW` of the run.
+    /// The lowest ops/s of the intervals of the last `STABILITY_WINDOW` of
+    /// the run.
     pub min_last_minute_ops_per_s: f64,
 }
 
@@ -205,8 +205,10 @@ impl Report {
             n if n % 2 == 1 => rates[n / 2],
             n => (rates[n / 2 - 1] + rates[n / 2]) / 2.0,
         };
-        let window_start = self.elapsed.saturating_sub(STABILITY_WINDOW);
-        let recent = self.intervals.iter().filter(|i| i.to >= window_start).map(Interval::ops_per_second);
+        // The intervals of the last minute: the run's own length runs a
+        // little past the last interval boundary, so count intervals.
+        let last = (STABILITY_WINDOW.as_secs() / INTERVAL.as_secs()) as usize;
+        let recent = self.intervals.iter().rev().take(last).map(Interval::ops_per_second);
         let min = recent.min_by(f64::total_cmp).unwrap_or(median);
         Some(Stability { median_ops_per_s: median, min_last_minute_ops_per_s: min })
     }
@@ -486,6 +488,20 @@ mod tests {
             stability.to_string(),
             "intervals: median_ops_per_s=1000 min_last_minute_ops_per_s=500 ratio=0.50"
         );
+    }
+
+    #[test]
+    fn the_last_minute_is_its_last_six_intervals_though_the_run_ends_a_little_late() {
+        // The third of eight intervals (20..30 s) is in the last minute of an
+        // 80 s run that, as runs do, ended a moment past its last boundary.
+        let rates = [1000, 1000, 400, 1000, 1000, 1000, 1000, 1000];
+        let intervals = rates
+            .iter()
+            .enumerate()
+            .map(|(i, r)| interval(i as u32 + 1, i as u64 * 10, i as u64 * 10 + 10, r * 10));
+        let mut late = report(80, intervals.collect());
+        late.elapsed += Duration::from_millis(40);
+        assert_eq!(late.stability().map(|s| s.min_last_minute_ops_per_s), Some(400.0));
     }
 
     #[test]
