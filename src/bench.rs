@@ -461,6 +461,12 @@ mod tests {
         i
     }
 
+    /// Back-to-back 10-second intervals with these rates (ops/s).
+    fn ten_second_intervals(rates: &[u64]) -> Vec<Interval> {
+        let at = |i: usize| i as u64 * 10;
+        rates.iter().enumerate().map(|(i, r)| interval(i as u32 + 1, at(i), at(i + 1), r * 10)).collect()
+    }
+
     fn report(elapsed: u64, intervals: Vec<Interval>) -> Report {
         Report {
             ops: 0,
@@ -477,11 +483,7 @@ mod tests {
     fn stability_compares_the_worst_interval_of_the_last_minute_with_the_median() {
         // 100 s at 1,000 ops/s, then a slump to 500 in the 9th interval.
         let rates = [1000, 1000, 1200, 1000, 1000, 1000, 1000, 1000, 500, 1000];
-        let intervals = rates
-            .iter()
-            .enumerate()
-            .map(|(i, r)| interval(i as u32 + 1, i as u64 * 10, i as u64 * 10 + 10, r * 10));
-        let stability = report(100, intervals.collect()).stability().expect("intervals");
+        let stability = report(100, ten_second_intervals(&rates)).stability().expect("intervals");
         assert_eq!(stability.median_ops_per_s, 1000.0);
         assert_eq!(stability.min_last_minute_ops_per_s, 500.0);
         assert_eq!(
@@ -495,11 +497,7 @@ mod tests {
         // The third of eight intervals (20..30 s) is in the last minute of an
         // 80 s run that, as runs do, ended a moment past its last boundary.
         let rates = [1000, 1000, 400, 1000, 1000, 1000, 1000, 1000];
-        let intervals = rates
-            .iter()
-            .enumerate()
-            .map(|(i, r)| interval(i as u32 + 1, i as u64 * 10, i as u64 * 10 + 10, r * 10));
-        let mut late = report(80, intervals.collect());
+        let mut late = report(80, ten_second_intervals(&rates));
         late.elapsed += Duration::from_millis(40);
         assert_eq!(late.stability().map(|s| s.min_last_minute_ops_per_s), Some(400.0));
     }
@@ -507,11 +505,7 @@ mod tests {
     #[test]
     fn a_slump_before_the_last_minute_does_not_count_against_stability() {
         let rates = [100, 1000, 1000, 1000, 1000, 1000, 1000, 1000];
-        let intervals = rates
-            .iter()
-            .enumerate()
-            .map(|(i, r)| interval(i as u32 + 1, i as u64 * 10, i as u64 * 10 + 10, r * 10));
-        let stability = report(80, intervals.collect()).stability().expect("intervals");
+        let stability = report(80, ten_second_intervals(&rates)).stability().expect("intervals");
         assert_eq!((stability.median_ops_per_s, stability.ratio()), (1000.0, 1.0));
         assert_eq!(report(0, Vec::new()).stability(), None);
     }
