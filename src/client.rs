@@ -10,7 +10,7 @@
 
 use crate::change::Change;
 use crate::config::Config;
-use crate::core::client::{ClientMachine, Ending, NotRun, Unknown};
+use crate::core::client::{ClientMachine, Ending, NotRun, Routing, Unknown};
 use crate::types::{ClusterId, Key, NodeId, SessionId, Time, Value, Version};
 use crate::wire::{self, Header, Message, NodeStatus, Refusal};
 use std::fmt;
@@ -111,10 +111,9 @@ impl Client {
         let socket = UdpSocket::bind(local)?;
         let members = nodes.iter().map(|(id, _)| *id).collect();
         let session = crate::seed::session_id();
-        let start_at = crate::seed::os_seed() as usize;
         Ok(Client {
             cluster: config.cluster_id,
-            machine: ClientMachine::new(members, node, session, start_at),
+            machine: ClientMachine::new(members, node, session, Routing::Home),
             nodes,
             pinned: node,
             timeout,

@@ -249,11 +249,14 @@ impl Driver {
         debug!("dropped datagram from {from}: {why} ({} dropped so far)", self.dropped);
     }
 
-    /// Appends the turn's records, syncs once, then sends what the core
+    /// Sends the proposer's messages that need no sync (see `Ready`), then
+    /// appends the turn's records, syncs once, and sends what the core
     /// released. A storage failure is fatal: after a failed fsync the state
     /// of the file is unknown, and an acceptor must not vote on a guess.
     fn commit_turn(&mut self) -> Result<(), DriverError> {
-        let ready = self.node.take_ready();
+        let mut ready = self.node.take_ready();
+        let early = ready.take_early();
+        self.send_envelopes(early);
         let envelopes = match ready.release_if_nothing_to_sync() {
             Ok(envelopes) => envelopes,
             Err(ready) => {

@@ -53,6 +53,12 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
 /// Requests waiting behind another one on the same key at the same node.
 pub const REQUESTS_QUEUED_PER_KEY_MAX: usize = 64;
 
+/// Keys for which a node remembers that a majority promised its next ballot
+/// (two ballots and the key each), so that its next write there needs one
+/// round trip. Beyond this many, the entry of the lowest key is dropped and
+/// that key's next write prepares first.
+pub const FAST_PATH_KEYS_MAX: usize = 64 * 1024;
+
 /// Requests on one key that share one Paxos round at a node. At most
 /// RECENT_WRITES_MAX, so a batch that retries finds all its own writes in
 /// the state it may have written.
@@ -106,6 +112,13 @@ pub const STALL_MS_MIN: u64 = 150;
 /// ... and at most this long, which is also the wait before the node has
 /// measured any quorum.
 pub const STALL_MS_MAX: u64 = 2_000;
+
+/// A client that found a node silent, or cut off from a quorum, sends the
+/// requests of the keys homed there to the next node for this long, doubled
+/// each time the node is found so again (up to the maximum), before it
+/// tries the home again.
+pub const CLIENT_SUSPECT_MS_MIN: u64 = 500;
+pub const CLIENT_SUSPECT_MS_MAX: u64 = 8_000;
 
 /// Bounds of a client's retransmission timeout: how long it waits for a
 /// node's answer before it asks another (or, pinned to one node, asks again).

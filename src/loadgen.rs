@@ -15,7 +15,7 @@
 
 use crate::change::Change;
 use crate::config::Config;
-use crate::core::client::{ClientMachine, Ending};
+use crate::core::client::{ClientMachine, Ending, Routing};
 use crate::limits;
 use crate::types::{ClusterId, Key, NodeId, SessionId, Time};
 use crate::wire::{self, Header, Message};
@@ -291,8 +291,7 @@ impl LoadGen {
 
     fn new_machine(&self) -> ClientMachine {
         let members = self.nodes.iter().map(|(id, _)| *id).collect();
-        let start_at = crate::seed::os_seed() as usize;
-        ClientMachine::new(members, self.pinned, crate::seed::session_id(), start_at)
+        ClientMachine::new(members, self.pinned, crate::seed::session_id(), Routing::Home)
     }
 
     fn time_of(&self, instant: Instant) -> Time {
@@ -565,6 +564,9 @@ mod tests {
             sessions: 0,
             uptime_ms: 0,
             log_bytes: 0,
+            writes_one_round: 0,
+            writes_two_rounds: 0,
+            reads_one_round: 0,
         };
         Message::StatusReply { session, probe, node_time: Time(1_000), status }
     }

@@ -44,16 +44,22 @@ pub enum Message {
         accepted: Ballot,
         state: RegisterState,
     },
-    /// Phase 2a: accept `state` at `ballot`.
+    /// Phase 2a: accept `state` at `ballot`, and (unless `next` is
+    /// `Ballot::ZERO`) promise `next`, the proposer's next ballot on the key:
+    /// the prepare of its next round, piggybacked, so that its next change
+    /// needs one round trip (see `core::proposer`).
     Accept {
         key: Key,
         ballot: Ballot,
         state: RegisterState,
+        next: Ballot,
     },
-    /// Phase 2b: accepted `ballot`.
+    /// Phase 2b: accepted `ballot`; `promised` is the acceptor's promise
+    /// after it (the proposer's `next` when that promise was given).
     Accepted {
         key: Key,
         ballot: Ballot,
+        promised: Ballot,
     },
     /// Refusal of a prepare or accept at `ballot`: the acceptor has promised
     /// `promised`, which the proposer must exceed.
@@ -61,6 +67,19 @@ pub enum Message {
         key: Key,
         ballot: Ballot,
         promised: Ballot,
+    },
+    /// A read in one round: what did you accept last? Changes nothing at
+    /// the acceptor (see `core::proposer`, "Reads in one round").
+    Query {
+        key: Key,
+        query: QueryId,
+    },
+    /// The answer to a query: the acceptor's accepted ballot and state.
+    QueryReply {
+        key: Key,
+        query: QueryId,
+        accepted: Ballot,
+        state: RegisterState,
     },
     /// A client asks for `change` to be applied to `key`, giving up after
     /// `timeout_ms`. Every copy of one request (retransmissions, copies sent
@@ -87,6 +106,10 @@ pub enum Message {
         status: NodeStatus,
     },
 }
+
+/// Tells a proposal's queries apart (a counter per node).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QueryId(pub u64);
 
 /// One copy of a client request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +211,13 @@ pub struct NodeStatus {
     pub sessions: u64,
     pub uptime_ms: u64,
     pub log_bytes: u64,
+    /// Write attempts that sent accepts at once (a promise of their ballot
+    /// was left by the key's last proposal here) ...
+    pub writes_one_round: u64,
+    /// ... and those that prepared first.
+    pub writes_two_rounds: u64,
+    /// Read-only batches tried in one round (see `core::proposer`).
+    pub reads_one_round: u64,
 }
 
 impl Message {
@@ -200,12 +230,13 @@ impl Message {
                 && s.writers.len() <= limits::NODES_MAX
         };
         match self {
-            Message::Prepare { key, .. } | Message::Accepted { key, .. } | Message::Reject { key, .. } => {
-                key_ok(key)
-            }
-            Message::Promise { key, state, .. } | Message::Accept { key, state, .. } => {
-                key_ok(key) && state_ok(state)
-            }
+            Message::Prepare { key, .. }
+            | Message::Accepted { key, .. }
+            | Message::Reject { key, .. }
+            | Message::Query { key, .. } => key_ok(key),
+            Message::Promise { key, state, .. }
+            | Message::Accept { key, state, .. }
+            | Message::QueryReply { key, state, .. } => key_ok(key) && state_ok(state),
             // Oversized requests are answered with a refusal, not dropped.
             Message::Request(_) | Message::StatusRequest { .. } => true,
             Message::Reply { outcome, .. } => match outcome {
@@ -382,7 +413,8 @@ mod tests {
             RegisterState { value: Some(Value::from("v")), version: Version(3), ..Default::default() };
         vec![
             Message::Prepare { key: key.clone(), ballot },
-            Message::Accept { key: key.clone(), ballot, state },
+            Message::Accept { key: key.clone(), ballot, state, next: Ballot::new(8, NodeId(2)) },
+            Message::Query { key: key.clone(), query: QueryId(5) },
             Message::Reject { key, ballot, promised: Ballot::new(9, NodeId(1)) },
         ]
     }
@@ -404,7 +436,12 @@ mod tests {
     fn packing_splits_at_the_size_limit() {
         let big = Value(vec![7u8; limits::VALUE_BYTES_MAX]);
         let state = RegisterState { value: Some(big), version: Version(1), ..Default::default() };
-        let msg = Message::Accept { key: Key::from("k"), ballot: Ballot::new(1, NodeId(1)), state };
+        let msg = Message::Accept {
+            key: Key::from("k"),
+            ballot: Ballot::new(1, NodeId(1)),
+            state,
+            next: Ballot::ZERO,
+        };
         let encoded = vec![encode_message(&msg); 10];
         let packed = pack_datagrams(header(), &encoded);
         assert!(packed.len() > 1);
@@ -464,7 +501,12 @@ mod tests {
     fn oversized_value_in_accept_is_rejected() {
         let big = Value(vec![1u8; limits::VALUE_BYTES_MAX + 1]);
         let state = RegisterState { value: Some(big), version: Version(1), ..Default::default() };
-        let msg = Message::Accept { key: Key::from("k"), ballot: Ballot::new(1, NodeId(1)), state };
+        let msg = Message::Accept {
+            key: Key::from("k"),
+            ballot: Ballot::new(1, NodeId(1)),
+            state,
+            next: Ballot::ZERO,
+        };
         let bytes = encode_datagram(header(), &[msg]);
         assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit));
     }

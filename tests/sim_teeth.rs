@@ -64,3 +64,15 @@ fn a_not_run_answer_that_a_later_copy_makes_false_is_caught() {
     let bugs = PlantedBugs { forget_refusals: true, ..PlantedBugs::default() };
     assert_caught("forget_refusals", bugs, 1000);
 }
+
+#[test]
+fn one_round_writes_that_skip_the_prepare_after_a_conflict_are_caught() {
+    let bugs = PlantedBugs { fast_path_after_conflict: true, ..PlantedBugs::default() };
+    assert_caught("fast_path_after_conflict", bugs, 1000);
+}
+
+#[test]
+fn one_round_reads_that_trust_one_acceptor_are_caught() {
+    let bugs = PlantedBugs { read_from_one_acceptor: true, ..PlantedBugs::default() };
+    assert_caught("read_from_one_acceptor", bugs, 1000);
+}

@@ -582,13 +582,17 @@ fn status(client: &mut Client, members: usize) -> u8 {
             Ok(s) => {
                 answered += 1;
                 println!(
-                    "node {id}  {addr}  up  keys={} in_flight={} sessions={} log_bytes={} uptime_s={} incarnation={}",
+                    "node {id}  {addr}  up  keys={} in_flight={} sessions={} log_bytes={} uptime_s={} \
+                     incarnation={} writes_one_round={} writes_two_rounds={} reads_one_round={}",
                     s.keys,
                     s.requests_in_flight,
                     s.sessions,
                     s.log_bytes,
                     s.uptime_ms / 1000,
-                    s.incarnation
+                    s.incarnation,
+                    s.writes_one_round,
+                    s.writes_two_rounds,
+                    s.reads_one_round
                 );
             }
             Err(_) => println!("node {id}  {addr}  DOWN (no answer)"),

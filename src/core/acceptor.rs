@@ -9,7 +9,7 @@
 use crate::limits;
 use crate::storage::Record;
 use crate::types::{Ballot, Key, RegisterState};
-use crate::wire::Message;
+use crate::wire::{Message, QueryId};
 use std::collections::BTreeMap;
 
 /// One key's acceptor state.
@@ -103,18 +103,47 @@ impl Acceptor {
     }
 
     /// Phase 2: accept `state` at `ballot` unless a higher ballot was
-    /// promised. Accepting also promises `ballot`.
-    pub fn handle_accept(&mut self, key: &Key, ballot: Ballot, state: &RegisterState) -> Vote {
+    /// promised. Accepting also promises `ballot`, and `next` when it is a
+    /// later ballot of the same proposer: that is the prepare of the
+    /// proposer's next round, piggybacked, and the promise reports exactly
+    /// the state accepted here, as a promise for `next` right after this
+    /// accept would. (Any other `next` is ignored: it could only come from a
+    /// broken or forged message.)
+    ///
+    /// A copy of an accept this acceptor took already is answered again,
+    /// even if it promised a higher ballot since: it did accept the state at
+    /// `ballot`, and that is all an accepted vote says.
+    pub fn handle_accept(&mut self, key: &Key, ballot: Ballot, state: &RegisterState, next: Ballot) -> Vote {
         let slot = self.slots.get(key).cloned().unwrap_or_default();
+        let repeat = slot.accepted == ballot && slot.state == *state;
         if ballot < slot.promised && !self.accepts_below_promise() {
+            if repeat {
+                return accepted(key, ballot, slot.promised);
+            }
             return reject(key, ballot, slot.promised);
         }
-        let reply = Message::Accepted { key: key.clone(), ballot };
-        if slot.accepted == ballot && slot.state == *state {
-            return Vote { reply, record: None };
+        let next = if next > ballot && next.node == ballot.node { next } else { ballot };
+        let promised = next.max(slot.promised);
+        if repeat && slot.promised == promised {
+            return accepted(key, ballot, promised);
         }
-        let new = Slot { promised: ballot.max(slot.promised), accepted: ballot, state: state.clone() };
-        Vote { reply, record: Some(self.store(key, new)) }
+        let new = Slot { promised, accepted: ballot, state: state.clone() };
+        let record = self.store(key, new);
+        Vote { record: Some(record), ..accepted(key, ballot, promised) }
+    }
+
+    /// A one-round read asks what was accepted last. Nothing changes, so
+    /// nothing is recorded; the state reported is durable already, since a
+    /// driver handles no input while the records of the last turn are being
+    /// synced, and the answer leaves with this turn's records.
+    pub fn handle_query(&self, key: &Key, query: QueryId) -> Message {
+        let slot = self.slots.get(key);
+        Message::QueryReply {
+            key: key.clone(),
+            query,
+            accepted: slot.map_or(Ballot::ZERO, |s| s.accepted),
+            state: slot.map(|s| s.state.clone()).unwrap_or_default(),
+        }
     }
 
     fn store(&mut self, key: &Key, new: Slot) -> Record {
@@ -153,6 +182,10 @@ impl Acceptor {
     fn forgets_recent_on_disk(&self) -> bool {
         false
     }
+}
+
+fn accepted(key: &Key, ballot: Ballot, promised: Ballot) -> Vote {
+    Vote { reply: Message::Accepted { key: key.clone(), ballot, promised }, record: None }
 }
 
 fn reject(key: &Key, ballot: Ballot, promised: Ballot) -> Vote {
@@ -224,7 +257,7 @@ mod tests {
     #[test]
     fn promise_reports_the_accepted_state() {
         let mut a = Acceptor::new();
-        a.handle_accept(&k(), b(3, 1), &st("x", 1));
+        a.handle_accept(&k(), b(3, 1), &st("x", 1), Ballot::ZERO);
         let vote = a.handle_prepare(&k(), b(4, 2));
         assert_eq!(
             vote.reply,
@@ -237,20 +270,20 @@ mod tests {
     fn accept_at_or_above_promise_is_accepted() {
         let mut a = Acceptor::new();
         a.handle_prepare(&k(), b(3, 1));
-        let vote = a.handle_accept(&k(), b(3, 1), &st("x", 1));
-        assert_eq!(vote.reply, Message::Accepted { key: k(), ballot: b(3, 1) });
+        let vote = a.handle_accept(&k(), b(3, 1), &st("x", 1), Ballot::ZERO);
+        assert_eq!(vote.reply, Message::Accepted { key: k(), ballot: b(3, 1), promised: b(3, 1) });
         assert_eq!(vote.record, slot_record(b(3, 1), b(3, 1), st("x", 1)));
         // A higher accept without a prepare raises the promise too.
-        let vote = a.handle_accept(&k(), b(6, 2), &st("y", 2));
+        let vote = a.handle_accept(&k(), b(6, 2), &st("y", 2), Ballot::ZERO);
         assert_eq!(vote.record, slot_record(b(6, 2), b(6, 2), st("y", 2)));
     }
 
     #[test]
     fn accept_below_promise_is_rejected_and_state_kept() {
         let mut a = Acceptor::new();
-        a.handle_accept(&k(), b(2, 1), &st("x", 1));
+        a.handle_accept(&k(), b(2, 1), &st("x", 1), Ballot::ZERO);
         a.handle_prepare(&k(), b(5, 3));
-        let vote = a.handle_accept(&k(), b(4, 2), &st("y", 2));
+        let vote = a.handle_accept(&k(), b(4, 2), &st("y", 2), Ballot::ZERO);
         assert_eq!(
             vote,
             Vote { reply: Message::Reject { key: k(), ballot: b(4, 2), promised: b(5, 3) }, record: None }
@@ -262,9 +295,70 @@ mod tests {
     #[test]
     fn repeated_accept_needs_no_new_record() {
         let mut a = Acceptor::new();
-        a.handle_accept(&k(), b(2, 1), &st("x", 1));
-        let vote = a.handle_accept(&k(), b(2, 1), &st("x", 1));
-        assert_eq!(vote, Vote { reply: Message::Accepted { key: k(), ballot: b(2, 1) }, record: None });
+        a.handle_accept(&k(), b(2, 1), &st("x", 1), Ballot::ZERO);
+        let vote = a.handle_accept(&k(), b(2, 1), &st("x", 1), Ballot::ZERO);
+        assert_eq!(
+            vote,
+            Vote { reply: Message::Accepted { key: k(), ballot: b(2, 1), promised: b(2, 1) }, record: None }
+        );
+    }
+
+    #[test]
+    fn accept_with_next_promises_the_next_ballot_too() {
+        let mut a = Acceptor::new();
+        let vote = a.handle_accept(&k(), b(2, 1), &st("x", 1), b(3, 1));
+        assert_eq!(vote.reply, Message::Accepted { key: k(), ballot: b(2, 1), promised: b(3, 1) });
+        assert_eq!(vote.record, slot_record(b(3, 1), b(2, 1), st("x", 1)));
+        // The next accept at the promised ballot needs no prepare.
+        let vote = a.handle_accept(&k(), b(3, 1), &st("y", 2), b(4, 1));
+        assert_eq!(vote.record, slot_record(b(4, 1), b(3, 1), st("y", 2)));
+        // Another proposer's prepare between them wins: the accept is refused.
+        a.handle_prepare(&k(), b(5, 2));
+        let vote = a.handle_accept(&k(), b(4, 1), &st("z", 3), b(6, 1));
+        assert_eq!(vote.reply, Message::Reject { key: k(), ballot: b(4, 1), promised: b(5, 2) });
+    }
+
+    #[test]
+    fn a_next_ballot_of_another_node_or_not_above_is_ignored() {
+        let mut a = Acceptor::new();
+        let vote = a.handle_accept(&k(), b(2, 1), &st("x", 1), b(9, 2));
+        assert_eq!(vote.record, slot_record(b(2, 1), b(2, 1), st("x", 1)));
+        let vote = a.handle_accept(&k(), b(3, 1), &st("y", 2), b(1, 1));
+        assert_eq!(vote.record, slot_record(b(3, 1), b(3, 1), st("y", 2)));
+    }
+
+    #[test]
+    fn a_copy_of_a_taken_accept_is_answered_after_a_higher_promise() {
+        let mut a = Acceptor::new();
+        a.handle_accept(&k(), b(2, 1), &st("x", 1), b(3, 1));
+        a.handle_prepare(&k(), b(7, 2));
+        let vote = a.handle_accept(&k(), b(2, 1), &st("x", 1), b(3, 1));
+        assert_eq!(
+            vote,
+            Vote { reply: Message::Accepted { key: k(), ballot: b(2, 1), promised: b(7, 2) }, record: None }
+        );
+        // A different state at that ballot was never accepted here.
+        let vote = a.handle_accept(&k(), b(2, 1), &st("other", 1), b(3, 1));
+        assert!(matches!(vote.reply, Message::Reject { .. }));
+    }
+
+    #[test]
+    fn a_query_reports_the_accepted_state_and_changes_nothing() {
+        let mut a = Acceptor::new();
+        let none = a.handle_query(&k(), QueryId(1));
+        let empty = RegisterState::default();
+        assert_eq!(
+            none,
+            Message::QueryReply { key: k(), query: QueryId(1), accepted: Ballot::ZERO, state: empty }
+        );
+        a.handle_accept(&k(), b(2, 1), &st("x", 1), b(3, 1));
+        let before = a.slot(&k()).cloned();
+        let reply = a.handle_query(&k(), QueryId(2));
+        assert_eq!(
+            reply,
+            Message::QueryReply { key: k(), query: QueryId(2), accepted: b(2, 1), state: st("x", 1) }
+        );
+        assert_eq!(a.slot(&k()).cloned(), before);
     }
 
     #[test]
@@ -279,9 +373,9 @@ mod tests {
     #[test]
     fn live_bytes_follow_overwrites() {
         let mut a = Acceptor::new();
-        a.handle_accept(&k(), b(1, 1), &st("aaaa", 1));
+        a.handle_accept(&k(), b(1, 1), &st("aaaa", 1), Ballot::ZERO);
         let one = a.live_bytes();
-        a.handle_accept(&k(), b(2, 1), &st("bbbb", 2));
+        a.handle_accept(&k(), b(2, 1), &st("bbbb", 2), Ballot::ZERO);
         assert_eq!(a.live_bytes(), one);
     }
 }

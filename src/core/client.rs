@@ -12,8 +12,14 @@
 //! # How a request travels
 //!
 //! The machine is one session (`SessionId`): its requests are numbered and
-//! run one at a time. A request goes to the node that answered last (or, at
-//! first, one picked at random). Before sending to a node it has not heard
+//! run one at a time. A request goes to its key's home node (`Routing`): a
+//! hash of the key picks one of the members, so that every client sends a
+//! key's requests to one proposer, whose batches then share rounds and
+//! whose writes need one round trip (see `core::proposer::FastPath`). A
+//! home that was silent or said it could not reach a quorum is suspected
+//! for a while, and the key's requests go to the next member meanwhile, so
+//! a node that is down costs each client one timeout, not one per key or
+//! per request. Before sending to a node it has not heard
 //! from lately, the machine asks for its status: the answer tells the node's
 //! incarnation and clock, which every copy names (see `core::sessions` and
 //! `Dedupe`). Every copy of one request has the same id, so the nodes apply
@@ -100,15 +106,35 @@ pub enum StartError {
     Busy,
 }
 
+/// Where a machine sends a key's requests first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// To the key's home node, or the first member after it that is not
+    /// suspected: what clients use.
+    Home,
+    /// To the node that answered last, starting at member `start_at`. Two
+    /// such clients on one key often ask different nodes, whose proposers
+    /// then contend for it; the simulator uses this to keep them at it.
+    Spread { start_at: usize },
+}
+
 /// What the machine knows of a node.
 #[derive(Clone, Copy, Debug, Default)]
 struct NodeView {
     incarnation: Incarnation,
     /// The node's clock in its last message, and our clock when it arrived.
     heard: Option<(Time, Time)>,
+    /// Until when requests avoid the node, and for how long it was
+    /// suspected last (doubling while it stays silent).
+    suspected_until: Option<Time>,
+    suspected_ms: u64,
 }
 
 impl NodeView {
+    fn is_suspected(&self, now: Time) -> bool {
+        self.suspected_until.is_some_and(|until| now < until)
+    }
+
     fn is_fresh(&self, now: Time) -> bool {
         let recent = self
             .heard
@@ -251,10 +277,9 @@ pub struct ClientMachine {
     next_seq: u64,
     next_probe: u64,
     views: Vec<NodeView>,
-    /// The node that answered last: asked first next time.
+    routing: Routing,
+    /// The node that answered last (for `Routing::Spread`).
     preferred: Option<usize>,
-    /// Where to start when no node answered yet.
-    start_at: usize,
     floors: Floors,
     rtt: Rtt,
     op: Option<Op>,
@@ -263,17 +288,23 @@ pub struct ClientMachine {
 }
 
 impl ClientMachine {
-    /// A session of the cluster `members`. `pinned` restricts it to one of
-    /// them; `start_at` picks the node to try first (callers pass a random
-    /// number, so clients spread over the nodes).
+    /// A session of the cluster `members` (in any order: every client sorts
+    /// them, so they agree on each key's home). `pinned` restricts it to one
+    /// of them.
     pub fn new(
-        members: Vec<NodeId>,
+        mut members: Vec<NodeId>,
         pinned: Option<NodeId>,
         session: SessionId,
-        start_at: usize,
+        routing: Routing,
     ) -> ClientMachine {
+        members.sort_unstable();
+        members.dedup();
         let pinned = pinned.and_then(|id| members.iter().position(|m| *m == id));
         let n = members.len().max(1);
+        let routing = match routing {
+            Routing::Spread { start_at } => Routing::Spread { start_at: start_at % n },
+            Routing::Home => Routing::Home,
+        };
         ClientMachine {
             views: vec![NodeView::default(); members.len()],
             members,
@@ -281,8 +312,8 @@ impl ClientMachine {
             session,
             next_seq: 0,
             next_probe: 0,
+            routing,
             preferred: None,
-            start_at: start_at % n,
             floors: Floors::default(),
             rtt: Rtt::default(),
             op: None,
@@ -320,7 +351,7 @@ impl ClientMachine {
             return Ok(());
         }
         self.next_seq += 1;
-        let first = self.pinned.or(self.preferred).unwrap_or(self.start_at);
+        let first = self.pinned.unwrap_or_else(|| self.route(now, &key));
         let placeholder = Step::Await { node: first, until: now };
         self.op = Some(Op {
             id: RequestId { session: self.session, seq: self.next_seq },
@@ -339,6 +370,29 @@ impl ClientMachine {
         });
         self.go(now, first);
         Ok(())
+    }
+
+    /// The node to ask first for `key` (see `Routing`).
+    fn route(&self, now: Time, key: &Key) -> usize {
+        let n = self.members.len().max(1);
+        match self.routing {
+            Routing::Spread { start_at } => self.preferred.unwrap_or(start_at),
+            Routing::Home => {
+                let home = home_index(key, n);
+                let healthy = (0..n).map(|i| (home + i) % n).find(|&i| !self.views[i].is_suspected(now));
+                healthy.unwrap_or(home)
+            }
+        }
+    }
+
+    /// Node `index` was silent, or could not reach a quorum: requests avoid
+    /// it for a while, twice as long as last time if it has not answered
+    /// since.
+    fn suspect(&mut self, now: Time, index: usize) {
+        let Some(view) = self.views.get_mut(index) else { return };
+        let ms = (view.suspected_ms * 2).clamp(limits::CLIENT_SUSPECT_MS_MIN, limits::CLIENT_SUSPECT_MS_MAX);
+        view.suspected_ms = ms;
+        view.suspected_until = Some(now.plus_millis(ms));
     }
 
     /// The next message to send, and to which node.
@@ -388,6 +442,7 @@ impl ClientMachine {
             }
         }
         op.strikes = 0;
+        self.suspect(now, node);
         self.go(now, self.next_node(node))
     }
 
@@ -411,7 +466,8 @@ impl ClientMachine {
 
     fn hear(&mut self, now: Time, index: usize, incarnation: Incarnation, node_time: Time) {
         if let Some(view) = self.views.get_mut(index) {
-            *view = NodeView { incarnation, heard: Some((node_time, now)) };
+            // A node that answers is no longer suspected.
+            *view = NodeView { incarnation, heard: Some((node_time, now)), ..NodeView::default() };
         }
     }
 
@@ -443,6 +499,7 @@ impl ClientMachine {
             Outcome::Unavailable { maybe_applied } => {
                 let fate = if maybe_applied { Fate::MayHaveRun } else { Fate::Dead };
                 self.settle(index, incarnation, fate);
+                self.suspect(now, index);
                 self.leave(now, index, None);
             }
             Outcome::Refused(Refusal::StaleIncarnation) => self.on_stale_incarnation(now, index, incarnation),
@@ -456,6 +513,7 @@ impl ClientMachine {
                 if cut_off && self.pinned.is_none() {
                     // It cannot reach a quorum: ask another node now. Its
                     // copy may still run there, but not as the only one.
+                    self.suspect(now, index);
                     self.leave(now, index, None);
                 }
             }
@@ -693,6 +751,17 @@ impl ClientMachine {
     }
 }
 
+/// The home of `key` among `nodes` members: FNV-1a over its bytes, so every
+/// client, in any language, can compute it.
+pub fn home_index(key: &Key, nodes: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % nodes.max(1) as u64) as usize
+}
+
 /// How long a node may try: what is left of the client's time, minus a
 /// margin for its answer to come back.
 fn node_budget_ms(now: Time, deadline: Time) -> u32 {
@@ -738,7 +807,7 @@ mod tests {
 
     /// A session of nodes 1, 2, 3 that tries node 2 first.
     fn machine() -> ClientMachine {
-        ClientMachine::new(vec![n(1), n(2), n(3)], None, S, 1)
+        ClientMachine::new(vec![n(1), n(2), n(3)], None, S, Routing::Spread { start_at: 1 })
     }
 
     fn sent(m: &mut ClientMachine) -> Vec<(NodeId, Message)> {
@@ -754,6 +823,9 @@ mod tests {
             sessions: 0,
             uptime_ms: 0,
             log_bytes: 0,
+            writes_one_round: 0,
+            writes_two_rounds: 0,
+            reads_one_round: 0,
         };
         Message::StatusReply { session: S, probe, node_time, status }
     }
@@ -867,6 +939,58 @@ mod tests {
         assert_eq!(m.poll_timeout(), Some(again));
         m.handle_timeout(again);
         assert_eq!(sent(&mut m), vec![(n(3), Message::StatusRequest { session: S, probe: 2 })]);
+    }
+
+    /// A key whose home, among three members, is member `index`.
+    fn key_homed_at(index: usize) -> Key {
+        (0..)
+            .map(|i| Key(format!("key{i}").into_bytes()))
+            .find(|k| home_index(k, 3) == index)
+            .expect("some key")
+    }
+
+    /// The node a home-routed machine asks first for `key` at `now`.
+    fn first_asked(m: &mut ClientMachine, now: Time, key: &Key) -> NodeId {
+        m.start(now, key.clone(), Change::Read, 1000).expect("idle");
+        let to = sent(m).first().map(|(to, _)| *to).expect("something sent");
+        to
+    }
+
+    #[test]
+    fn every_client_sends_a_key_to_its_home_whatever_order_it_lists_the_nodes_in() {
+        for index in 0..3 {
+            let key = key_homed_at(index);
+            let mut one = ClientMachine::new(vec![n(1), n(2), n(3)], None, S, Routing::Home);
+            let mut two = ClientMachine::new(vec![n(3), n(1), n(2)], None, SessionId(8), Routing::Home);
+            let home = n(index as u16 + 1);
+            assert_eq!(first_asked(&mut one, T0, &key), home);
+            assert_eq!(first_asked(&mut two, T0, &key), home);
+        }
+    }
+
+    #[test]
+    fn a_silent_home_is_suspected_and_its_keys_go_to_the_next_node_until_it_answers() {
+        let mut m = ClientMachine::new(vec![n(1), n(2), n(3)], None, S, Routing::Home);
+        let key = key_homed_at(0);
+        assert_eq!(first_asked(&mut m, T0, &key), n(1));
+        // The probe goes unanswered: node 2 is asked, and answers.
+        let timeout = m.poll_timeout().expect("a timeout");
+        m.handle_timeout(timeout);
+        let [(to, Message::StatusRequest { probe, .. })] = &sent(&mut m)[..] else { panic!("no probe") };
+        assert_eq!(*to, n(2));
+        m.handle_message(timeout, n(2), status_reply(*probe, 2, Time(5_000), INC));
+        let [(_, Message::Request(r))] = &sent(&mut m)[..] else { panic!("no request") };
+        let done = Outcome::Done { version: Version(1), precondition_held: true, value: Some(None) };
+        let answer = Message::Reply { id: r.id, incarnation: INC, node_time: Time(6_000), outcome: done };
+        m.handle_message(timeout, n(2), answer);
+        assert!(matches!(m.poll_ending(), Some(Ending::Done(_))));
+        // The next operation on the key goes to node 2 at once, while node 1
+        // is suspected; after that, to the home again.
+        assert_eq!(first_asked(&mut m, timeout, &key), n(2));
+        m.end_now();
+        m.poll_ending();
+        let later = timeout.plus_millis(limits::CLIENT_SUSPECT_MS_MIN);
+        assert_eq!(first_asked(&mut m, later, &key), n(1));
     }
 
     #[test]
@@ -1045,7 +1169,7 @@ mod tests {
 
     #[test]
     fn a_pinned_client_asks_its_node_again_and_nobody_else() {
-        let mut m = ClientMachine::new(vec![n(1), n(2), n(3)], Some(n(2)), S, 0);
+        let mut m = ClientMachine::new(vec![n(1), n(2), n(3)], Some(n(2)), S, Routing::Home);
         started(&mut m, put());
         let again = m.poll_timeout().expect("waiting");
         m.handle_timeout(again);

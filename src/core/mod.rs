@@ -59,4 +59,12 @@ pub struct PlantedBugs {
     /// later copy of the refused request runs after all: a "not run" answer
     /// that does not stay true.
     pub forget_refusals: bool,
+    /// After an accept without a prepare is refused (another proposer came
+    /// by), the node goes on sending accepts without a prepare, at a fresh
+    /// ballot, built on what its own acceptor holds: updates chosen through
+    /// the other proposer are lost.
+    pub fast_path_after_conflict: bool,
+    /// A read in one round takes the first answer to its query (its own
+    /// acceptor's) instead of waiting for a majority to agree: stale reads.
+    pub read_from_one_acceptor: bool,
 }

@@ -7,13 +7,14 @@
 //! sends answers back to it.
 
 use super::acceptor::{Acceptor, Slot, Vote};
-use super::proposer::{Ctx, Dedupe, Outbox, Progress, Proposal, ReqHandle, Request};
+use super::proposer::{Ctx, Dedupe, FastPath, Outbox, Progress, Proposal, ReqHandle, Request};
 use super::rng::Rng;
 use super::sessions::{Admission, Sessions};
 use crate::limits;
 use crate::storage::{Record, Synced};
+use crate::types::RegisterState;
 use crate::types::{Ballot, Key, NodeId, RequestId, Time};
-use crate::wire::{self, Message, NodeStatus, Outcome, Refusal};
+use crate::wire::{self, Message, NodeStatus, Outcome, QueryId, Refusal};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Where an output goes.
@@ -28,26 +29,53 @@ pub enum Envelope<A> {
 /// private: the only ways to get them are `release` with a `Synced` proof or
 /// `release_if_nothing_to_sync`, so no driver can send a promise, an
 /// accepted or a reply before the state it depends on is on disk.
+///
+/// A proposer's own messages (prepare, accept, query) depend on nothing on
+/// this node's disk but the reservation of the ballots they carry, so they
+/// may leave before the sync (`take_early`) unless the turn reserves a new
+/// block of rounds: the peers' syncs then run alongside this node's own,
+/// and a write costs one sync's time, not two in a row.
 #[derive(Debug)]
 pub struct Ready<A> {
     pub records: Vec<Record>,
+    early: Vec<Envelope<A>>,
     messages: Vec<Envelope<A>>,
 }
 
 impl<A> Default for Ready<A> {
     fn default() -> Self {
-        Ready { records: Vec::new(), messages: Vec::new() }
+        Ready { records: Vec::new(), early: Vec::new(), messages: Vec::new() }
     }
 }
 
 impl<A> Ready<A> {
-    pub fn release(self, _proof: Synced) -> Vec<Envelope<A>> {
-        self.messages
+    /// The messages that may leave before the records are synced.
+    pub fn take_early(&mut self) -> Vec<Envelope<A>> {
+        std::mem::take(&mut self.early)
+    }
+
+    /// Whether a message to a peer may leave before this turn's sync: a
+    /// proposer's, when no round reservation waits to be synced.
+    fn may_leave_early(&self, msg: &Message) -> bool {
+        let proposer =
+            matches!(msg, Message::Prepare { .. } | Message::Accept { .. } | Message::Query { .. });
+        proposer && !self.records.iter().any(|r| matches!(r, Record::RoundsReserved { .. }))
+    }
+
+    pub fn release(mut self, _proof: Synced) -> Vec<Envelope<A>> {
+        let mut all = std::mem::take(&mut self.early);
+        all.append(&mut self.messages);
+        all
     }
 
     /// The messages, when no record needs syncing first.
-    pub fn release_if_nothing_to_sync(self) -> Result<Vec<Envelope<A>>, Ready<A>> {
-        if self.records.is_empty() { Ok(self.messages) } else { Err(self) }
+    pub fn release_if_nothing_to_sync(mut self) -> Result<Vec<Envelope<A>>, Ready<A>> {
+        if !self.records.is_empty() {
+            return Err(self);
+        }
+        let mut all = std::mem::take(&mut self.early);
+        all.append(&mut self.messages);
+        Ok(all)
     }
 
     /// Messages a deliberately broken driver sends before syncing (tests only).
@@ -84,6 +112,15 @@ impl Rounds {
     fn observe(&mut self, round: u64) {
         self.next = self.next.max(round.saturating_add(1));
     }
+}
+
+/// How this node's attempts went, for status: accepts sent without a
+/// prepare, both phases, and reads tried in one round.
+#[derive(Clone, Copy, Debug, Default)]
+struct RoundsTaken {
+    writes_one_round: u64,
+    writes_two_rounds: u64,
+    reads_one_round: u64,
 }
 
 /// The limits a node enforces on clients; the daemon uses `limits.rs`, the
@@ -133,6 +170,11 @@ pub struct Node<A> {
     rounds: Rounds,
     proposals: BTreeMap<Key, Proposal>,
     queued: BTreeMap<Key, VecDeque<Request>>,
+    /// Keys whose last proposal here left a majority promising its next
+    /// ballot (see `FastPath`), at most `FAST_PATH_KEYS_MAX`.
+    fast_paths: BTreeMap<Key, FastPath>,
+    next_query: u64,
+    rounds_taken: RoundsTaken,
     running: Running<A>,
     sessions: Sessions,
     limits: ClientLimits,
@@ -180,6 +222,9 @@ impl<A: Copy + Ord> Node<A> {
             rounds,
             proposals: BTreeMap::new(),
             queued: BTreeMap::new(),
+            fast_paths: BTreeMap::new(),
+            next_query: 0,
+            rounds_taken: RoundsTaken::default(),
             running: Running { next_handle: 0, by_handle: BTreeMap::new(), by_id: BTreeMap::new() },
             sessions,
             limits: setup.limits,
@@ -238,6 +283,9 @@ impl<A: Copy + Ord> Node<A> {
             sessions: self.sessions.len() as u64,
             uptime_ms: self.clock.micros_since(self.started) / 1000,
             log_bytes: self.log_bytes,
+            writes_one_round: self.rounds_taken.writes_one_round,
+            writes_two_rounds: self.rounds_taken.writes_two_rounds,
+            reads_one_round: self.rounds_taken.reads_one_round,
         }
     }
 
@@ -376,10 +424,20 @@ impl<A: Copy + Ord> Node<A> {
                 let vote = self.acceptor.handle_prepare(&key, ballot);
                 self.vote(from, vote);
             }
-            Message::Accept { key, ballot, state } => {
-                self.rounds.observe(ballot.round);
-                let vote = self.acceptor.handle_accept(&key, ballot, &state);
+            Message::Accept { key, ballot, state, next } => {
+                let vote = self.acceptor.handle_accept(&key, ballot, &state, next);
+                let promised = self.acceptor.slot(&key).map_or(ballot, |s| s.promised);
+                self.rounds.observe(promised.round.max(ballot.round));
                 self.vote(from, vote);
+            }
+            Message::Query { key, query } => {
+                let reply = self.acceptor.handle_query(&key, query);
+                self.send(from, reply);
+            }
+            Message::QueryReply { key, query, accepted, state } => {
+                self.with_proposal(now, &key, |p, ctx| {
+                    p.on_query_reply(now, from, query, accepted, &state, ctx)
+                });
             }
             Message::Promise { key, ballot, accepted, state } => {
                 self.rounds.observe(accepted.round);
@@ -387,11 +445,15 @@ impl<A: Copy + Ord> Node<A> {
                     p.on_promise(now, from, ballot, accepted, &state, ctx)
                 });
             }
-            Message::Accepted { key, ballot } => {
-                self.with_proposal(now, &key, |p, _| p.on_accepted(from, ballot));
+            Message::Accepted { key, ballot, promised } => {
+                self.rounds.observe(promised.round);
+                self.with_proposal(now, &key, |p, _| p.on_accepted(now, from, ballot, promised));
             }
             Message::Reject { key, ballot, promised } => {
                 self.rounds.observe(promised.round);
+                if !self.keeps_fast_path_after_conflict() {
+                    self.fast_paths.remove(&key);
+                }
                 self.with_proposal(now, &key, |p, ctx| p.on_reject(now, from, ballot, ctx.rng));
             }
             Message::Request(_)
@@ -510,6 +572,9 @@ impl<A: Copy + Ord> Node<A> {
         if let Some(us) = proposal.take_quorum_sample_us() {
             self.note_quorum(us);
         }
+        if let Some(fast) = proposal.take_fast_path() {
+            self.note_fast_path(key, fast);
+        }
         self.flush(out);
         self.proposals.insert(key.clone(), proposal);
         match progress {
@@ -523,12 +588,47 @@ impl<A: Copy + Ord> Node<A> {
     }
 
     /// Starts a new attempt if the proposal for `key` is ready for one,
-    /// first letting queued requests join the batch while it may grow.
+    /// first letting queued requests join the batch while it may grow: a
+    /// read in one round if the batch only reads, else accepts at once if
+    /// the key's last proposal here left a promise of its next ballot, else
+    /// both phases.
     fn drive(&mut self, now: Time, key: &Key) {
         let needs = self.proposals.get(key).is_some_and(|p| p.needs_ballot(now));
         if !needs {
             return;
         }
+        self.join_queued(key);
+        if self.proposals.get(key).is_some_and(Proposal::wants_query) {
+            return self.start_query(now, key);
+        }
+        // Ballots are taken in the order they are used: the attempt's, then
+        // the next one its accepts ask to be promised.
+        let fast = self.fast_base(key);
+        let ballot = match fast.as_ref() {
+            Some((ballot, _)) => Some(*ballot),
+            None => self.take_ballot(),
+        };
+        let (Some(ballot), Some(next)) = (ballot, self.take_ballot()) else {
+            let outcomes = self.proposals.get(key).map(Proposal::unavailable).unwrap_or_default();
+            return self.finish(now, key, outcomes);
+        };
+        match fast {
+            Some((_, base)) => {
+                self.rounds_taken.writes_one_round += 1;
+                self.with_proposal(now, key, |p, ctx| p.start_fast(now, ballot, next, &base, ctx));
+            }
+            None => {
+                self.rounds_taken.writes_two_rounds += 1;
+                let mut out = Outbox::new();
+                if let Some(p) = self.proposals.get_mut(key) {
+                    p.start(now, ballot, next, &self.members, &mut out);
+                }
+                self.flush(out);
+            }
+        }
+    }
+
+    fn join_queued(&mut self, key: &Key) {
         if let (Some(p), Some(queue)) = (self.proposals.get_mut(key), self.queued.get_mut(key)) {
             while p.can_grow() {
                 let Some(request) = queue.pop_front() else { break };
@@ -538,16 +638,54 @@ impl<A: Copy + Ord> Node<A> {
                 self.queued.remove(key);
             }
         }
-        let Some(round) = self.rounds.take(&mut self.ready.records) else {
-            let outcomes = self.proposals.get(key).map(Proposal::unavailable).unwrap_or_default();
-            return self.finish(now, key, outcomes);
-        };
-        let ballot = Ballot::new(round, self.id);
+    }
+
+    fn start_query(&mut self, now: Time, key: &Key) {
+        self.next_query += 1;
+        self.rounds_taken.reads_one_round += 1;
+        let query = QueryId(self.next_query);
         let mut out = Outbox::new();
         if let Some(p) = self.proposals.get_mut(key) {
-            p.start(now, ballot, &self.members, &mut out);
+            p.start_query(now, query, &self.members, &mut out);
         }
         self.flush(out);
+    }
+
+    /// A fresh ballot of this node (see `Rounds::take`).
+    fn take_ballot(&mut self) -> Option<Ballot> {
+        Some(Ballot::new(self.rounds.take(&mut self.ready.records)?, self.id))
+    }
+
+    /// The ballot and base state for accepts without a prepare, if the
+    /// key's last proposal here left a majority promising its next ballot,
+    /// and this node's own acceptor still holds what it accepted then and
+    /// promised nothing higher since (else some other proposer came by, and
+    /// the prepare would most likely be needed anyway). The base is the
+    /// state that proposal had chosen: this acceptor accepted it.
+    fn fast_base(&mut self, key: &Key) -> Option<(Ballot, RegisterState)> {
+        let fast = *self.fast_paths.get(key)?;
+        let slot = self.acceptor.slot(key);
+        if self.keeps_fast_path_after_conflict() {
+            // The planted bug builds on what this acceptor holds, whatever
+            // happened since, at a fresh ballot: the prepare skipped.
+            let state = slot.map(|s| s.state.clone()).unwrap_or_default();
+            return Some((self.take_ballot()?, state));
+        }
+        // Used once: the next ballot carries one state only.
+        self.fast_paths.remove(key);
+        match slot {
+            Some(s) if s.accepted == fast.accepted && s.promised == fast.next => {
+                Some((fast.next, s.state.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    fn note_fast_path(&mut self, key: &Key, fast: FastPath) {
+        if self.fast_paths.len() >= limits::FAST_PATH_KEYS_MAX && !self.fast_paths.contains_key(key) {
+            self.fast_paths.pop_first();
+        }
+        self.fast_paths.insert(key.clone(), fast);
     }
 
     fn finish(&mut self, now: Time, key: &Key, outcomes: Vec<(ReqHandle, Outcome)>) {
@@ -605,9 +743,21 @@ impl<A: Copy + Ord> Node<A> {
     fn send(&mut self, to: NodeId, msg: Message) {
         if to == self.id {
             self.loopback.push_back(msg);
+        } else if self.ready.may_leave_early(&msg) {
+            self.ready.early.push(Envelope::Peer(to, msg));
         } else {
             self.ready.messages.push(Envelope::Peer(to, msg));
         }
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn keeps_fast_path_after_conflict(&self) -> bool {
+        self.bugs.fast_path_after_conflict
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn keeps_fast_path_after_conflict(&self) -> bool {
+        false
     }
 
     #[cfg(feature = "planted-bugs")]
@@ -645,5 +795,7 @@ fn is_peer_message(msg: &Message) -> bool {
             | Message::Accept { .. }
             | Message::Accepted { .. }
             | Message::Reject { .. }
+            | Message::Query { .. }
+            | Message::QueryReply { .. }
     )
 }

@@ -52,7 +52,7 @@ use super::rng::Rng;
 use crate::change::Change;
 use crate::limits;
 use crate::types::{Ballot, Evaluation, Fingerprint, Key, NodeId, RegisterState, Time, Version};
-use crate::wire::{Message, Outcome};
+use crate::wire::{Message, Outcome, QueryId};
 use std::collections::BTreeMap;
 
 /// Messages a proposal wants sent.
@@ -144,6 +144,7 @@ enum Phase {
     Idle,
     Preparing {
         ballot: Ballot,
+        next: Ballot,
         votes: Quorum,
         best: Ballot,
         state: RegisterState,
@@ -152,10 +153,38 @@ enum Phase {
     Accepting {
         ballot: Ballot,
         votes: Quorum,
+        /// The acceptors that also promised `next` (see `FastPath`).
+        next: Ballot,
+        next_votes: Quorum,
         state: RegisterState,
         answers: Answers,
         resends: u32,
+        since: Time,
     },
+    /// A read-only batch asks what the acceptors accepted last.
+    Querying {
+        query: QueryId,
+        votes: Quorum,
+        /// Each accepted ballot reported, how many reported it, and its state.
+        tally: Vec<(Ballot, usize, RegisterState)>,
+    },
+}
+
+/// What a proposal leaves its node when it ends with a majority of
+/// acceptors having accepted `accepted` and promised `next` in the same
+/// step: the state accepted is chosen, and for `next` that majority's
+/// promises all report it. That is exactly what a prepare at `next` would
+/// have gathered, so the node's next proposal on the key may skip the
+/// prepare and send accepts at `next` for a state built on it. If some
+/// acceptor promised a higher ballot since, it refuses, and the proposal
+/// falls back to both phases. Nothing but those promises is relied on:
+/// a majority promised `next` and reported `accepted` as its newest state,
+/// and phase 2 at `next` then proposes a state descending from the highest
+/// accepted one of a promise quorum, as Paxos requires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastPath {
+    pub accepted: Ballot,
+    pub next: Ballot,
 }
 
 /// The answer each request of an attempt gets if its accept is chosen.
@@ -189,6 +218,9 @@ pub struct Proposal {
     /// How long the last attempt took to gather its promises, for the node's
     /// sense of how long a healthy quorum takes.
     quorum_sample_us: Option<u64>,
+    /// Whether a one-round read was tried (once per proposal).
+    queried: bool,
+    fast_path: Option<FastPath>,
 }
 
 impl Proposal {
@@ -204,6 +236,8 @@ impl Proposal {
             backoff: Backoff::new(),
             written: Vec::new(),
             quorum_sample_us: None,
+            queried: false,
+            fast_path: None,
         }
     }
 
@@ -268,6 +302,17 @@ impl Proposal {
         if self.requests.is_empty() { Progress::Finished(outcomes) } else { Progress::Settled(outcomes) }
     }
 
+    /// Once, when the proposal finished: what its last accepts promised.
+    pub fn take_fast_path(&mut self) -> Option<FastPath> {
+        self.fast_path.take()
+    }
+
+    /// True when a read in one round should be tried: the batch only reads,
+    /// and no query of this proposal failed yet.
+    pub fn wants_query(&self) -> bool {
+        !self.queried && self.requests.iter().all(|r| !r.change.is_write())
+    }
+
     /// When the node must call `on_timer` next.
     pub fn wake_at(&self) -> Time {
         self.wake_at.min(self.deadline())
@@ -278,12 +323,14 @@ impl Proposal {
         self.phase == Phase::Idle && now >= self.wake_at && now < self.deadline()
     }
 
-    /// Starts an attempt at `ballot`: prepare at every member.
-    pub fn start(&mut self, now: Time, ballot: Ballot, members: &[NodeId], out: &mut Outbox) {
+    /// Starts an attempt at `ballot`: prepare at every member. Its accepts
+    /// will ask for a promise of `next` too.
+    pub fn start(&mut self, now: Time, ballot: Ballot, next: Ballot, members: &[NodeId], out: &mut Outbox) {
         self.attempts += 1;
         self.attempt_started = now;
         self.phase = Phase::Preparing {
             ballot,
+            next,
             votes: Quorum::new(members.len()),
             best: Ballot::ZERO,
             state: RegisterState::default(),
@@ -305,7 +352,8 @@ impl Proposal {
         state: &RegisterState,
         ctx: &mut Ctx<'_>,
     ) -> Progress {
-        let Phase::Preparing { ballot: mine, votes, best, state: best_state, .. } = &mut self.phase else {
+        let Phase::Preparing { ballot: mine, next, votes, best, state: best_state, .. } = &mut self.phase
+        else {
             return Progress::Pending;
         };
         if *mine != ballot || votes.has_answered(from) {
@@ -324,16 +372,46 @@ impl Proposal {
             return Progress::Pending;
         }
         self.quorum_sample_us = Some(now.micros_since(self.attempt_started));
-        let base = best_state.clone();
+        let (base, next) = (best_state.clone(), *next);
+        self.propose(now, ballot, next, &base, ctx)
+    }
+
+    /// Starts an attempt at `ballot` with its accepts at once: a majority
+    /// promised `ballot` already, reporting `base` as the state it accepted
+    /// last (see `FastPath`). Its accepts ask for a promise of `next`.
+    pub fn start_fast(
+        &mut self,
+        now: Time,
+        ballot: Ballot,
+        next: Ballot,
+        base: &RegisterState,
+        ctx: &mut Ctx<'_>,
+    ) -> Progress {
+        self.attempts += 1;
+        self.attempt_started = now;
+        self.propose(now, ballot, next, base, ctx)
+    }
+
+    /// Phase 2 on `base`, the highest state a promise quorum for `ballot`
+    /// reported: evaluates the batch and sends the accepts.
+    fn propose(
+        &mut self,
+        now: Time,
+        ballot: Ballot,
+        next: Ballot,
+        base: &RegisterState,
+        ctx: &mut Ctx<'_>,
+    ) -> Progress {
         // Requests whose deadline passed while the promises came are
         // answered, not evaluated: their clients stopped waiting.
         let mut settled = self.expire(now);
-        let (state, answers, indeterminate) = self.apply_batch(&base, ballot, now, ctx);
+        let (state, answers, indeterminate) = self.apply_batch(base, ballot, now, ctx);
         settled.extend(indeterminate);
         if self.requests.is_empty() {
+            self.phase = Phase::Idle;
             return Progress::Finished(settled);
         }
-        self.begin_accept(now, ballot, state, answers, ctx);
+        self.begin_accept(now, ballot, next, state, answers, ctx);
         if settled.is_empty() { Progress::Pending } else { Progress::Settled(settled) }
     }
 
@@ -420,33 +498,112 @@ impl Proposal {
         &mut self,
         now: Time,
         ballot: Ballot,
+        next: Ballot,
         state: RegisterState,
         answers: Answers,
         ctx: &mut Ctx<'_>,
     ) {
         for &to in ctx.members {
             let state = state.clone();
-            ctx.out.push((to, Message::Accept { key: self.key.clone(), ballot, state }));
+            ctx.out.push((to, Message::Accept { key: self.key.clone(), ballot, state, next }));
         }
-        let votes = Quorum::new(ctx.members.len());
-        self.phase = Phase::Accepting { ballot, votes, state, answers, resends: 0 };
+        let (votes, next_votes) = (Quorum::new(ctx.members.len()), Quorum::new(ctx.members.len()));
+        self.phase =
+            Phase::Accepting { ballot, votes, next, next_votes, state, answers, resends: 0, since: now };
         self.wake_at = now.plus_millis(limits::PHASE_RESEND_MS);
     }
 
-    /// An accepted for `ballot` from `from`.
-    pub fn on_accepted(&mut self, from: NodeId, ballot: Ballot) -> Progress {
-        let Phase::Accepting { ballot: mine, votes, answers, .. } = &mut self.phase else {
+    /// An accepted for `ballot` from `from`, whose promise is now `promised`.
+    pub fn on_accepted(&mut self, now: Time, from: NodeId, ballot: Ballot, promised: Ballot) -> Progress {
+        let Phase::Accepting { ballot: mine, votes, next, next_votes, answers, since, .. } = &mut self.phase
+        else {
             return Progress::Pending;
         };
         if *mine != ballot {
             return Progress::Pending;
         }
         votes.yes(from);
+        if promised == *next {
+            next_votes.yes(from);
+        }
         if !votes.is_reached() {
             return Progress::Pending;
         }
+        self.quorum_sample_us = Some(now.micros_since(*since));
+        self.fast_path = next_votes.is_reached().then_some(FastPath { accepted: ballot, next: *next });
         let outcomes = self.requests.iter().filter_map(|r| Some((r.handle, answers.remove(&r.handle)?)));
         Progress::Finished(outcomes.collect())
+    }
+
+    /// Starts a read in one round: asks every member what it accepted last.
+    pub fn start_query(&mut self, now: Time, query: QueryId, members: &[NodeId], out: &mut Outbox) {
+        self.queried = true;
+        self.attempt_started = now;
+        self.phase = Phase::Querying { query, votes: Quorum::new(members.len()), tally: Vec::new() };
+        self.wake_at = now.plus_millis(limits::PHASE_RESEND_MS);
+        for &to in members {
+            out.push((to, Message::Query { key: self.key.clone(), query }));
+        }
+    }
+
+    /// An acceptor's answer to a query.
+    ///
+    /// # Reads in one round
+    ///
+    /// When a majority of acceptors report the same accepted ballot, the
+    /// state accepted at it is the value to read, with nothing to write
+    /// back. Why that is linearizable:
+    /// - It is chosen: one ballot carries one state (a proposer sends one
+    ///   state per ballot), and a majority accepted it.
+    /// - Nothing newer was chosen before the read began: a state chosen
+    ///   then was accepted by a majority before any of these answers was
+    ///   sent, and that majority shares an acceptor with this one, whose
+    ///   accepted ballot would be at least that state's; every answer names
+    ///   the same ballot, so that state is this one or older, and an older
+    ///   chosen state is in the chain of every later one (CASPaxos builds
+    ///   each chosen state on the highest accepted state of a quorum).
+    /// - So the read takes effect at the later of its start and the moment
+    ///   the state was chosen; the state is current then.
+    ///
+    /// Answers never report a state that is not durable (see
+    /// `Acceptor::handle_query`). When the answers disagree (a write is in
+    /// flight), the batch falls back to both phases, which write back.
+    pub fn on_query_reply(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        query: QueryId,
+        accepted: Ballot,
+        state: &RegisterState,
+        ctx: &Ctx<'_>,
+    ) -> Progress {
+        let Phase::Querying { query: mine, votes, tally } = &mut self.phase else {
+            return Progress::Pending;
+        };
+        if *mine != query || votes.has_answered(from) {
+            return Progress::Pending;
+        }
+        votes.yes(from);
+        match tally.iter_mut().find(|(b, _, _)| *b == accepted) {
+            Some((_, count, _)) => *count += 1,
+            None => tally.push((accepted, 1, state.clone())),
+        }
+        let majority = if ctx.bugs().read_from_one_acceptor { 1 } else { votes.majority() };
+        if let Some((_, _, agreed)) = tally.iter().find(|(_, count, _)| *count >= majority) {
+            let outcomes = self.requests.iter().map(|r| (r.handle, evaluated_answer(r, agreed, true)));
+            return Progress::Finished(outcomes.collect());
+        }
+        let best = tally.iter().map(|(_, count, _)| *count).max().unwrap_or(0);
+        if best + votes.unanswered() < majority {
+            self.fall_back_from_query(now);
+        }
+        Progress::Pending
+    }
+
+    /// The acceptors disagree or are slow: run the batch in both phases.
+    fn fall_back_from_query(&mut self, now: Time) {
+        self.phase = Phase::Idle;
+        self.wake_at = now;
     }
 
     /// A rejection of `ballot` by `from`: an acceptor promised a higher
@@ -488,9 +645,18 @@ impl Proposal {
             Phase::Preparing { ballot, votes, resends, .. } => {
                 resend(ctx, votes, resends, || Message::Prepare { key: key.clone(), ballot: *ballot })
             }
-            Phase::Accepting { ballot, votes, state, resends, .. } => resend(ctx, votes, resends, || {
-                Message::Accept { key: key.clone(), ballot: *ballot, state: state.clone() }
-            }),
+            Phase::Accepting { ballot, votes, state, resends, next, .. } => {
+                resend(ctx, votes, resends, || Message::Accept {
+                    key: key.clone(),
+                    ballot: *ballot,
+                    state: state.clone(),
+                    next: *next,
+                })
+            }
+            Phase::Querying { .. } => {
+                self.fall_back_from_query(now);
+                return Progress::Pending;
+            }
         };
         if !resent {
             return self.abandon_attempt(now, ctx.rng);

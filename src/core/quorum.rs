@@ -48,6 +48,16 @@ impl Quorum {
         self.yes.len() >= majority(self.members)
     }
 
+    /// How many votes make a majority here.
+    pub fn majority(&self) -> usize {
+        majority(self.members)
+    }
+
+    /// Members that have not answered yet.
+    pub fn unanswered(&self) -> usize {
+        self.members.saturating_sub(self.yes.len() + self.no.len())
+    }
+
     /// True once so many said no that a majority of yes is out of reach.
     pub fn is_lost(&self) -> bool {
         self.members - self.no.len() < majority(self.members)

@@ -8,7 +8,7 @@ use crate::types::{
     Ballot, Evaluation, Fingerprint, Incarnation, Key, NodeId, RegisterState, RequestId, SessionId, Time,
     Value, Version,
 };
-use crate::wire::{self, Message, Outcome, Refusal};
+use crate::wire::{self, Message, Outcome, QueryId, Refusal};
 
 const T0: Time = Time(1_000_000);
 /// The client's address, as the node sees it.
@@ -135,8 +135,17 @@ fn written(version: u64) -> Outcome {
     Outcome::Done { version: Version(version), precondition_held: true, value: None }
 }
 
+/// An accepted from a peer that did not promise the proposer's next ballot
+/// (so the node's next attempt on the key prepares again).
+fn accepted(ballot: Ballot) -> Message {
+    Message::Accepted { key: k(), ballot, promised: ballot }
+}
+
 fn accepts(ballot: Ballot, state: RegisterState) -> Vec<Envelope<u32>> {
-    [2, 3].map(|p| Envelope::Peer(n(p), Message::Accept { key: k(), ballot, state: state.clone() })).to_vec()
+    let next = Ballot::new(ballot.round + 1, ballot.node);
+    [2, 3]
+        .map(|p| Envelope::Peer(n(p), Message::Accept { key: k(), ballot, state: state.clone(), next }))
+        .to_vec()
 }
 
 #[test]
@@ -173,23 +182,26 @@ fn a_majority_of_promises_leads_to_accept_of_the_changed_highest_state() {
     // remembers the request.
     let new = written_on(st_with("new", 5, &[(1, 5, true)]), b(1, 1), &st("old", 4));
     assert_eq!(new.writers, vec![b(1, 1)]);
-    assert_eq!(records, vec![slot(b(1, 1), b(1, 1), new.clone())]);
+    // The local acceptor accepts, and promises the next ballot too.
+    assert_eq!(records, vec![slot(b(2, 1), b(1, 1), new.clone())]);
     assert_eq!(messages, accepts(b(1, 1), new));
 }
 
 #[test]
 fn the_highest_accepted_ballot_wins_among_promises() {
     let mut node = Node::new(setup(5, Vec::new()));
-    let read = request(&node, 1, Change::Read, 1000);
-    send(&mut node, T0, read);
+    put(&mut node, 1, "new");
     drain(&mut node);
     let promise = |accepted, state| Message::Promise { key: k(), ballot: b(1, 1), accepted, state };
     node.handle_peer(T0, n(2), promise(b(0, 3), st("older", 2)));
     assert!(drain(&mut node).1.is_empty(), "two of five promises are not a quorum");
     node.handle_peer(T0, n(3), promise(b(0, 4), st("newest", 3)));
     let (_, messages) = drain(&mut node);
-    let accept = Message::Accept { key: k(), ballot: b(1, 1), state: st("newest", 3) };
-    assert_eq!(messages[0], Envelope::Peer(n(2), accept));
+    let [Envelope::Peer(_, Message::Accept { ballot, state, next, .. }), ..] = &messages[..] else {
+        panic!("no accept: {messages:?}");
+    };
+    assert_eq!((*ballot, *next), (b(1, 1), b(2, 1)));
+    assert_eq!(state.version, Version(4), "built on the newest state: {state:?}");
 }
 
 #[test]
@@ -198,25 +210,140 @@ fn a_majority_of_accepted_answers_the_client() {
     put(&mut node, 9, "v");
     node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
     drain(&mut node);
-    node.handle_peer(T0, n(3), Message::Accepted { key: k(), ballot: b(1, 1) });
+    node.handle_peer(T0, n(3), accepted(b(1, 1)));
     let (records, messages) = drain(&mut node);
     assert!(records.is_empty());
     assert_eq!(messages, vec![reply(&node, 9, written(1))]);
     assert_eq!(node.requests_in_flight(), 0);
 }
 
+fn query_reply(query: u64, accepted: Ballot, state: RegisterState) -> Message {
+    Message::QueryReply { key: k(), query: QueryId(query), accepted, state }
+}
+
 #[test]
-fn a_read_answers_with_the_value_found() {
+fn a_read_asks_every_acceptor_what_it_accepted_and_nothing_is_written() {
     let mut node = node1();
     let read = request(&node, 1, Change::Read, 1000);
     send(&mut node, T0, read);
-    let promise = Message::Promise { key: k(), ballot: b(1, 1), accepted: b(0, 2), state: st("x", 2) };
-    node.handle_peer(T0, n(2), promise);
-    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
-    let (_, messages) = drain(&mut node);
+    let (records, messages) = drain(&mut node);
+    assert!(records.is_empty());
+    let query = Message::Query { key: k(), query: QueryId(1) };
+    assert_eq!(messages, [2, 3].map(|p| Envelope::Peer(n(p), query.clone())).to_vec());
+}
+
+#[test]
+fn a_read_answers_in_one_round_when_a_majority_reports_one_ballot() {
+    let mut node = node1();
+    let read = request(&node, 1, Change::Read, 1000);
+    send(&mut node, T0, read);
+    drain(&mut node);
+    // The local acceptor has nothing; two peers agree on (0,2).
+    node.handle_peer(T0, n(2), query_reply(1, b(0, 2), st("x", 2)));
+    assert!(drain(&mut node).1.is_empty(), "one for nothing, one for (0,2): no majority yet");
+    node.handle_peer(T0, n(3), query_reply(1, b(0, 2), st("x", 2)));
+    let (records, messages) = drain(&mut node);
+    assert!(records.is_empty());
     let found =
         Outcome::Done { version: Version(2), precondition_held: true, value: Some(Some(Value::from("x"))) };
-    assert_eq!(messages.last(), Some(&reply(&node, 1, found)));
+    assert_eq!(messages, vec![reply(&node, 1, found)]);
+}
+
+#[test]
+fn a_read_whose_acceptors_disagree_runs_both_phases_and_writes_back() {
+    let mut node = node1();
+    let read = request(&node, 1, Change::Read, 1000);
+    send(&mut node, T0, read);
+    drain(&mut node);
+    node.handle_peer(T0, n(2), query_reply(1, b(0, 2), st("x", 2)));
+    node.handle_peer(T0, n(3), query_reply(1, b(0, 3), st("y", 3)));
+    let (_, messages) = drain(&mut node);
+    assert_eq!(messages[0], Envelope::Peer(n(2), Message::Prepare { key: k(), ballot: b(1, 1) }));
+    let promise = Message::Promise { key: k(), ballot: b(1, 1), accepted: b(0, 3), state: st("y", 3) };
+    node.handle_peer(T0, n(3), promise);
+    assert_eq!(drain(&mut node).1, accepts(b(1, 1), st("y", 3)), "the newest state is written back");
+    node.handle_peer(T0, n(3), accepted(b(1, 1)));
+    let found =
+        Outcome::Done { version: Version(3), precondition_held: true, value: Some(Some(Value::from("y"))) };
+    assert_eq!(drain(&mut node).1, vec![reply(&node, 1, found)]);
+}
+
+#[test]
+fn a_read_whose_query_goes_unanswered_falls_back_to_both_phases() {
+    let mut node = node1();
+    let read = request(&node, 1, Change::Read, 1000);
+    send(&mut node, T0, read);
+    drain(&mut node);
+    node.handle_timeout(T0.plus_millis(limits::PHASE_RESEND_MS));
+    let (_, messages) = drain(&mut node);
+    assert_eq!(messages[0], Envelope::Peer(n(2), Message::Prepare { key: k(), ballot: b(1, 1) }));
+}
+
+// One round trip per write.
+
+/// Runs a put of `seq` through both phases at ballot (1,1), with node 2
+/// promising the next ballot (2,1) in its accepted.
+fn put_with_next_promised(node: &mut Node<u32>, seq: u64) {
+    put(node, seq, "a");
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1), promised: b(2, 1) });
+    drain(node);
+}
+
+#[test]
+fn after_a_write_whose_accepts_promised_the_next_ballot_the_next_write_skips_the_prepare() {
+    let mut node = node1();
+    put_with_next_promised(&mut node, 1);
+    put(&mut node, 2, "b");
+    let (records, messages) = drain(&mut node);
+    let base = written_on(st_with("a", 1, &[(1, 1, true)]), b(1, 1), &RegisterState::default());
+    let new = written_on(st_with("b", 2, &[(2, 2, true), (1, 1, true)]), b(2, 1), &base);
+    assert_eq!(messages, accepts(b(2, 1), new.clone()), "accepts at the promised ballot, asking for (3,1)");
+    assert_eq!(records, vec![slot(b(3, 1), b(2, 1), new)]);
+    node.handle_peer(T0, n(3), Message::Accepted { key: k(), ballot: b(2, 1), promised: b(3, 1) });
+    assert_eq!(drain(&mut node).1, vec![reply(&node, 2, written(2))]);
+    assert_eq!((node.status().writes_one_round, node.status().writes_two_rounds), (1, 1));
+}
+
+#[test]
+fn without_a_majority_promising_the_next_ballot_the_next_write_prepares() {
+    let mut node = node1();
+    put(&mut node, 1, "a");
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    // Node 2 accepted, but had promised a higher ballot already (a copy).
+    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1), promised: b(7, 3) });
+    drain(&mut node);
+    put(&mut node, 2, "b");
+    let (_, messages) = drain(&mut node);
+    assert_eq!(messages[0], Envelope::Peer(n(2), Message::Prepare { key: k(), ballot: b(8, 1) }));
+}
+
+#[test]
+fn a_prepare_of_another_proposer_at_the_local_acceptor_ends_the_one_round_writes() {
+    let mut node = node1();
+    put_with_next_promised(&mut node, 1);
+    node.handle_peer(T0, n(3), Message::Prepare { key: k(), ballot: b(5, 3) });
+    drain(&mut node);
+    put(&mut node, 2, "b");
+    let (_, messages) = drain(&mut node);
+    assert_eq!(messages[0], Envelope::Peer(n(2), Message::Prepare { key: k(), ballot: b(6, 1) }));
+}
+
+#[test]
+fn a_refused_accept_without_prepare_falls_back_to_both_phases() {
+    let mut node = node1();
+    put_with_next_promised(&mut node, 1);
+    put(&mut node, 2, "b");
+    drain(&mut node);
+    // Node 2 promised node 3's ballot in the meantime; node 3 too.
+    for peer in [2, 3] {
+        node.handle_peer(T0, n(peer), Message::Reject { key: k(), ballot: b(2, 1), promised: b(9, 3) });
+    }
+    drain(&mut node);
+    let retry_at = node.next_deadline().expect("a retry is scheduled");
+    node.handle_timeout(retry_at);
+    let (_, messages) = drain(&mut node);
+    assert_eq!(messages[0], Envelope::Peer(n(2), Message::Prepare { key: k(), ballot: b(10, 1) }));
 }
 
 #[test]
@@ -303,10 +430,10 @@ fn requests_on_one_key_run_one_after_another() {
     let (_, messages) = drain(&mut node);
     assert_eq!(messages.len(), 2, "only the first request prepares: {messages:?}");
     node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
-    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    node.handle_peer(T0, n(2), accepted(b(1, 1)));
     let (_, messages) = drain(&mut node);
     assert!(messages.contains(&reply(&node, 1, written(1))));
-    assert!(messages.contains(&Envelope::Peer(n(2), Message::Prepare { key: k(), ballot: b(2, 1) })));
+    assert!(messages.contains(&Envelope::Peer(n(2), Message::Prepare { key: k(), ballot: b(3, 1) })));
 }
 
 #[test]
@@ -397,11 +524,12 @@ fn a_short_deadline_in_a_batch_expires_alone() {
     let r = wire::Request { id: other(3), ..request(&node, 1, Change::Put(Value::from("c")), 1) };
     send(&mut node, T0, r);
     node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
-    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
-    // Requests 2 and 3 share the second round; it reaches the accept phase.
+    node.handle_peer(T0, n(2), accepted(b(1, 1)));
+    // Requests 2 and 3 share the second round (the first took ballots 1 and
+    // 2); it reaches the accept phase.
     let promise = Message::Promise {
         key: k(),
-        ballot: b(2, 1),
+        ballot: b(3, 1),
         accepted: b(1, 1),
         state: st_with("a", 1, &[(1, 1, true)]),
     };
@@ -417,7 +545,7 @@ fn a_short_deadline_in_a_batch_expires_alone() {
         outcome: Outcome::Unavailable { maybe_applied: true },
     };
     assert_eq!(messages, vec![Envelope::Client(CLIENT, unknown)]);
-    node.handle_peer(expiry, n(2), Message::Accepted { key: k(), ballot: b(2, 1) });
+    node.handle_peer(expiry, n(2), accepted(b(3, 1)));
     let (_, messages) = drain(&mut node);
     assert!(
         matches!(
@@ -485,7 +613,7 @@ fn a_retried_write_found_among_the_remembered_writes_is_answered_not_applied_aga
     };
     let messages = promised(&mut node, T0, retry, base.clone());
     assert_eq!(messages, accepts(b(1, 1), base), "the base is proposed unchanged");
-    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    node.handle_peer(T0, n(2), accepted(b(1, 1)));
     assert_eq!(drain(&mut node).1, vec![reply(&node, 1, written(3))]);
 }
 
@@ -497,7 +625,7 @@ fn a_retried_compare_and_set_that_failed_before_fails_again_even_if_it_would_hol
     let base = st_with("a", 3, &[(1000, 3, true), (1, 2, false)]);
     let retry = wire::Request { resent: true, floor: Version(1), ..request(&node, 1, cas, 1000) };
     assert_eq!(promised(&mut node, T0, retry, base.clone()), accepts(b(1, 1), base));
-    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    node.handle_peer(T0, n(2), accepted(b(1, 1)));
     // The answer is the failure as it was: at version 2, the value it was
     // compared with no longer known (not "a", which would contradict it).
     let failed = Outcome::Done { version: Version(2), precondition_held: false, value: None };
@@ -620,7 +748,7 @@ fn a_retry_whose_own_state_is_in_the_chain_is_answered_from_it_beyond_the_rememb
     let promise = Message::Promise { key: k(), ballot: b(6, 1), accepted: b(40, 3), state: base.clone() };
     node.handle_peer(retry_at, n(2), promise);
     assert_eq!(drain(&mut node).1, accepts(b(6, 1), base), "nothing applied again");
-    node.handle_peer(retry_at, n(2), Message::Accepted { key: k(), ballot: b(6, 1) });
+    node.handle_peer(retry_at, n(2), accepted(b(6, 1)));
     assert_eq!(drain(&mut node).1, vec![reply_at(&node, 1, retry_at, written(1))]);
 }
 
@@ -650,7 +778,7 @@ fn a_copy_of_a_running_request_is_told_it_is_in_progress_and_a_copy_of_an_answer
     let working = reply(&node, 1, Outcome::InProgress { exclusive: true, cut_off: false });
     assert_eq!(drain(&mut node), (Vec::new(), vec![working]), "already running: not run twice");
     node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
-    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    node.handle_peer(T0, n(2), accepted(b(1, 1)));
     drain(&mut node);
     put(&mut node, 1, "v");
     assert_eq!(drain(&mut node), (Vec::new(), vec![reply(&node, 1, written(1))]));
@@ -761,7 +889,7 @@ fn an_overloaded_refusal_stays_true_for_later_copies() {
     // The first request ends; the node has room again, but the refused
     // request must not run: its client was told it did not.
     node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
-    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    node.handle_peer(T0, n(2), accepted(b(1, 1)));
     drain(&mut node);
     send(&mut node, T0, r);
     assert_eq!(drain(&mut node), (Vec::new(), vec![refused(&node)]));
@@ -808,7 +936,7 @@ fn a_duplicate_of_a_failed_compare_and_set_never_takes_effect_later() {
         Message::Promise { key: k(), ballot: b(1, 1), accepted: b(0, 2), state: st("x", 1) },
     );
     drain(&mut node);
-    node.handle_peer(T0, n(2), Message::Accepted { key: k(), ballot: b(1, 1) });
+    node.handle_peer(T0, n(2), accepted(b(1, 1)));
     let failed =
         Outcome::Done { version: Version(1), precondition_held: false, value: Some(Some(Value::from("x"))) };
     assert_eq!(drain(&mut node).1, vec![reply(&node, 1, failed)]);
@@ -834,7 +962,7 @@ fn a_slow_but_healthy_quorum_is_not_taken_for_a_cut_off_node() {
         send(&mut node, now, r);
         drain(&mut node);
         // Peers answer each phase 200 ms after it starts; timers run meanwhile.
-        for phase in [empty_promise(b(seq, 1)), Message::Accepted { key: k(), ballot: b(seq, 1) }] {
+        for phase in [empty_promise(b(seq, 1)), accepted(b(seq, 1))] {
             let answer_at = now.plus_millis(200);
             while let Some(t) = node.next_deadline().filter(|t| *t < answer_at) {
                 node.handle_timeout(t);
@@ -871,4 +999,20 @@ fn a_window_the_node_said_was_over_is_not_renewed_by_a_late_copy() {
     let later = T0.plus_millis(210);
     send(&mut node, later, renewal);
     assert_eq!(drain(&mut node).1, vec![reply_at(&node, 1, later, lapsed)]);
+}
+
+#[test]
+fn accepts_leave_before_the_local_sync_unless_the_turn_reserves_rounds() {
+    let mut node = node1();
+    put(&mut node, 1, "a");
+    let mut ready = node.take_ready();
+    assert!(ready.take_early().is_empty(), "the first ballot's block must be reserved on disk first");
+    drop(ready);
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    let mut ready = node.take_ready();
+    assert_eq!(
+        ready.take_early(),
+        accepts(b(1, 1), written_on(st_with("a", 1, &[(1, 1, true)]), b(1, 1), &RegisterState::default()))
+    );
+    assert_eq!(ready.records.len(), 1, "the local acceptance is synced meanwhile");
 }

@@ -132,9 +132,10 @@ impl SimNode {
         if core.next_deadline().is_some_and(|d| d <= local) {
             core.handle_timeout(local);
         }
-        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
         let mut ready = core.take_ready();
         self.check_promises(now, violations);
+        let early = ready.take_early();
+        self.release(now, early, &mut out, violations);
         #[cfg(feature = "planted-bugs")]
         if self.bugs.reply_before_sync {
             let early = ready.take_messages_unsynced();
@@ -206,30 +207,31 @@ impl SimNode {
         }
     }
 
-    /// Invariant: a promise or an accepted leaves the node only once the
-    /// log holds the promise (and the acceptance) it reports.
+    /// Invariant: a promise, an accepted or a query's answer leaves the node
+    /// only once the log holds the promise (and the acceptance) it reports.
     fn check_durable(&self, now: Time, msg: &Message) -> Option<String> {
-        let (key, ballot, accepted) = match msg {
-            Message::Promise { key, ballot, .. } => (key, *ballot, false),
-            Message::Accepted { key, ballot } => (key, *ballot, true),
+        let (key, promised, accepted, what) = match msg {
+            Message::Promise { key, ballot, .. } => (key, *ballot, Ballot::ZERO, "Promise"),
+            Message::Accepted { key, ballot, promised } => (key, *promised, *ballot, "Accepted"),
+            Message::QueryReply { key, accepted, .. } => (key, Ballot::ZERO, *accepted, "QueryReply"),
             _ => return None,
         };
         let durable = self.disk.durable().slot(key);
-        let held = durable.promised >= ballot && (!accepted || durable.accepted >= ballot);
-        let what = if accepted { "Accepted" } else { "Promise" };
+        let held = durable.promised >= promised && durable.accepted >= accepted;
         (!held).then(|| {
             format!(
-                "t={}us node {}: released {what} for key {key} at ballot {ballot} before it was durable \
-                 (log: promised {}, accepted {})",
+                "t={}us node {}: released {what} for key {key} (promised {promised}, accepted {accepted}) \
+                 before it was durable (log: promised {}, accepted {})",
                 now.0, self.id, durable.promised, durable.accepted
             )
         })
     }
 
     fn note_promise(&mut self, msg: &Message) {
-        if let Message::Promise { key, ballot, .. } | Message::Accepted { key, ballot } = msg {
+        if let Message::Promise { key, ballot: promised, .. } | Message::Accepted { key, promised, .. } = msg
+        {
             let highest = self.released.entry(key.clone()).or_default();
-            *highest = (*highest).max(*ballot);
+            *highest = (*highest).max(*promised);
         }
     }
 

@@ -18,7 +18,7 @@
 use super::invariants::{Descent, Lists};
 use super::net::ClientAddr;
 use crate::change::Change;
-use crate::core::client::{ClientMachine, Ending};
+use crate::core::client::{ClientMachine, Ending, Routing};
 use crate::core::rng::Rng;
 use crate::types::{Key, NodeId, SessionId, Time, Value};
 use crate::wire::Message;
@@ -40,6 +40,10 @@ pub struct WorkloadPlan {
     pub append_percent: u64,
     /// Percent of clients pinned to one node (`paxosctl --node`).
     pub pinned_percent: u64,
+    /// Percent of clients that send to the node that answered last rather
+    /// than to each key's home (`Routing::Spread`): their proposers contend
+    /// with the homes', whose accepts without a prepare then meet conflicts.
+    pub spread_percent: u64,
     pub timeout_ms: u64,
     pub think_us_max: u64,
 }
@@ -54,6 +58,7 @@ impl WorkloadPlan {
             lists,
             append_percent: rng.range(10, 40),
             pinned_percent: if rng.chance(0.3) { rng.range(10, 50) } else { 0 },
+            spread_percent: if rng.chance(0.6) { rng.range(10, 60) } else { 0 },
             timeout_ms: rng.range(500, 5000),
             think_us_max: rng.range(0, 20_000),
         }
@@ -313,7 +318,9 @@ impl Workload {
         // The final reader must reach any live node, so it is never pinned.
         let pinned = final_reads.is_none() && rng.below(100) < self.plan.pinned_percent;
         let pin = pinned.then(|| self.members.get(start_at).copied()).flatten();
-        let client = ClientMachine::new(self.members.clone(), pin, session, start_at);
+        let spread = rng.below(100) < self.plan.spread_percent;
+        let routing = if spread { Routing::Spread { start_at } } else { Routing::Home };
+        let client = ClientMachine::new(self.members.clone(), pin, session, routing);
         let process =
             Process { client, op: None, writes: 0, known: BTreeMap::new(), generation: 0, final_reads };
         self.clients.insert(addr, process);
