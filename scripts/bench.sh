@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks, side by side in one run on one private 3-node cluster (ports
-# 7301-7303): closed-loop writes with 1, 4 and 16 clients (group commit at
-# work), reads, writes that all contend for one key, and the checker on a
-# generated 100,000-operation history. Prints a table with each row's
-# throughput as a ratio to the first row.
+# 7301-7303): closed-loop puts with 1, 4 and 16 clients (group commit at
+# work), reads, compare-and-sets, half reads and half puts, puts that all
+# contend for one key, and the checker on a generated 100,000-operation
+# history. Prints a table with each row's throughput as a ratio to the
+# first row.
 #
 #   scripts/bench.sh [SECONDS_PER_ROW]      (default 10)
 set -euo pipefail
@@ -35,12 +36,14 @@ row() {
         "$(grep -o 'errors=[0-9]*' <<<"$out" | cut -d= -f2)" \
         "$(awk "BEGIN{printf \"%.2f\", $ops/$first}")"
 }
-row "write, 1 client, 100 B"          --clients 1 --workload write
-row "write, 4 clients, 100 B"         --clients 4 --workload write
-row "write, 16 clients, 100 B"        --clients 16 --workload write
+row "put, 1 client, 100 B"            --clients 1 --workload put
+row "put, 4 clients, 100 B"           --clients 4 --workload put
+row "put, 16 clients, 100 B"          --clients 16 --workload put
 row "read, 16 clients"                --clients 16 --workload read
-row "write, 16 clients, 16 KiB"       --clients 16 --workload write --value-bytes 16384
-row "write, 16 clients, one hot key"  --clients 16 --workload contended
+row "cas, 16 clients, 100 B"          --clients 16 --workload cas
+row "mixed, 16 clients, 100 B"        --clients 16 --workload mixed
+row "put, 16 clients, 16 KiB"         --clients 16 --workload put --value-bytes 16384
+row "put, 16 clients, one hot key"    --clients 16 --workload contended
 echo
 echo "checker (cargo bench --bench checker):"
 cargo bench --quiet --bench checker 2>/dev/null | grep '^checker'

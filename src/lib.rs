@@ -11,6 +11,7 @@
 //! - `wire`, `change`, `types`: messages, datagram framing and value types.
 
 pub mod bench;
+pub mod bench_plot;
 pub mod change;
 pub mod checker;
 pub mod client;

@@ -180,6 +180,10 @@ pub const LOADGEN_TIMERS_PER_SESSION_MAX: usize = 4;
 /// Attempts at sending one datagram when a signal interrupts the call.
 pub const LOADGEN_SEND_ATTEMPTS_MAX: u32 = 3;
 
+/// Keys of each client of `paxosctl bench` (the cas workload remembers a
+/// version for each).
+pub const BENCH_KEYS_PER_CLIENT_MAX: usize = 4096;
+
 /// How often `paxosctl status` asks again the nodes that have not answered.
 pub const STATUS_RETRY_MS: u64 = 100;
 

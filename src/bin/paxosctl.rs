@@ -113,12 +113,27 @@ enum Command {
     /// Measure throughput and latency under closed-loop load.
     ///
     /// Each client (a session of its own; all of them on one thread and one
-    /// socket) sends one request at a time for the duration, on fresh keys
-    /// under a prefix. Every 10 s it prints that interval's figures to
-    /// stderr; at the end one summary line (ops, errors, ops/s, latency
-    /// percentiles in ms), the errors by kind if any, the intervals again,
-    /// and how the slowest interval of the last minute compares with the
-    /// median.
+    /// socket) sends one request at a time, on fresh keys under a prefix of
+    /// the run's own. The load runs for --warmup seconds, counted in
+    /// nothing, then for --duration seconds, the timed part. An operation
+    /// counts where it ended: those still in flight when the duration is up
+    /// count in the last second. `ops` are the operations that succeeded (a
+    /// compare-and-set whose version did not match succeeded too, and is
+    /// also counted in precondition_failed); `errors` those that did not run
+    /// or whose outcome is unknown.
+    ///
+    /// Every 10 s it prints that interval's figures to stderr (above a
+    /// progress bar when stderr is a terminal); at the end one summary line
+    /// (ops, errors, ops/s, latency percentiles in ms), the errors by kind
+    /// if any, the intervals again, and how the slowest interval of the last
+    /// minute compares with the median. --json prints one JSON object
+    /// instead; --plot draws the run second by second.
+    ///
+    /// Examples:
+    ///   paxosctl bench --clients 16 --duration 30 --warmup 2
+    ///   paxosctl bench --workload cas --clients 16 --json > cas.json
+    ///   paxosctl bench --workload mixed --duration 60 --plot mixed.svg
+    #[command(verbatim_doc_comment)]
     Bench(BenchArgs),
     /// Draw a run as an SVG timeline.
     ///
@@ -141,16 +156,68 @@ enum Command {
 
 #[derive(ClapArgs)]
 struct BenchArgs {
+    /// Client sessions, each with one request in flight at a time.
     #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// Length of the timed part, in seconds (after the warm-up).
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     duration: u64,
-    /// write: each client its own keys; read: reads of written keys;
-    /// contended: every client writes one key.
-    #[arg(long, default_value = "write", value_parser = ["write", "read", "contended"])]
-    workload: String,
-    #[arg(long, default_value_t = 100)]
+    /// Seconds of load before the timed part, counted in nothing: the
+    /// sessions find their nodes and the nodes their pace. The read
+    /// workload writes its keys before the warm-up.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    warmup: u64,
+    /// What each client sends.
+    #[arg(long, value_enum, default_value_t = WorkloadArg::Put)]
+    workload: WorkloadArg,
+    /// Keys of each client, used in turn (all workloads but contended).
+    #[arg(long, default_value_t = 16, value_name = "K")]
+    keys_per_client: usize,
+    /// Size of each value written.
+    #[arg(long, default_value_t = 100, value_name = "BYTES")]
     value_bytes: usize,
+    /// Print the report as one JSON object on stdout, nothing else there:
+    /// workload, clients, ops, errors, errors_by_kind, precondition_failed,
+    /// ops_per_s, p50_ms, p90_ms, p99_ms, p999_ms, max_ms, and per_second
+    /// (operations that ended in each second of the timed part).
+    #[arg(long)]
+    json: bool,
+    /// Draw operations (and errors) per second and each second's p50 and
+    /// p99 latency as an SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+/// `--workload`; `write` is still accepted for `put`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WorkloadArg {
+    /// Each client puts its own keys, one after another.
+    #[value(alias = "write")]
+    Put,
+    /// Each client compare-and-sets its own keys on the version of its last
+    /// answer (0, absent, at first). A failed precondition is not an
+    /// error: it is counted apart and its answer's version is used next.
+    Cas,
+    /// Each client reads its own keys, written once before the warm-up.
+    Read,
+    /// Each client puts one of its keys, then reads it back, and moves on
+    /// to its next key: half puts, half reads.
+    Mixed,
+    /// Every client puts one hot key.
+    Contended,
+}
+
+impl From<WorkloadArg> for paxosd::bench::Workload {
+    fn from(arg: WorkloadArg) -> Self {
+        use paxosd::bench::Workload;
+        match arg {
+            WorkloadArg::Put => Workload::Put,
+            WorkloadArg::Cas => Workload::Cas,
+            WorkloadArg::Read => Workload::Read,
+            WorkloadArg::Mixed => Workload::Mixed,
+            WorkloadArg::Contended => Workload::Contended,
+        }
+    }
 }
 
 #[derive(ClapArgs)]
@@ -338,33 +405,16 @@ fn timeline(
 }
 
 fn bench(config: &Config, node: Option<NodeId>, timeout: Duration, args: BenchArgs) -> u8 {
-    use paxosd::bench::{self, Counters, Options, Workload};
+    use paxosd::bench::{self, Counters};
     use std::sync::Arc;
-    if args.value_bytes > paxosd::limits::VALUE_BYTES_MAX {
-        return fail(
-            EXIT_USAGE,
-            &format!("--value-bytes is over the limit of {}", paxosd::limits::VALUE_BYTES_MAX),
-        );
-    }
-    let workload = match args.workload.as_str() {
-        "read" => Workload::Read,
-        "contended" => Workload::Contended,
-        _ => Workload::Write,
-    };
-    let options = Options {
-        clients: args.clients.max(1),
-        duration: Duration::from_secs(args.duration.max(1)),
-        workload,
-        value_bytes: args.value_bytes,
-        keys_per_client: 16,
-        timeout,
-        node,
-        key_prefix: paxosd::torture::unique_prefix(random_seed()).replacen("torture", "bench", 1),
+    let options = match bench_options(node, timeout, &args) {
+        Ok(options) => options,
+        Err(e) => return fail(EXIT_USAGE, &e),
     };
     let counters = Arc::new(Counters::default());
     let shown = counters.clone();
     // The interval lines are the plain progress report; no extra lines.
-    let progress = progress::start("bench", options.duration, None, move || shown.line());
+    let progress = progress::start("bench", options.warmup + options.duration, None, move || shown.line());
     let result =
         bench::run(config, &options, &counters, &mut |interval| progress.println(&interval.to_string()));
     progress.finish();
@@ -372,10 +422,46 @@ fn bench(config: &Config, node: Option<NodeId>, timeout: Duration, args: BenchAr
         Ok(report) => report,
         Err(e) => return fail(EXIT_OTHER, &e.to_string()),
     };
-    println!(
-        "workload={} clients={} value_bytes={} {report}",
-        args.workload, options.clients, args.value_bytes
-    );
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print_bench_text(&report, args.value_bytes);
+    }
+    log::info!("load generator: {}", report.load);
+    match &args.plot {
+        Some(path) => write_bench_plot(path, &report),
+        None => EXIT_OK,
+    }
+}
+
+/// The library's options from the command line, or what is wrong with it.
+fn bench_options(
+    node: Option<NodeId>,
+    timeout: Duration,
+    args: &BenchArgs,
+) -> Result<paxosd::bench::Options, String> {
+    use paxosd::limits::{BENCH_KEYS_PER_CLIENT_MAX, VALUE_BYTES_MAX};
+    if args.value_bytes > VALUE_BYTES_MAX {
+        return Err(format!("--value-bytes is over the limit of {VALUE_BYTES_MAX}"));
+    }
+    if !(1..=BENCH_KEYS_PER_CLIENT_MAX).contains(&args.keys_per_client) {
+        return Err(format!("--keys-per-client must be between 1 and {BENCH_KEYS_PER_CLIENT_MAX}"));
+    }
+    Ok(paxosd::bench::Options {
+        clients: args.clients.max(1),
+        duration: Duration::from_secs(args.duration.max(1)),
+        warmup: Duration::from_secs(args.warmup),
+        workload: args.workload.into(),
+        value_bytes: args.value_bytes,
+        keys_per_client: args.keys_per_client,
+        timeout,
+        node,
+        key_prefix: paxosd::torture::unique_prefix(random_seed()).replacen("torture", "bench", 1),
+    })
+}
+
+fn print_bench_text(report: &paxosd::bench::Report, value_bytes: usize) {
+    println!("workload={} clients={} value_bytes={value_bytes} {report}", report.workload, report.clients);
     if report.errors > 0 {
         println!("errors by kind: {}", report.error_kinds);
     }
@@ -385,8 +471,14 @@ fn bench(config: &Config, node: Option<NodeId>, timeout: Duration, args: BenchAr
     if let Some(stability) = report.stability() {
         println!("{stability}");
     }
-    log::info!("load generator: {}", report.load);
-    EXIT_OK
+}
+
+fn write_bench_plot(path: &std::path::Path, report: &paxosd::bench::Report) -> u8 {
+    let title = format!("paxosctl bench: workload={} clients={}", report.workload, report.clients);
+    match std::fs::write(path, paxosd::bench_plot::render(&title, &report.seconds)) {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail(EXIT_OTHER, &format!("cannot write {}: {e}", path.display())),
+    }
 }
 
 fn random_seed() -> u64 {
