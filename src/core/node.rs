@@ -197,22 +197,21 @@ pub struct Node<A> {
 impl<A: Copy + Ord> Node<A> {
     /// A node restored from its log.
     pub fn new(setup: NodeSetup) -> Node<A> {
-        let mut acceptor = Acceptor::new();
         let mut rounds = Rounds { next: 1, limit: 1 };
-        for record in setup.records {
-            match record {
-                Record::Slot { key, promised, accepted, state } => {
-                    rounds.observe(promised.round);
-                    acceptor.restore(key, Slot { promised, accepted, state });
-                }
-                // Skip the rest of the reserved block: ballots in it may have
-                // been sent before the restart.
-                Record::RoundsReserved { round_limit } => {
-                    rounds.next = rounds.next.max(round_limit);
-                    rounds.limit = rounds.limit.max(round_limit);
-                }
+        let slots = setup.records.into_iter().filter_map(|record| match record {
+            Record::Slot { key, promised, accepted, state } => {
+                rounds.observe(promised.round);
+                Some((key, Slot { promised, accepted, state }))
             }
-        }
+            // Skip the rest of the reserved block: ballots in it may have
+            // been sent before the restart.
+            Record::RoundsReserved { round_limit } => {
+                rounds.next = rounds.next.max(round_limit);
+                rounds.limit = rounds.limit.max(round_limit);
+                None
+            }
+        });
+        let acceptor = Acceptor::restored(slots);
         let mut rng = Rng::new(setup.seed);
         let sessions = Sessions::new(setup.limits.sessions_per_generation, Rng::new(rng.next_u64()));
         Node {
@@ -426,7 +425,7 @@ impl<A: Copy + Ord> Node<A> {
             }
             Message::Accept { key, ballot, state, next } => {
                 let vote = self.acceptor.handle_accept(&key, ballot, &state, next);
-                let promised = self.acceptor.slot(&key).map_or(ballot, |s| s.promised);
+                let promised = self.acceptor.promised(&key);
                 self.rounds.observe(promised.round.max(ballot.round));
                 self.vote(from, vote);
             }

@@ -242,7 +242,7 @@ impl SimNode {
             return;
         };
         for (key, &sent) in &self.released {
-            let promised = core.acceptor().slot(key).map_or(Ballot::ZERO, |s| s.promised);
+            let promised = core.acceptor().promised(key);
             if promised < sent {
                 violations.push(format!(
                     "t={}us node {}: promise for key {key} went down to {promised} after {sent} was sent",
