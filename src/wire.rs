@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub const MAGIC: [u8; 4] = *b"PXD1";
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 pub const HEADER_BYTES: usize = 16;
 const _: () = assert!(HEADER_BYTES <= limits::HEADER_BYTES_MAX);
 

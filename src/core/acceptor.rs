@@ -171,6 +171,11 @@ impl Acceptor {
     /// `ballot`, and that is all an accepted vote says.
     pub fn handle_accept(&mut self, key: &Key, ballot: Ballot, state: &RegisterState, next: Ballot) -> Vote {
         let slot = self.get(key);
+        if ballot.round == 0 {
+            // No proposer uses round 0 (it would tie with "nothing
+            // accepted"); only a broken or forged message carries it.
+            return reject(key, ballot, slot.promised);
+        }
         let repeat = slot.accepted == ballot && slot.state == *state;
         if ballot < slot.promised && !self.accepts_below_promise() {
             if repeat {

@@ -379,7 +379,8 @@ impl ClientMachine {
             Routing::Spread { start_at } => self.preferred.unwrap_or(start_at),
             Routing::Home => {
                 let home = home_index(key, n);
-                let healthy = (0..n).map(|i| (home + i) % n).find(|&i| !self.views[i].is_suspected(now));
+                let suspected = |i: usize| self.views.get(i).is_some_and(|v| v.is_suspected(now));
+                let healthy = (0..n).map(|i| (home + i) % n).find(|&i| !suspected(i));
                 healthy.unwrap_or(home)
             }
         }
@@ -466,8 +467,9 @@ impl ClientMachine {
 
     fn hear(&mut self, now: Time, index: usize, incarnation: Incarnation, node_time: Time) {
         if let Some(view) = self.views.get_mut(index) {
-            // A node that answers is no longer suspected.
-            *view = NodeView { incarnation, heard: Some((node_time, now)), ..NodeView::default() };
+            // Suspicion stays: an answer may well say the node is cut off.
+            // Only a done operation clears it (`done`).
+            *view = NodeView { incarnation, heard: Some((node_time, now)), ..*view };
         }
     }
 
@@ -545,6 +547,10 @@ impl ClientMachine {
         let key = op.key.clone();
         self.floors.note(&key, version);
         self.preferred = Some(index);
+        if let Some(view) = self.views.get_mut(index) {
+            view.suspected_until = None;
+            view.suspected_ms = 0;
+        }
         let node = self.members[index];
         let value_known = told.is_some();
         let answer = Answer { version, precondition_held: held, value: told.flatten(), value_known, node };
@@ -966,6 +972,53 @@ mod tests {
             assert_eq!(first_asked(&mut one, T0, &key), home);
             assert_eq!(first_asked(&mut two, T0, &key), home);
         }
+    }
+
+    /// Runs one read of `key` at `now`, answering every probe: the first
+    /// node asked says it is cut off, the next one answers. Returns the node
+    /// asked first.
+    fn read_with_first_node_cut_off(m: &mut ClientMachine, now: Time, key: &Key) -> NodeId {
+        m.start(now, key.clone(), Change::Read, 5000).expect("idle");
+        let mut first = None;
+        for _ in 0..10 {
+            for (to, msg) in sent(m) {
+                match msg {
+                    Message::StatusRequest { probe, .. } => {
+                        m.handle_message(now, to, status_reply(probe, to.0, Time(5_000), INC));
+                    }
+                    Message::Request(r) => {
+                        let outcome = match first {
+                            None => Outcome::InProgress { exclusive: false, cut_off: true },
+                            Some(_) => Outcome::Done {
+                                version: Version(1),
+                                precondition_held: true,
+                                value: Some(None),
+                            },
+                        };
+                        first.get_or_insert(to);
+                        m.handle_message(
+                            now,
+                            to,
+                            Message::Reply { id: r.id, incarnation: INC, node_time: Time(6_000), outcome },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(matches!(m.poll_ending(), Some(Ending::Done(_))));
+        first.expect("some node asked")
+    }
+
+    #[test]
+    fn a_home_that_keeps_saying_it_is_cut_off_is_suspected_longer_each_time() {
+        let mut m = ClientMachine::new(vec![n(1), n(2), n(3)], None, S, Routing::Home);
+        let key = key_homed_at(0);
+        assert_eq!(read_with_first_node_cut_off(&mut m, T0, &key), n(1));
+        let t1 = T0.plus_millis(limits::CLIENT_SUSPECT_MS_MIN + 1);
+        assert_eq!(read_with_first_node_cut_off(&mut m, t1, &key), n(1), "suspicion over: the home again");
+        let t2 = t1.plus_millis(limits::CLIENT_SUSPECT_MS_MIN + 1);
+        assert_eq!(read_with_first_node_cut_off(&mut m, t2, &key), n(2), "suspected twice as long now");
     }
 
     #[test]

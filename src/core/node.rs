@@ -222,7 +222,10 @@ impl<A: Copy + Ord> Node<A> {
             proposals: BTreeMap::new(),
             queued: BTreeMap::new(),
             fast_paths: BTreeMap::new(),
-            next_query: 0,
+            // Query ids start at random in every life, so that a late answer
+            // to a query of an earlier life is never taken for one of this
+            // life's (the one-round read needs answers sent after it began).
+            next_query: rng.next_u64(),
             rounds_taken: RoundsTaken::default(),
             running: Running { next_handle: 0, by_handle: BTreeMap::new(), by_id: BTreeMap::new() },
             sessions,
@@ -450,10 +453,13 @@ impl<A: Copy + Ord> Node<A> {
             }
             Message::Reject { key, ballot, promised } => {
                 self.rounds.observe(promised.round);
-                if !self.keeps_fast_path_after_conflict() {
+                // Another proposer's promise ends the key's one-round writes
+                // here; one of this node's own (a late copy of its prepare
+                // refused) does not.
+                if promised.node != self.id && !self.keeps_fast_path_after_conflict() {
                     self.fast_paths.remove(&key);
                 }
-                self.with_proposal(now, &key, |p, ctx| p.on_reject(now, from, ballot, ctx.rng));
+                self.with_proposal(now, &key, |p, ctx| p.on_reject(now, from, ballot, promised, ctx.rng));
             }
             Message::Request(_)
             | Message::Reply { .. }
@@ -640,7 +646,7 @@ impl<A: Copy + Ord> Node<A> {
     }
 
     fn start_query(&mut self, now: Time, key: &Key) {
-        self.next_query += 1;
+        self.next_query = self.next_query.wrapping_add(1);
         self.rounds_taken.reads_one_round += 1;
         let query = QueryId(self.next_query);
         let mut out = Outbox::new();

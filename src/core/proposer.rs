@@ -612,7 +612,22 @@ impl Proposal {
     /// attempt for all its resends. It is abandoned at once and retried
     /// after a backoff; the node has already fast-forwarded its rounds past
     /// the ballot the acceptor reported.
-    pub fn on_reject(&mut self, now: Time, from: NodeId, ballot: Ballot, rng: &mut Rng) -> Progress {
+    ///
+    /// A refusal naming this attempt's own next ballot is not a conflict: a
+    /// late copy of its prepare reached an acceptor that had taken its
+    /// accept (and promised the next ballot) already.
+    pub fn on_reject(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        ballot: Ballot,
+        promised: Ballot,
+        rng: &mut Rng,
+    ) -> Progress {
+        if matches!(&self.phase, Phase::Accepting { ballot: mine, next, .. } if *mine == ballot && *next == promised)
+        {
+            return Progress::Pending;
+        }
         let rejected = match &mut self.phase {
             Phase::Preparing { ballot: mine, votes, .. } | Phase::Accepting { ballot: mine, votes, .. }
                 if *mine == ballot =>

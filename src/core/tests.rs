@@ -217,8 +217,19 @@ fn a_majority_of_accepted_answers_the_client() {
     assert_eq!(node.requests_in_flight(), 0);
 }
 
-fn query_reply(query: u64, accepted: Ballot, state: RegisterState) -> Message {
-    Message::QueryReply { key: k(), query: QueryId(query), accepted, state }
+fn query_reply(query: QueryId, accepted: Ballot, state: RegisterState) -> Message {
+    Message::QueryReply { key: k(), query, accepted, state }
+}
+
+/// Sends a read and returns the id of the query it started.
+fn read_queried(node: &mut Node<u32>, seq: u64) -> QueryId {
+    let read = request(node, seq, Change::Read, 1000);
+    send(node, T0, read);
+    let (_, messages) = drain(node);
+    match messages.first() {
+        Some(Envelope::Peer(_, Message::Query { query, .. })) => *query,
+        other => panic!("no query sent: {other:?}"),
+    }
 }
 
 #[test]
@@ -228,20 +239,24 @@ fn a_read_asks_every_acceptor_what_it_accepted_and_nothing_is_written() {
     send(&mut node, T0, read);
     let (records, messages) = drain(&mut node);
     assert!(records.is_empty());
-    let query = Message::Query { key: k(), query: QueryId(1) };
-    assert_eq!(messages, [2, 3].map(|p| Envelope::Peer(n(p), query.clone())).to_vec());
+    let [
+        Envelope::Peer(n2, Message::Query { query, .. }),
+        Envelope::Peer(n3, Message::Query { query: q3, .. }),
+    ] = &messages[..]
+    else {
+        panic!("not a query to each peer: {messages:?}");
+    };
+    assert_eq!((*n2, *n3, query), (n(2), n(3), q3));
 }
 
 #[test]
 fn a_read_answers_in_one_round_when_a_majority_reports_one_ballot() {
     let mut node = node1();
-    let read = request(&node, 1, Change::Read, 1000);
-    send(&mut node, T0, read);
-    drain(&mut node);
+    let query = read_queried(&mut node, 1);
     // The local acceptor has nothing; two peers agree on (0,2).
-    node.handle_peer(T0, n(2), query_reply(1, b(0, 2), st("x", 2)));
+    node.handle_peer(T0, n(2), query_reply(query, b(0, 2), st("x", 2)));
     assert!(drain(&mut node).1.is_empty(), "one for nothing, one for (0,2): no majority yet");
-    node.handle_peer(T0, n(3), query_reply(1, b(0, 2), st("x", 2)));
+    node.handle_peer(T0, n(3), query_reply(query, b(0, 2), st("x", 2)));
     let (records, messages) = drain(&mut node);
     assert!(records.is_empty());
     let found =
@@ -252,11 +267,9 @@ fn a_read_answers_in_one_round_when_a_majority_reports_one_ballot() {
 #[test]
 fn a_read_whose_acceptors_disagree_runs_both_phases_and_writes_back() {
     let mut node = node1();
-    let read = request(&node, 1, Change::Read, 1000);
-    send(&mut node, T0, read);
-    drain(&mut node);
-    node.handle_peer(T0, n(2), query_reply(1, b(0, 2), st("x", 2)));
-    node.handle_peer(T0, n(3), query_reply(1, b(0, 3), st("y", 3)));
+    let query = read_queried(&mut node, 1);
+    node.handle_peer(T0, n(2), query_reply(query, b(0, 2), st("x", 2)));
+    node.handle_peer(T0, n(3), query_reply(query, b(0, 3), st("y", 3)));
     let (_, messages) = drain(&mut node);
     assert_eq!(messages[0], Envelope::Peer(n(2), Message::Prepare { key: k(), ballot: b(1, 1) }));
     let promise = Message::Promise { key: k(), ballot: b(1, 1), accepted: b(0, 3), state: st("y", 3) };
@@ -271,12 +284,29 @@ fn a_read_whose_acceptors_disagree_runs_both_phases_and_writes_back() {
 #[test]
 fn a_read_whose_query_goes_unanswered_falls_back_to_both_phases() {
     let mut node = node1();
-    let read = request(&node, 1, Change::Read, 1000);
-    send(&mut node, T0, read);
-    drain(&mut node);
+    read_queried(&mut node, 1);
     node.handle_timeout(T0.plus_millis(limits::PHASE_RESEND_MS));
     let (_, messages) = drain(&mut node);
     assert_eq!(messages[0], Envelope::Peer(n(2), Message::Prepare { key: k(), ballot: b(1, 1) }));
+}
+
+#[test]
+fn a_late_answer_to_a_query_of_an_earlier_life_is_not_counted() {
+    let mut node = node1();
+    let old_query = read_queried(&mut node, 1);
+    // Nodes 2 and 3 answer "old" at (0,2), and the answers are delayed.
+    // Node 2 then writes "new" at (5,2), accepted by nodes 1 and 2: chosen.
+    // Node 1 restarts, and a client reads.
+    let records = vec![
+        Record::RoundsReserved { round_limit: 1 + limits::ROUND_BLOCK },
+        slot(b(5, 2), b(5, 2), st("new", 2)),
+    ];
+    let mut node: Node<u32> = Node::new(NodeSetup { seed: 8, ..setup(3, records) });
+    read_queried(&mut node, 2);
+    node.handle_peer(T0, n(2), query_reply(old_query, b(0, 2), st("old", 1)));
+    node.handle_peer(T0, n(3), query_reply(old_query, b(0, 2), st("old", 1)));
+    let (_, messages) = drain(&mut node);
+    assert!(messages.is_empty(), "answers to another query counted: {messages:?}");
 }
 
 // One round trip per write.
@@ -1015,4 +1045,24 @@ fn accepts_leave_before_the_local_sync_unless_the_turn_reserves_rounds() {
         accepts(b(1, 1), written_on(st_with("a", 1, &[(1, 1, true)]), b(1, 1), &RegisterState::default()))
     );
     assert_eq!(ready.records.len(), 1, "the local acceptance is synced meanwhile");
+}
+
+#[test]
+fn a_refusal_naming_the_attempts_own_next_ballot_does_not_abandon_it() {
+    let mut node = node1();
+    put(&mut node, 1, "a");
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    drain(&mut node);
+    // Node 3 got the prepare late (a resend or a duplicate), after it had
+    // accepted (1,1) and promised (2,1).
+    node.handle_peer(T0, n(3), Message::Reject { key: k(), ballot: b(1, 1), promised: b(2, 1) });
+    drain(&mut node);
+    node.handle_peer(T0, n(3), Message::Accepted { key: k(), ballot: b(1, 1), promised: b(2, 1) });
+    let (_, messages) = drain(&mut node);
+    assert_eq!(messages, vec![reply(&node, 1, written(1))]);
+    put(&mut node, 2, "b");
+    let (_, messages) = drain(&mut node);
+    assert!(
+        matches!(&messages[..], [Envelope::Peer(_, Message::Accept { ballot, .. }), _] if *ballot == b(2, 1))
+    );
 }
