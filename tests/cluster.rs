@@ -157,8 +157,10 @@ fn without_a_quorum_propose_exits_4_and_says_whether_it_was_applied() {
 #[test]
 fn a_long_lived_client_of_a_node_that_restarts_gets_a_definite_answer_for_its_next_write() {
     let mut cluster = TestCluster::start("restart-client", 3);
-    let key = Key::from("k");
-    let mut client = cluster.client_using(2, &key);
+    // Node ids 1..3 are the members in order, so node 2 is member index 1.
+    let key = cluster.key_homed_at(2, "k");
+    let key_name = std::str::from_utf8(key.as_bytes()).expect("ascii");
+    let mut client = cluster.client(None);
     client.put(&key, Value::from("before")).expect("first write");
     for round in 0..4 {
         // As `scripts/cluster.sh stop 2` (SIGTERM) and `kill 2` (SIGKILL) do.
@@ -175,11 +177,11 @@ fn a_long_lived_client_of_a_node_that_restarts_gets_a_definite_answer_for_its_ne
         let answer = client.put(&key, Value(value.clone().into_bytes()));
         let answer = answer.unwrap_or_else(|e| panic!("round {round}: a definite answer, not: {e}"));
         assert_eq!(answer.node, paxosd::types::NodeId(2), "round {round}: served by the node it was using");
-        let fresh = Key(format!("fresh-{round}").into_bytes());
+        let fresh = cluster.key_homed_at(2, &format!("fresh-{round}-"));
         client.put(&fresh, Value::from("x")).unwrap_or_else(|e| panic!("round {round}: fresh key: {e}"));
-        assert_eq!(stdout(&cluster.ctl(&["read", "k"])), format!("{value}\n"));
+        assert_eq!(stdout(&cluster.ctl(&["read", key_name])), format!("{value}\n"));
     }
-    let versions = cluster.ctl(&["read", "k", "--json"]);
+    let versions = cluster.ctl(&["read", key_name, "--json"]);
     assert!(stdout(&versions).contains("\"version\":5"), "each write applied once: {}", stdout(&versions));
 }
 

@@ -61,8 +61,9 @@ fn inside_the_namespace() {
     let addresses = (1..=3).map(|i| format!("127.0.0.1{i}:7001")).collect();
     let mut cluster = TestCluster::configure_at("partition", addresses);
     cluster.start_all();
-    let key = Key::from("k");
-    let mut client = cluster.client_using(1, &key);
+    // A key homed at node 1 (its clients' first choice), which is cut off.
+    let key = cluster.key_homed_at(1, "k");
+    let mut client = cluster.client(None);
     let (ops, cut_at) = std::thread::scope(|scope| {
         let worker = scope.spawn(move || run_client(&mut client, &key));
         std::thread::sleep(BEFORE_CUT);

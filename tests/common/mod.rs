@@ -201,17 +201,15 @@ impl TestCluster {
         Client::new(&self.config(), node.map(NodeId), Duration::from_secs(5)).expect("client")
     }
 
-    /// A long-lived client (not pinned) whose requests go to node `id`:
-    /// clients start at a random node and stay with the one that answered
-    /// last, so this tries fresh clients until one answers from `id`.
-    pub fn client_using(&self, id: u16, key: &Key) -> Client {
-        for _ in 0..100 {
-            let mut client = self.client(None);
-            if client.read(key).is_ok_and(|answer| answer.node == NodeId(id)) {
-                return client;
-            }
-        }
-        panic!("no client settled on node {id}");
+    /// A key whose requests clients send to node `id` (its home: see
+    /// `core::client`), with a name starting with `prefix`.
+    pub fn key_homed_at(&self, id: u16, prefix: &str) -> Key {
+        let members = self.children.len();
+        let index = usize::from(id) - 1;
+        (0..)
+            .map(|i| Key(format!("{prefix}{i}").into_bytes()))
+            .find(|k| paxosd::core::client::home_index(k, members) == index)
+            .expect("some key is homed at every node")
     }
 }
 
