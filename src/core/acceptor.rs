@@ -97,12 +97,11 @@ impl Acceptor {
     /// the map is then built in one pass from the sorted keys: a node with
     /// a million keys starts in seconds, and its map's nodes are full.
     pub fn restored(records: impl IntoIterator<Item = (Key, Slot)>) -> Acceptor {
-        let mut latest: HashMap<Key, Slot> = HashMap::new();
+        let mut latest: HashMap<Key, Stored> = HashMap::new();
         for (key, slot) in records {
-            latest.insert(key, slot);
+            latest.insert(key, Stored::new(&slot));
         }
-        let slots: BTreeMap<Key, Stored> =
-            latest.into_iter().map(|(key, slot)| (key, Stored::new(&slot))).collect();
+        let slots: BTreeMap<Key, Stored> = latest.into_iter().collect();
         let live_bytes = slots.iter().map(|(key, slot)| slot.bytes(key)).sum();
         Acceptor { slots, live_bytes, ..Acceptor::default() }
     }
