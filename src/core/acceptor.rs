@@ -96,8 +96,8 @@ impl Acceptor {
     /// records win). The newest slot of each key is found by hashing, and
     /// the map is then built in one pass from the sorted keys: a node with
     /// a million keys starts in seconds, and its map's nodes are full.
-    pub fn restored(records: impl IntoIterator<Item = (Key, Slot)>) -> Acceptor {
-        let mut latest: HashMap<Key, Stored> = HashMap::new();
+    pub fn restored(records: impl IntoIterator<Item = (Key, Slot)>, keys_hint: usize) -> Acceptor {
+        let mut latest: HashMap<Key, Stored> = HashMap::with_capacity(keys_hint);
         for (key, slot) in records {
             latest.insert(key, Stored::new(&slot));
         }

@@ -198,6 +198,8 @@ impl<A: Copy + Ord> Node<A> {
     /// A node restored from its log.
     pub fn new(setup: NodeSetup) -> Node<A> {
         let mut rounds = Rounds { next: 1, limit: 1 };
+        // At most one key per record; usually a few records per key.
+        let keys_hint = setup.records.len() / 2;
         let slots = setup.records.into_iter().filter_map(|record| match record {
             Record::Slot { key, promised, accepted, state } => {
                 rounds.observe(promised.round);
@@ -211,7 +213,7 @@ impl<A: Copy + Ord> Node<A> {
                 None
             }
         });
-        let acceptor = Acceptor::restored(slots);
+        let acceptor = Acceptor::restored(slots, keys_hint);
         let mut rng = Rng::new(setup.seed);
         let sessions = Sessions::new(setup.limits.sessions_per_generation, Rng::new(rng.next_u64()));
         Node {

@@ -203,7 +203,9 @@ pub fn recover(bytes: &[u8]) -> Result<Recovered, RecoveryError> {
         return Ok(Recovered { records: Vec::new(), valid_len: 0, torn_tail: None, fresh: true });
     }
     check_header(bytes)?;
-    let mut records = Vec::new();
+    // Sized for the usual record (a key, a small value and its remembered
+    // writes), so a large log is not copied over and over as it grows.
+    let mut records = Vec::with_capacity(bytes.len() / 128);
     let mut offset = HEADER_BYTES;
     let mut torn_tail = None;
     while offset < bytes.len() {
