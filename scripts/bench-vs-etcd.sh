@@ -35,6 +35,7 @@
 #
 # Prints the machine, then one line per workload:
 #   workload=put clients=256 paxosd_ops=N etcd_ops=N ratio=X.XX paxosd_p99_ms=N.NN etcd_p99_ms=N.NN
+#     paxosd_p50_ms=N.NN etcd_p50_ms=N.NN paxosd_errors=N etcd_errors=N
 # (ops are ops/s; ratio = paxosd_ops / etcd_ops; n/a where a side gave no
 # figures). Progress and each run's figures go to stderr.
 set -euo pipefail
@@ -233,11 +234,17 @@ def median(system, field):
     return statistics.median(xs) if xs else None
 p_ops, e_ops = median("paxosd", "ops_per_s"), median("etcd", "ops_per_s")
 p_p99, e_p99 = median("paxosd", "p99_ms"), median("etcd", "p99_ms")
+p_p50, e_p50 = median("paxosd", "p50_ms"), median("etcd", "p50_ms")
+def errors(system):
+    return sum(r.get("errors", 0) for r in runs if r["system"] == system and r["workload"] == workload
+               and float(r["clients"]) == clients)
 num = lambda x, f: "n/a" if x is None else f % x
 ratio = p_ops / e_ops if p_ops is not None and e_ops else None
-print("workload=%s clients=%s paxosd_ops=%s etcd_ops=%s ratio=%s paxosd_p99_ms=%s etcd_p99_ms=%s" % (
+print("workload=%s clients=%s paxosd_ops=%s etcd_ops=%s ratio=%s paxosd_p99_ms=%s etcd_p99_ms=%s"
+      " paxosd_p50_ms=%s etcd_p50_ms=%s paxosd_errors=%d etcd_errors=%d" % (
     workload, sys.argv[3], num(p_ops, "%.0f"), num(e_ops, "%.0f"), num(ratio, "%.2f"),
-    num(p_p99, "%.2f"), num(e_p99, "%.2f")))
+    num(p_p99, "%.2f"), num(e_p99, "%.2f"), num(p_p50, "%.2f"), num(e_p50, "%.2f"),
+    errors("paxosd"), errors("etcd")))
 ' "$raw" "$1" "$2"
 }
 
