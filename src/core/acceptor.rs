@@ -59,16 +59,16 @@ impl Stored {
 }
 
 fn encode_state(state: &RegisterState) -> Box<[u8]> {
-    // Encoding into a vector fails only on an allocation failure.
-    postcard::to_allocvec(state).unwrap_or_default().into_boxed_slice()
+    // Encoding into a vector fails only when memory runs out.
+    postcard::to_allocvec(state).expect("encode a register state").into_boxed_slice()
 }
 
 /// Decodes bytes `encode_state` made in this process (never bytes from the
-/// network or the disk, which are validated where they come in).
+/// network or the disk, which are validated where they come in). Failing
+/// is a bug in this file; stopping the node is safe, while going on with an
+/// empty state would make the acceptor forget what it accepted.
 fn decode_state(bytes: &[u8]) -> RegisterState {
-    let decoded = postcard::from_bytes(bytes);
-    debug_assert!(decoded.is_ok(), "a state encoded here does not decode");
-    decoded.unwrap_or_default()
+    postcard::from_bytes(bytes).expect("a state this acceptor encoded decodes")
 }
 
 /// What handling one phase message produced: the answer, and the record that
