@@ -53,6 +53,12 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
 /// Requests waiting behind another one on the same key at the same node.
 pub const REQUESTS_QUEUED_PER_KEY_MAX: usize = 64;
 
+/// Records the log reader makes room for up front (one per 128 bytes of
+/// log, at most this many: about 280 MB of record structs, reserved, not
+/// touched), so that the list of a large log is not copied as it grows,
+/// while a log of a few large values reserves no more than it needs.
+pub const RECOVERY_RECORDS_RESERVED_MAX: usize = 1 << 21;
+
 /// Keys for which a node remembers that a majority promised its next ballot
 /// (two ballots and the key each), so that its next write there needs one
 /// round trip. Beyond this many, the entry of the lowest key is dropped and

@@ -52,6 +52,8 @@ fn a_client_whose_node_is_cut_off_from_its_peers_is_served_by_the_others_within_
 /// One operation the client ran: when it started and ended, and which
 /// node answered (or the error).
 struct Op {
+    /// On the key homed at node 1 (the others are fresh keys).
+    home_key: bool,
     started: Instant,
     ended: Instant,
     result: Result<NodeId, String>,
@@ -91,12 +93,14 @@ fn run_client(client: &mut paxosd::client::Client, key: &Key) -> Vec<Op> {
             _ => client.cas_version(key, paxosd::types::Version(u64::MAX), Value::from("never")),
         };
         let result = result.map(|answer| answer.node).map_err(|e| e.to_string());
-        ops.push(Op { started, ended: Instant::now(), result });
+        ops.push(Op { home_key: n % 4 != 2, started, ended: Instant::now(), result });
     }
     ops
 }
 
 fn check(ops: &[Op], cut_at: Instant) {
+    let served_by_home = ops.iter().any(|op| op.home_key && op.ended <= cut_at && op.result == Ok(NodeId(1)));
+    assert!(served_by_home, "before the cut, node 1 (the key's home) never answered for the key");
     let after: Vec<&Op> = ops.iter().filter(|op| op.ended > cut_at).collect();
     assert!(after.len() >= 10, "only {} operations after the cut", after.len());
     for (i, op) in ops.iter().enumerate() {

@@ -209,7 +209,7 @@ impl Acceptor {
         {
             state.recent.clear();
         }
-        if let Some(old) = self.slots.get(key).map(Stored::slot) {
+        if let Some(old) = self.slots.get(key) {
             // The two rules above guarantee these; a violation is a bug here,
             // never something a peer can cause.
             debug_assert!(new.promised >= old.promised, "promise went down");

@@ -387,8 +387,8 @@ impl ClientMachine {
     }
 
     /// Node `index` was silent, or could not reach a quorum: requests avoid
-    /// it for a while, twice as long as last time if it has not answered
-    /// since.
+    /// it for a while, twice as long as last time unless an operation was
+    /// done there since, or the node restarted (see `hear`).
     fn suspect(&mut self, now: Time, index: usize) {
         let Some(view) = self.views.get_mut(index) else { return };
         let ms = (view.suspected_ms * 2).clamp(limits::CLIENT_SUSPECT_MS_MIN, limits::CLIENT_SUSPECT_MS_MAX);
@@ -468,8 +468,15 @@ impl ClientMachine {
     fn hear(&mut self, now: Time, index: usize, incarnation: Incarnation, node_time: Time) {
         if let Some(view) = self.views.get_mut(index) {
             // Suspicion stays: an answer may well say the node is cut off.
-            // Only a done operation clears it (`done`).
-            *view = NodeView { incarnation, heard: Some((node_time, now)), ..*view };
+            // Only a done operation clears it (`done`), or a new life of
+            // the node (it was suspected while it was down).
+            let restarted = view.incarnation != Incarnation::UNKNOWN && view.incarnation != incarnation;
+            let fresh = NodeView { incarnation, heard: Some((node_time, now)), ..NodeView::default() };
+            *view = if restarted {
+                fresh
+            } else {
+                NodeView { suspected_until: view.suspected_until, suspected_ms: view.suspected_ms, ..fresh }
+            };
         }
     }
 
@@ -1022,7 +1029,26 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_home_is_suspected_and_its_keys_go_to_the_next_node_until_it_answers() {
+    fn a_home_that_restarted_is_no_longer_suspected() {
+        let mut m = ClientMachine::new(vec![n(1), n(2), n(3)], None, S, Routing::Home);
+        let key = key_homed_at(0);
+        m.hear(T0, 0, INC, Time(1_000));
+        m.suspect(T0, 0);
+        assert_eq!(first_asked(&mut m, T0, &key), n(2), "suspected");
+        m.end_now();
+        m.poll_ending();
+        // A status answer from the same life keeps the suspicion; from a
+        // new life (it was down, and is back) it ends it.
+        m.hear(T0, 0, INC, Time(2_000));
+        assert_eq!(first_asked(&mut m, T0, &key), n(2));
+        m.end_now();
+        m.poll_ending();
+        m.hear(T0, 0, Incarnation(INC.0 + 1), Time(3_000));
+        assert_eq!(first_asked(&mut m, T0, &key), n(1));
+    }
+
+    #[test]
+    fn a_silent_home_is_suspected_and_its_keys_go_to_the_next_node_for_a_while() {
         let mut m = ClientMachine::new(vec![n(1), n(2), n(3)], None, S, Routing::Home);
         let key = key_homed_at(0);
         assert_eq!(first_asked(&mut m, T0, &key), n(1));

@@ -205,7 +205,7 @@ pub fn recover(bytes: &[u8]) -> Result<Recovered, RecoveryError> {
     check_header(bytes)?;
     // Sized for the usual record (a key, a small value and its remembered
     // writes), so a large log is not copied over and over as it grows.
-    let mut records = Vec::with_capacity(bytes.len() / 128);
+    let mut records = Vec::with_capacity((bytes.len() / 128).min(limits::RECOVERY_RECORDS_RESERVED_MAX));
     let mut offset = HEADER_BYTES;
     let mut torn_tail = None;
     while offset < bytes.len() {
