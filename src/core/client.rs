@@ -965,8 +965,7 @@ mod tests {
     /// The node a home-routed machine asks first for `key` at `now`.
     fn first_asked(m: &mut ClientMachine, now: Time, key: &Key) -> NodeId {
         m.start(now, key.clone(), Change::Read, 1000).expect("idle");
-        let to = sent(m).first().map(|(to, _)| *to).expect("something sent");
-        to
+        sent(m).first().map(|(to, _)| *to).expect("something sent")
     }
 
     #[test]
