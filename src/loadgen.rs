@@ -556,18 +556,7 @@ mod tests {
     }
 
     fn status_reply(session: SessionId, probe: u64) -> Message {
-        let status = NodeStatus {
-            node: NodeId(1),
-            incarnation: Incarnation(5),
-            keys: 0,
-            requests_in_flight: 0,
-            sessions: 0,
-            uptime_ms: 0,
-            log_bytes: 0,
-            writes_one_round: 0,
-            writes_two_rounds: 0,
-            reads_one_round: 0,
-        };
+        let status = NodeStatus { node: NodeId(1), incarnation: Incarnation(5), ..NodeStatus::default() };
         Message::StatusReply { session, probe, node_time: Time(1_000), status }
     }
 

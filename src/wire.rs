@@ -201,7 +201,7 @@ impl fmt::Display for Refusal {
 }
 
 /// What a node says about itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: NodeId,
     pub incarnation: Incarnation,

@@ -103,7 +103,10 @@ impl Acceptor {
         }
         let slots: BTreeMap<Key, Stored> = latest.into_iter().collect();
         let live_bytes = slots.iter().map(|(key, slot)| slot.bytes(key)).sum();
-        Acceptor { slots, live_bytes, ..Acceptor::default() }
+        let mut acceptor = Acceptor::new();
+        acceptor.slots = slots;
+        acceptor.live_bytes = live_bytes;
+        acceptor
     }
 
     /// Replays a slot record found in the log; later records win.

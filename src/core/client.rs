@@ -828,18 +828,7 @@ mod tests {
     }
 
     fn status_reply(probe: u64, node: u16, node_time: Time, incarnation: Incarnation) -> Message {
-        let status = NodeStatus {
-            node: n(node),
-            incarnation,
-            keys: 0,
-            requests_in_flight: 0,
-            sessions: 0,
-            uptime_ms: 0,
-            log_bytes: 0,
-            writes_one_round: 0,
-            writes_two_rounds: 0,
-            reads_one_round: 0,
-        };
+        let status = NodeStatus { node: n(node), incarnation, ..NodeStatus::default() };
         Message::StatusReply { session: S, probe, node_time, status }
     }
 
