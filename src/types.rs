@@ -31,20 +31,50 @@ impl fmt::Display for ClusterId {
     }
 }
 
-/// A proposal number. Ordered by round first, then by node id, so two
-/// proposers can never issue the same ballot. `Ballot::ZERO` is below every
-/// ballot a proposer issues (rounds start at 1) and means "none".
+/// A configuration epoch: the most significant part of every ballot.
+///
+/// Epochs come from the cluster's epoch register (`core::rejoin`): each is
+/// a version that register reached by a write, so every epoch handed out is
+/// above every epoch handed out before it. A node that lost its data comes
+/// back in a fresh epoch, and every acceptor it fences refuses ballots of
+/// older epochs, so the promises the node forgot can never be completed
+/// (see `core::rejoin` for the argument). Epoch 0 is the founding one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Epoch(pub u64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A proposal number. Ordered by epoch, then round, then node id, so two
+/// proposers can never issue the same ballot, and every ballot of a later
+/// epoch is above every ballot of an earlier one. `Ballot::ZERO` is below
+/// every ballot a proposer issues (rounds start at 1) and means "none".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ballot {
+    pub epoch: Epoch,
     pub round: u64,
     pub node: NodeId,
 }
 
 impl Ballot {
-    pub const ZERO: Ballot = Ballot { round: 0, node: NodeId(0) };
+    pub const ZERO: Ballot = Ballot { epoch: Epoch(0), round: 0, node: NodeId(0) };
 
+    /// A ballot of the founding epoch (tests and tools).
     pub fn new(round: u64, node: NodeId) -> Ballot {
-        Ballot { round, node }
+        Ballot { epoch: Epoch(0), round, node }
+    }
+
+    pub fn at(epoch: Epoch, round: u64, node: NodeId) -> Ballot {
+        Ballot { epoch, round, node }
+    }
+
+    /// The lowest ballot of `epoch`: an acceptor fenced at `epoch` has
+    /// promised it for every key.
+    pub fn floor_of(epoch: Epoch) -> Ballot {
+        Ballot { epoch, round: 0, node: NodeId(0) }
     }
 
     pub fn is_zero(&self) -> bool {
@@ -54,7 +84,11 @@ impl Ballot {
 
 impl fmt::Display for Ballot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.round, self.node)
+        if self.epoch.0 == 0 {
+            write!(f, "{}.{}", self.round, self.node)
+        } else {
+            write!(f, "{}:{}.{}", self.epoch, self.round, self.node)
+        }
     }
 }
 

@@ -665,6 +665,7 @@ fn replay(records: &[Record]) -> (BTreeMap<Key, Record>, Option<u64>) {
                 slots.insert(key.clone(), rec.clone());
             }
             Record::RoundsReserved { round_limit: r } => round_limit = Some(*r),
+            Record::Fence { .. } | Record::CatchingUp | Record::CaughtUp => {}
         }
     }
     (slots, round_limit)

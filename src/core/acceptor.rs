@@ -7,7 +7,7 @@
 //! leave the node only after that record is synced (see `core::Ready`).
 
 use crate::storage::Record;
-use crate::types::{Ballot, Key, RegisterState};
+use crate::types::{Ballot, Epoch, Key, RegisterState};
 use crate::wire::{Message, QueryId};
 use std::collections::{BTreeMap, HashMap};
 
@@ -82,6 +82,10 @@ pub struct Vote {
 #[derive(Debug, Default)]
 pub struct Acceptor {
     slots: BTreeMap<Key, Stored>,
+    /// Promised for every key (`Ballot::floor_of` the highest epoch this
+    /// acceptor was fenced at): a slot's promise is the higher of its own
+    /// and this.
+    floor: Ballot,
     live_bytes: u64,
     #[cfg(feature = "planted-bugs")]
     pub bugs: super::PlantedBugs,
@@ -118,18 +122,37 @@ impl Acceptor {
         }
     }
 
-    /// The key's slot (a decoded copy).
+    /// The key's slot (a decoded copy), its promise raised to the floor.
     pub fn slot(&self, key: &Key) -> Option<Slot> {
-        self.slots.get(key).map(Stored::slot)
+        self.slots.get(key).map(|stored| {
+            let slot = stored.slot();
+            Slot { promised: slot.promised.max(self.floor), ..slot }
+        })
     }
 
     /// The key's promise, without decoding its state.
     pub fn promised(&self, key: &Key) -> Ballot {
-        self.slots.get(key).map_or(Ballot::ZERO, |s| s.promised)
+        self.slots.get(key).map_or(Ballot::ZERO, |s| s.promised).max(self.floor)
+    }
+
+    /// The epoch below which this acceptor refuses every ballot.
+    pub fn floor(&self) -> Epoch {
+        self.floor.epoch
+    }
+
+    /// Fences the acceptor at `epoch`: from now on it refuses every ballot
+    /// of an older epoch, for every key. Returns the record that makes it
+    /// durable, or `None` if it was fenced there already.
+    pub fn raise_floor(&mut self, epoch: Epoch) -> Option<Record> {
+        if epoch <= self.floor.epoch {
+            return None;
+        }
+        self.floor = Ballot::floor_of(epoch);
+        Some(Record::Fence { epoch })
     }
 
     fn get(&self, key: &Key) -> Slot {
-        self.slot(key).unwrap_or_default()
+        self.slot(key).unwrap_or(Slot { promised: self.floor, ..Slot::default() })
     }
 
     pub fn keys(&self) -> usize {

@@ -13,7 +13,7 @@ use super::sessions::{Admission, Sessions};
 use crate::limits;
 use crate::storage::{Record, Synced};
 use crate::types::RegisterState;
-use crate::types::{Ballot, Key, NodeId, RequestId, Time};
+use crate::types::{Ballot, Epoch, Key, NodeId, RequestId, Time};
 use crate::wire::{self, Message, NodeStatus, Outcome, QueryId, Refusal};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -85,32 +85,38 @@ impl<A> Ready<A> {
     }
 }
 
-/// The round counter. Rounds below `limit` are reserved on disk; using one
-/// at or above it first appends a reservation for a new block.
+/// The round counter, and the epoch this node's ballots carry. Rounds
+/// below `limit` are reserved on disk; using one at or above it first
+/// appends a reservation for a new block. Rounds never go back, not even in
+/// a new epoch, so a ballot is never issued twice; a node that lost its
+/// reservations comes back in an epoch no ballot of its old life had.
 #[derive(Debug)]
 struct Rounds {
+    epoch: Epoch,
     next: u64,
     limit: u64,
 }
 
 impl Rounds {
-    /// The next round, or `None` when the counter is spent: only a peer
-    /// lying about its ballots could push a 64-bit counter to its end, and
-    /// reusing the last round would reuse a ballot, so the node stops
-    /// proposing instead.
-    fn take(&mut self, records: &mut Vec<Record>) -> Option<u64> {
+    /// The next ballot of `node`, or `None` when the counter is spent: only
+    /// a peer lying about its ballots could push a 64-bit counter to its
+    /// end, and reusing the last round would reuse a ballot, so the node
+    /// stops proposing instead.
+    fn take(&mut self, node: NodeId, records: &mut Vec<Record>) -> Option<Ballot> {
         let round = self.next;
         self.next = round.checked_add(1)?;
         if round >= self.limit {
             self.limit = round.saturating_add(limits::ROUND_BLOCK);
             records.push(Record::RoundsReserved { round_limit: self.limit });
         }
-        Some(round)
+        Some(Ballot::at(self.epoch, round, node))
     }
 
-    /// Fast-forward past a round another proposer used.
-    fn observe(&mut self, round: u64) {
-        self.next = self.next.max(round.saturating_add(1));
+    /// Fast-forward past a ballot another proposer used, and into its
+    /// epoch: ballots of older epochs are refused by fenced acceptors.
+    fn observe(&mut self, ballot: Ballot) {
+        self.epoch = self.epoch.max(ballot.epoch);
+        self.next = self.next.max(ballot.round.saturating_add(1));
     }
 }
 
@@ -197,12 +203,14 @@ pub struct Node<A> {
 impl<A: Copy + Ord> Node<A> {
     /// A node restored from its log.
     pub fn new(setup: NodeSetup) -> Node<A> {
-        let mut rounds = Rounds { next: 1, limit: 1 };
+        let mut rounds = Rounds { epoch: Epoch(0), next: 1, limit: 1 };
+        let mut floor = Epoch(0);
+        let mut catching_up = false;
         // At most one key per record; usually a few records per key.
         let keys_hint = setup.records.len() / 2;
         let slots = setup.records.into_iter().filter_map(|record| match record {
             Record::Slot { key, promised, accepted, state } => {
-                rounds.observe(promised.round);
+                rounds.observe(promised);
                 Some((key, Slot { promised, accepted, state }))
             }
             // Skip the rest of the reserved block: ballots in it may have
@@ -212,8 +220,22 @@ impl<A: Copy + Ord> Node<A> {
                 rounds.limit = rounds.limit.max(round_limit);
                 None
             }
+            Record::Fence { epoch } => {
+                floor = floor.max(epoch);
+                None
+            }
+            Record::CatchingUp => {
+                catching_up = true;
+                None
+            }
+            Record::CaughtUp => {
+                catching_up = false;
+                None
+            }
         });
-        let acceptor = Acceptor::restored(slots, keys_hint);
+        let mut acceptor = Acceptor::restored(slots, keys_hint);
+        acceptor.raise_floor(floor);
+        rounds.observe(Ballot::floor_of(floor));
         let mut rng = Rng::new(setup.seed);
         let sessions = Sessions::new(setup.limits.sessions_per_generation, Rng::new(rng.next_u64()));
         Node {
@@ -265,7 +287,8 @@ impl<A: Copy + Ord> Node<A> {
     /// slot and the round reservation.
     pub fn live_records(&self) -> impl Iterator<Item = Record> + '_ {
         let rounds = Record::RoundsReserved { round_limit: self.rounds.limit };
-        self.acceptor.live_records().chain(std::iter::once(rounds))
+        let fence = Record::Fence { epoch: self.acceptor.floor() };
+        self.acceptor.live_records().chain([rounds, fence])
     }
 
     pub fn requests_in_flight(&self) -> usize {
@@ -424,14 +447,14 @@ impl<A: Copy + Ord> Node<A> {
             // to it) then starts above what it promised, instead of losing
             // its first attempt to its own promise.
             Message::Prepare { key, ballot } => {
-                self.rounds.observe(ballot.round);
+                self.rounds.observe(ballot);
                 let vote = self.acceptor.handle_prepare(&key, ballot);
                 self.vote(from, vote);
             }
             Message::Accept { key, ballot, state, next } => {
                 let vote = self.acceptor.handle_accept(&key, ballot, &state, next);
                 let promised = self.acceptor.promised(&key);
-                self.rounds.observe(promised.round.max(ballot.round));
+                self.rounds.observe(promised.max(ballot));
                 self.vote(from, vote);
             }
             Message::Query { key, query } => {
@@ -444,17 +467,17 @@ impl<A: Copy + Ord> Node<A> {
                 });
             }
             Message::Promise { key, ballot, accepted, state } => {
-                self.rounds.observe(accepted.round);
+                self.rounds.observe(accepted);
                 self.with_proposal(now, &key, |p, ctx| {
                     p.on_promise(now, from, ballot, accepted, &state, ctx)
                 });
             }
             Message::Accepted { key, ballot, promised } => {
-                self.rounds.observe(promised.round);
+                self.rounds.observe(promised);
                 self.with_proposal(now, &key, |p, _| p.on_accepted(now, from, ballot, promised));
             }
             Message::Reject { key, ballot, promised } => {
-                self.rounds.observe(promised.round);
+                self.rounds.observe(promised);
                 // Another proposer's promise ends the key's one-round writes
                 // here; one of this node's own (a late copy of its prepare
                 // refused) does not.
@@ -660,7 +683,7 @@ impl<A: Copy + Ord> Node<A> {
 
     /// A fresh ballot of this node (see `Rounds::take`).
     fn take_ballot(&mut self) -> Option<Ballot> {
-        Some(Ballot::new(self.rounds.take(&mut self.ready.records)?, self.id))
+        self.rounds.take(self.id, &mut self.ready.records)
     }
 
     /// The ballot and base state for accepts without a prepare, if the

@@ -9,7 +9,7 @@
 pub mod identity;
 pub mod log;
 
-use crate::types::{Ballot, Key, RegisterState};
+use crate::types::{Ballot, Epoch, Key, RegisterState};
 use serde::{Deserialize, Serialize};
 
 /// One durable fact.
@@ -21,6 +21,16 @@ pub enum Record {
     /// The proposer may use rounds below `round_limit`. Written before a
     /// round of a new block is used, so a restart never reissues a ballot.
     RoundsReserved { round_limit: u64 },
+    /// The acceptor refuses every ballot below `Ballot::floor_of(epoch)`,
+    /// for every key: a node catching up after losing data fenced it here
+    /// (see `core::rejoin`). The highest such record wins.
+    Fence { epoch: Epoch },
+    /// What follows may not be all this node once promised or accepted
+    /// (its data was lost or damaged): it votes on nothing until a
+    /// `CaughtUp` record follows.
+    CatchingUp,
+    /// The node caught up from a majority of its peers and votes again.
+    CaughtUp,
 }
 
 /// Proof that everything appended so far is on stable storage. Only

@@ -1,0 +1,329 @@
+//! The cluster as a stateright [`Model`]: its state, its actions, and the
+//! properties the checker tests.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use stateright::{Model, Property};
+
+use crate::node::{Accepted, Ballot, Life, Node, NodeId, Snapshot, Value};
+
+/// What the wiped node does before it votes again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// It votes at once with its empty state.
+    Naive,
+    /// It obtains a fresh epoch, fences its peers and rejoins from a
+    /// quorum of their snapshots.
+    Rejoin,
+    /// As `Rejoin`, except that no acceptor installs the epoch as a floor.
+    MajorityNoFence,
+}
+
+/// How the network treats a message once delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// Each message is delivered at most once, in any order.
+    Unordered,
+    /// Each message may be delivered any number of times, in any order.
+    UnorderedDuplicating,
+}
+
+/// A message between nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Msg {
+    Prepare(Ballot),
+    Promise(Ballot, Accepted),
+    /// A prepare or accept of `ballot` refused by the `promised` ballot.
+    Reject { ballot: Ballot, promised: Ballot },
+    Accept(Ballot, Value),
+    Fence(u8),
+    Snapshot { epoch: u8, promised: Ballot, accepted: Accepted },
+}
+
+/// A message in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Envelope {
+    pub src: NodeId,
+    pub dst: NodeId,
+    pub msg: Msg,
+}
+
+/// An accept that happened, kept in the state as history: a wiped acceptor
+/// forgets what it accepted, but what was chosen stays chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Vote {
+    pub ballot: Ballot,
+    pub value: Value,
+    pub acceptor: NodeId,
+    /// Cast by the amnesiac node after its wipe.
+    pub after_wipe: bool,
+}
+
+/// The state of the whole cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State {
+    /// Node `id` is at index `id - 1`.
+    pub nodes: Vec<Node>,
+    /// Messages in flight, sorted; a multiset unless the network duplicates.
+    pub network: Vec<Envelope>,
+    /// Every accept so far, for the properties only.
+    pub votes: BTreeSet<Vote>,
+    /// Whether the one wipe of the run has happened.
+    pub wiped: bool,
+    /// The epoch register: the last epoch issued.
+    pub epochs_issued: u8,
+}
+
+/// A step of the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A proposer starts an attempt: Prepare to every acceptor.
+    Propose(NodeId),
+    Deliver(Envelope),
+    /// The amnesiac node loses its state.
+    Wipe(NodeId),
+    /// The wiped node takes a fresh epoch and sends Fence to its peers.
+    ObtainEpoch(NodeId),
+}
+
+/// Single-decree paxos on `n` nodes, one of which may lose its state once.
+#[derive(Clone, Debug)]
+pub struct PaxosModel {
+    pub n: u8,
+    /// The nodes that propose; each proposes its own id as value.
+    pub proposers: Vec<NodeId>,
+    /// Attempts (ballots) each proposer may start.
+    pub max_attempts: u8,
+    /// The node that may be wiped, once.
+    pub amnesiac: NodeId,
+    pub variant: Variant,
+    pub network: Network,
+}
+
+impl PaxosModel {
+    /// Three nodes; 1 and 2 propose, twice each; node 3 may be wiped.
+    pub fn new(variant: Variant) -> PaxosModel {
+        PaxosModel {
+            n: 3,
+            proposers: vec![1, 2],
+            max_attempts: 2,
+            amnesiac: 3,
+            variant,
+            network: Network::Unordered,
+        }
+    }
+
+    /// A majority of the whole cluster.
+    pub fn quorum(&self) -> usize {
+        self.n as usize / 2 + 1
+    }
+
+    fn ids(&self) -> impl Iterator<Item = NodeId> + use<> {
+        1..=self.n
+    }
+
+    fn fenced(&self) -> bool {
+        self.variant == Variant::Rejoin
+    }
+
+    fn can_propose(&self, state: &State, id: NodeId) -> bool {
+        let node = &state.nodes[id as usize - 1];
+        node.votes() && node.proposer.attempts < self.max_attempts
+    }
+
+    /// Whether delivering the message could change anything. A node that
+    /// does not vote acts on nothing but snapshots, so its other messages
+    /// wait until it votes again (which includes them never arriving).
+    fn deliverable(&self, state: &State, env: &Envelope) -> bool {
+        let node = &state.nodes[env.dst as usize - 1];
+        match (&node.life, env.msg) {
+            (Life::Voting, Msg::Snapshot { .. }) => false,
+            (Life::Voting, _) => true,
+            (Life::Fencing { epoch, .. }, Msg::Snapshot { epoch: e, .. }) => *epoch == e,
+            _ => false,
+        }
+    }
+
+    fn send(&self, state: &mut State, src: NodeId, dst: NodeId, msg: Msg) {
+        let env = Envelope { src, dst, msg };
+        let at = state.network.partition_point(|e| *e < env);
+        let duplicate = state.network.get(at) == Some(&env);
+        if !(duplicate && self.network == Network::UnorderedDuplicating) {
+            state.network.insert(at, env);
+        }
+    }
+
+    fn broadcast(&self, state: &mut State, src: NodeId, msg: Msg) {
+        for dst in self.ids() {
+            self.send(state, src, dst, msg);
+        }
+    }
+
+    fn take(&self, state: &mut State, env: &Envelope) {
+        if self.network == Network::Unordered {
+            let at = state.network.binary_search(env).expect("delivered message in flight");
+            state.network.remove(at);
+        }
+    }
+
+    fn propose(&self, state: &mut State, id: NodeId) {
+        let ballot = state.nodes[id as usize - 1].proposer.start(id);
+        self.broadcast(state, id, Msg::Prepare(ballot));
+    }
+
+    fn wipe(&self, state: &mut State, id: NodeId) {
+        let then = match self.variant {
+            Variant::Naive => Life::Voting,
+            Variant::Rejoin | Variant::MajorityNoFence => Life::Wiped,
+        };
+        state.nodes[id as usize - 1].wipe(then);
+        state.wiped = true;
+    }
+
+    /// The epoch register is linearizable, so taking an epoch is one step.
+    fn obtain_epoch(&self, state: &mut State, id: NodeId) {
+        state.epochs_issued += 1;
+        let epoch = state.epochs_issued;
+        state.nodes[id as usize - 1].life = Life::Fencing { epoch, snapshots: BTreeMap::new() };
+        for dst in self.ids().filter(|&d| d != id) {
+            self.send(state, id, dst, Msg::Fence(epoch));
+        }
+    }
+
+    fn deliver(&self, state: &mut State, env: Envelope) {
+        self.take(state, &env);
+        let Envelope { src, dst, msg } = env;
+        let i = dst as usize - 1;
+        match msg {
+            Msg::Prepare(ballot) => {
+                let reply = match state.nodes[i].acceptor.prepare(ballot) {
+                    Ok(accepted) => Msg::Promise(ballot, accepted),
+                    Err(promised) => Msg::Reject { ballot, promised },
+                };
+                self.send(state, dst, src, reply);
+            }
+            Msg::Promise(ballot, accepted) => {
+                let quorum = self.quorum();
+                let proposer = &mut state.nodes[i].proposer;
+                if let Some((ballot, value)) = proposer.promise(src, ballot, accepted, quorum, dst) {
+                    self.broadcast(state, dst, Msg::Accept(ballot, value));
+                }
+            }
+            Msg::Reject { promised, .. } => state.nodes[i].proposer.reject(promised),
+            Msg::Accept(ballot, value) => match state.nodes[i].acceptor.accept(ballot, value) {
+                Ok(()) => {
+                    let after_wipe = state.wiped && dst == self.amnesiac;
+                    state.votes.insert(Vote { ballot, value, acceptor: dst, after_wipe });
+                }
+                Err(promised) => self.send(state, dst, src, Msg::Reject { ballot, promised }),
+            },
+            Msg::Fence(epoch) => self.fence(state, src, dst, epoch),
+            Msg::Snapshot { epoch, promised, accepted } => {
+                self.snapshot(state, src, dst, epoch, Snapshot { promised, accepted })
+            }
+        }
+    }
+
+    /// A peer installs the floor before it takes the snapshot, so nothing
+    /// it accepts after the snapshot can be of an earlier epoch.
+    fn fence(&self, state: &mut State, src: NodeId, dst: NodeId, epoch: u8) {
+        let acceptor = &mut state.nodes[dst as usize - 1].acceptor;
+        if self.fenced() {
+            acceptor.floor = acceptor.floor.max(epoch);
+        }
+        let (promised, accepted) = (acceptor.promised, acceptor.accepted);
+        self.send(state, dst, src, Msg::Snapshot { epoch, promised, accepted });
+    }
+
+    fn snapshot(&self, state: &mut State, src: NodeId, dst: NodeId, epoch: u8, snap: Snapshot) {
+        let fenced = self.fenced();
+        let quorum = self.quorum();
+        let node = &mut state.nodes[dst as usize - 1];
+        let Life::Fencing { snapshots, .. } = &mut node.life else { return };
+        snapshots.insert(src, snap);
+        if snapshots.len() >= quorum {
+            let snapshots = std::mem::take(snapshots);
+            node.rejoin(epoch, &snapshots, fenced);
+        }
+    }
+
+    /// The (ballot, value) pairs accepted by a quorum of distinct
+    /// acceptors, each with whether the amnesiac's vote after its wipe is
+    /// among them.
+    pub fn chosen(&self, state: &State) -> Vec<(Ballot, Value, bool)> {
+        let mut tally: BTreeMap<(Ballot, Value), (BTreeSet<NodeId>, bool)> = BTreeMap::new();
+        for vote in &state.votes {
+            let entry = tally.entry((vote.ballot, vote.value)).or_default();
+            entry.0.insert(vote.acceptor);
+            entry.1 |= vote.after_wipe;
+        }
+        tally
+            .into_iter()
+            .filter(|(_, (acceptors, _))| acceptors.len() >= self.quorum())
+            .map(|((ballot, value), (_, after_wipe))| (ballot, value, after_wipe))
+            .collect()
+    }
+}
+
+impl Model for PaxosModel {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        vec![State {
+            nodes: vec![Node::default(); self.n as usize],
+            network: Vec::new(),
+            votes: BTreeSet::new(),
+            wiped: false,
+            epochs_issued: 0,
+        }]
+    }
+
+    fn actions(&self, state: &State, actions: &mut Vec<Action>) {
+        for &id in &self.proposers {
+            if self.can_propose(state, id) {
+                actions.push(Action::Propose(id));
+            }
+        }
+        let mut last = None;
+        for env in &state.network {
+            // Identical copies of a message lead to the same state.
+            if last != Some(env) && self.deliverable(state, env) {
+                actions.push(Action::Deliver(*env));
+            }
+            last = Some(env);
+        }
+        if !state.wiped {
+            actions.push(Action::Wipe(self.amnesiac));
+        }
+        if state.nodes[self.amnesiac as usize - 1].life == Life::Wiped {
+            actions.push(Action::ObtainEpoch(self.amnesiac));
+        }
+    }
+
+    fn next_state(&self, last: &State, action: Action) -> Option<State> {
+        let mut state = last.clone();
+        match action {
+            Action::Propose(id) => self.propose(&mut state, id),
+            Action::Deliver(env) => self.deliver(&mut state, env),
+            Action::Wipe(id) => self.wipe(&mut state, id),
+            Action::ObtainEpoch(id) => self.obtain_epoch(&mut state, id),
+        }
+        Some(state)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always("agreement", |model, state| {
+                let chosen = model.chosen(state);
+                chosen.iter().all(|&(_, value, _)| value == chosen[0].1)
+            }),
+            Property::sometimes("a value is chosen", |model, state| {
+                !model.chosen(state).is_empty()
+            }),
+            Property::sometimes("the wiped node votes in a choosing quorum", |model, state| {
+                model.chosen(state).iter().any(|&(_, _, after_wipe)| after_wipe)
+            }),
+        ]
+    }
+}
