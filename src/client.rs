@@ -243,7 +243,7 @@ impl Client {
     }
 
     fn send(&self, addr: SocketAddr, msg: &Message) -> io::Result<usize> {
-        let header = Header { cluster: self.cluster, sender: NodeId::CLIENT };
+        let header = Header { cluster: self.cluster, sender: NodeId::CLIENT, config: wire::ConfigDigest::NONE };
         let datagram = wire::encode_datagram(header, std::slice::from_ref(msg));
         self.socket.send_to(&datagram, addr)
     }

@@ -9,7 +9,8 @@
 use crate::config::{Config, NodeConfig};
 use crate::core::{ClientLimits, Envelope, Node, NodeSetup};
 use crate::limits;
-use crate::storage::Storage;
+use crate::storage::log::Recovered;
+use crate::storage::{Record, Storage};
 use crate::storage::identity::{self, Identity, IdentityError};
 use crate::storage::log::{LogError, LogFile};
 use crate::types::{NodeId, Time};
@@ -17,8 +18,10 @@ use crate::wire::{self, Header};
 use log::{debug, info, warn};
 use mio::net::{UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::PathBuf;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -33,11 +36,29 @@ const POLL_TIMEOUT_MAX: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub enum DriverError {
     UnknownNode(NodeId),
-    NoParentDir(std::path::PathBuf),
-    LostLog(std::path::PathBuf),
+    NoParentDir(PathBuf),
+    /// The data dir has a marker but no log: the node's state is lost.
+    LostLog { id: NodeId, path: PathBuf },
+    /// The log is damaged, or not a log: the node's state cannot be trusted.
+    Damaged { id: NodeId, error: LogError },
+    /// No marker, and neither `--bootstrap` nor `--rejoin`.
+    Unmarked { id: NodeId, error: IdentityError },
+    /// Another process holds the data dir's lock.
+    Locked { id: NodeId, path: PathBuf },
+    /// `--rejoin` in a cluster with no other node to catch up from.
+    RejoinAlone,
     Identity(IdentityError),
     Log(LogError),
     Io { what: String, error: io::Error },
+}
+
+/// How to bring back node `id` whose data was lost or damaged.
+fn rejoin_hint(id: NodeId) -> String {
+    format!(
+        "To bring it back, start it with `paxosd --id {id} --rejoin`: the damaged files are kept aside, \
+         and the node catches up from a majority of the other nodes before it votes (README, \
+         \"Replacing a node's data\")"
+    )
 }
 
 impl fmt::Display for DriverError {
@@ -49,12 +70,28 @@ impl fmt::Display for DriverError {
                 "the parent of data dir {} does not exist; create it or fix data_dir",
                 dir.display()
             ),
-            DriverError::LostLog(path) => write!(
+            DriverError::LostLog { id, path } => write!(
                 f,
                 "{} was missing or empty although the data dir has an identity marker: this \
-                 node's acceptor state is lost, and it refuses to vote on a blank memory (see \
-                 \"Replacing a node's data\" in the README)",
+                 node's acceptor state is lost, and it refuses to vote on a blank memory. {}",
+                path.display(),
+                rejoin_hint(*id)
+            ),
+            DriverError::Damaged { id, error } => write!(f, "{error}. {}", rejoin_hint(*id)),
+            DriverError::Unmarked { id, error } => write!(
+                f,
+                "{error}. A node of a running cluster whose data dir was lost or replaced: start it \
+                 with `paxosd --id {id} --rejoin`"
+            ),
+            DriverError::Locked { id, path } => write!(
+                f,
+                "another paxosd is running as node {id}: it holds the lock on {}; this process \
+                 changed nothing",
                 path.display()
+            ),
+            DriverError::RejoinAlone => write!(
+                f,
+                "--rejoin needs other nodes to catch up from, and the config names only this one"
             ),
             DriverError::Identity(e) => write!(f, "{e}"),
             DriverError::Log(e) => write!(f, "{e}"),
@@ -75,6 +112,9 @@ pub struct Options {
     pub id: NodeId,
     /// Initialise an empty data dir as a founding member of a new cluster.
     pub bootstrap: bool,
+    /// Start on a wiped or damaged data dir (damaged files are kept aside),
+    /// and catch up from the peers before voting (`core::rejoin`).
+    pub rejoin: bool,
 }
 
 pub struct Driver {
@@ -89,17 +129,21 @@ pub struct Driver {
     buf: Vec<u8>,
     stopping: bool,
     dropped: u64,
+    /// Peers already warned about for sending another member list.
+    mismatched: HashSet<NodeId>,
+    /// Held for the life of the process: no second daemon for this node.
+    _lock: File,
 }
 
 impl Driver {
     /// Checks the data dir, recovers the log and binds the socket.
     pub fn open(config: Config, options: &Options) -> Result<Driver, DriverError> {
         let me = config.node(options.id).cloned().ok_or(DriverError::UnknownNode(options.id))?;
-        let parent_ok = me.data_dir.parent().is_none_or(|p| p.as_os_str().is_empty() || p.is_dir());
-        if !parent_ok {
-            return Err(DriverError::NoParentDir(me.data_dir.clone()));
+        if options.rejoin && config.nodes.len() < 2 {
+            return Err(DriverError::RejoinAlone);
         }
-        let (log, recovered) = open_data_dir(&config, &me, options.bootstrap)?;
+        let lock = lock_data_dir(&me, options)?;
+        let (log, recovered) = open_data_dir(&config, &me, options)?;
         info!(
             "node {}: recovered {} records ({} bytes) from {}",
             me.id,
@@ -131,6 +175,8 @@ impl Driver {
             buf: vec![0u8; 64 * 1024],
             stopping: false,
             dropped: 0,
+            mismatched: HashSet::new(),
+            _lock: lock,
         })
     }
 
@@ -239,9 +285,28 @@ impl Driver {
         if self.config.node_at(from) != Some(header.sender) || header.sender == self.me.id {
             return self.drop_datagram(from, &format!("claims to be node {}", header.sender));
         }
+        if header.config != self.config.digest() {
+            return self.refuse_other_config(from, header);
+        }
         for msg in messages {
             self.node.handle_peer(now, header.sender, msg);
         }
+    }
+
+    /// A peer that reads another member list could count quorums that do
+    /// not intersect with ours: its datagrams are dropped, and the operator
+    /// told once per peer.
+    fn refuse_other_config(&mut self, from: SocketAddr, header: Header) {
+        if self.mismatched.insert(header.sender) {
+            warn!(
+                "node {} at {from} runs with another member list (config digest {}, ours {}); \
+                 ignoring it until every node reads the same config",
+                header.sender,
+                header.config,
+                self.config.digest()
+            );
+        }
+        self.drop_datagram(from, "another member list");
     }
 
     fn drop_datagram(&mut self, from: SocketAddr, why: &str) {
@@ -302,7 +367,7 @@ impl Driver {
     }
 
     fn send_to(&mut self, addr: SocketAddr, encoded: Vec<Vec<u8>>) {
-        let header = Header { cluster: self.config.cluster_id, sender: self.me.id };
+        let header = Header { cluster: self.config.cluster_id, sender: self.me.id, config: self.config.digest() };
         for datagram in wire::pack_datagrams(header, &encoded) {
             match self.socket.send_to(&datagram, addr) {
                 Ok(_) => {}
@@ -314,32 +379,125 @@ impl Driver {
     }
 }
 
+/// Creates the data dir if a bootstrap or a rejoin may, then takes an
+/// exclusive lock on `dir/lock` before any file in it is read or changed:
+/// a second daemon for the same node must not run recovery (which may
+/// truncate a torn tail or delete a leftover compaction file) under the
+/// feet of the first.
+fn lock_data_dir(me: &NodeConfig, options: &Options) -> Result<File, DriverError> {
+    let dir = &me.data_dir;
+    if !dir.is_dir() && (options.bootstrap || options.rejoin) {
+        identity::create_dir(dir).map_err(DriverError::Identity)?;
+    }
+    if !dir.is_dir() {
+        let parent_ok = dir.parent().is_none_or(|p| p.as_os_str().is_empty() || p.is_dir());
+        if !parent_ok {
+            return Err(DriverError::NoParentDir(dir.clone()));
+        }
+        let path = dir.join(identity::IDENTITY_FILE_NAME);
+        let error = IdentityError::Missing { path, log_present: false };
+        return Err(DriverError::Unmarked { id: me.id, error });
+    }
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(format!("cannot open lock file {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(DriverError::Locked { id: me.id, path }),
+        Err(TryLockError::Error(error)) => {
+            Err(DriverError::Io { what: format!("cannot lock {}", path.display()), error })
+        }
+    }
+}
+
+/// Name of the lock file in the data dir.
+pub const LOCK_FILE_NAME: &str = "lock";
+
 /// Checks the data dir's identity and recovers its log. A bootstrapping
 /// node creates its log before its marker: a crash in between leaves a dir
 /// without a marker, which the next bootstrap completes, never a marker
-/// without a log, which would look like a lost log forever.
-fn open_data_dir(
-    config: &Config,
-    me: &NodeConfig,
-    bootstrap: bool,
-) -> Result<(LogFile, crate::storage::log::Recovered), DriverError> {
+/// without a log, which would look like a lost log forever. A rejoining
+/// node likewise records that it is catching up before it writes a marker.
+fn open_data_dir(config: &Config, me: &NodeConfig, options: &Options) -> Result<(LogFile, Recovered), DriverError> {
     let expected = Identity { cluster_id: config.cluster_id, node_id: me.id };
-    let had_marker = me.data_dir.join(identity::IDENTITY_FILE_NAME).exists();
-    if !had_marker && bootstrap {
-        std::fs::create_dir_all(&me.data_dir)
-            .map_err(io_err(format!("cannot create data dir {}", me.data_dir.display())))?;
-        let opened = LogFile::open(&me.data_dir).map_err(DriverError::Log)?;
-        identity::check_or_create(&me.data_dir, expected, true).map_err(DriverError::Identity)?;
+    let dir = &me.data_dir;
+    let had_marker = dir.join(identity::IDENTITY_FILE_NAME).exists();
+    if !had_marker && (options.bootstrap || options.rejoin) {
+        if options.bootstrap && dir.join(crate::storage::log::LOG_FILE_NAME).exists() {
+            warn!(
+                "data dir {} holds an acceptor log but no identity marker; bootstrapping keeps the \
+                 log and marks the dir as {expected}",
+                dir.display()
+            );
+        }
+        let opened = if options.rejoin { start_over(me)? } else { open_log(me)? };
+        identity::check_or_create(dir, expected, true).map_err(DriverError::Identity)?;
         return Ok(opened);
     }
-    identity::check_or_create(&me.data_dir, expected, false).map_err(DriverError::Identity)?;
+    identity::check_or_create(dir, expected, false).map_err(|error| match error {
+        IdentityError::Missing { .. } => DriverError::Unmarked { id: me.id, error },
+        other => DriverError::Identity(other),
+    })?;
     // A marker without a log means the log was deleted: this node may have
     // voted before and forgotten it, so it must not vote now.
-    let log_path = me.data_dir.join(crate::storage::log::LOG_FILE_NAME);
-    if std::fs::metadata(&log_path).map_or(0, |m| m.len()) == 0 {
-        return Err(DriverError::LostLog(log_path));
+    let log_path = dir.join(crate::storage::log::LOG_FILE_NAME);
+    let log_missing = std::fs::metadata(&log_path).map_or(0, |m| m.len()) == 0;
+    if options.rejoin && (log_missing || LogFile::open(dir).is_err()) {
+        return start_over(me);
     }
-    LogFile::open(&me.data_dir).map_err(DriverError::Log)
+    if log_missing {
+        return Err(DriverError::LostLog { id: me.id, path: log_path });
+    }
+    let (log, recovered) = open_log(me)?;
+    if options.rejoin || recovered.torn_tail.is_some() {
+        return catch_up(log, recovered, me.id);
+    }
+    Ok((log, recovered))
+}
+
+fn open_log(me: &NodeConfig) -> Result<(LogFile, Recovered), DriverError> {
+    LogFile::open(&me.data_dir).map_err(|error| match error {
+        LogError::Io { .. } | LogError::Poisoned { .. } | LogError::RecordTooLarge { .. } => DriverError::Log(error),
+        damaged => DriverError::Damaged { id: me.id, error: damaged },
+    })
+}
+
+/// Moves a damaged or partial log aside (kept for inspection) and starts an
+/// empty one that catches up.
+fn start_over(me: &NodeConfig) -> Result<(LogFile, Recovered), DriverError> {
+    let dir = &me.data_dir;
+    let log_path = dir.join(crate::storage::log::LOG_FILE_NAME);
+    if log_path.exists() {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let aside = dir.join(format!("{}.damaged-{stamp}", crate::storage::log::LOG_FILE_NAME));
+        std::fs::rename(&log_path, &aside)
+            .map_err(io_err(format!("cannot move {} aside", log_path.display())))?;
+        identity::sync_dir(dir).map_err(DriverError::Identity)?;
+        warn!("node {}: moved {} aside to {}", me.id, log_path.display(), aside.display());
+    }
+    let (log, recovered) = open_log(me)?;
+    catch_up(log, recovered, me.id)
+}
+
+/// Records, durably, that the node catches up before it votes: a torn or
+/// damaged last commit may have held promises it acknowledged, and a rejoin
+/// starts from nothing.
+fn catch_up(mut log: LogFile, mut recovered: Recovered, id: NodeId) -> Result<(LogFile, Recovered), DriverError> {
+    if recovered.torn_tail.is_some() {
+        warn!(
+            "node {id}: the last commit in the log was damaged and is dropped; it may have held \
+             promises this node acknowledged, so the node catches up from its peers before it votes"
+        );
+    }
+    log.append(&Record::CatchingUp).map_err(DriverError::Log)?;
+    log.sync().map_err(DriverError::Log)?;
+    recovered.records.push(Record::CatchingUp);
+    Ok((log, recovered))
 }
 
 fn bind(addr: SocketAddr) -> Result<UdpSocket, DriverError> {

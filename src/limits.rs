@@ -22,10 +22,10 @@ pub const RECENT_WRITE_BYTES_MAX: usize = 8 + 10 + 1;
 
 /// Room a message needs besides its key and value (ballots, versions, the
 /// remembered writes, the newest writer per node, request identity, enum
-/// tags, length prefixes), generously rounded up: a ballot is at most 13
-/// bytes in postcard.
+/// tags, length prefixes), generously rounded up: a ballot (epoch, round
+/// and node) is at most 23 bytes in postcard.
 pub const MESSAGE_OVERHEAD_BYTES_MAX: usize =
-    192 + RECENT_WRITE_BYTES_MAX * RECENT_WRITES_MAX + 13 * NODES_MAX;
+    256 + RECENT_WRITE_BYTES_MAX * RECENT_WRITES_MAX + 23 * NODES_MAX;
 
 /// Largest message body: one key, one value and the overhead.
 pub const MESSAGE_BYTES_MAX: usize = KEY_BYTES_MAX + VALUE_BYTES_MAX + MESSAGE_OVERHEAD_BYTES_MAX;
@@ -222,3 +222,20 @@ const _: () = assert!(PHASE_RESEND_MS <= STALL_MS_MIN && STALL_MS_MIN <= STALL_M
 const _: () =
     assert!(CLIENT_RTO_MS_MIN <= CLIENT_RTO_MS_INITIAL && CLIENT_RTO_MS_INITIAL <= CLIENT_RTO_MS_MAX);
 const _: () = assert!(CLIENT_REPLY_MARGIN_MS < REQUEST_TIMEOUT_MS_DEFAULT);
+
+/// A scan page (`Message::ScanPage`) holds slots until their keys and
+/// states add up to this many bytes, and always at least one: with the
+/// largest slot on top it still fits one datagram.
+pub const SCAN_PAGE_BYTES_MAX: usize = 24 * 1024;
+/// At most this many slots in one scan page.
+pub const SCAN_PAGE_SLOTS_MAX: usize = 1024;
+const _: () = assert!(SCAN_PAGE_BYTES_MAX + MESSAGE_BYTES_MAX + HEADER_BYTES_MAX <= DATAGRAM_BYTES_MAX);
+
+/// A node catching up sends its scan requests again after this long
+/// without an answer.
+pub const REJOIN_RESEND_MS: u64 = 100;
+/// A node catching up asks again for a fresh epoch this long after an
+/// attempt ended without one (no majority of peers reachable).
+pub const REJOIN_EPOCH_RETRY_MS: u64 = 500;
+/// How long one attempt to get a fresh epoch may take.
+pub const REJOIN_EPOCH_TIMEOUT_MS: u64 = 5_000;

@@ -430,7 +430,7 @@ impl LoadGen {
     /// Sends the queued messages, as few datagrams per node as they fit in.
     /// A failed send is like a lost datagram: the machines resend.
     fn flush(&mut self) {
-        let header = Header { cluster: self.cluster, sender: NodeId::CLIENT };
+        let header = Header { cluster: self.cluster, sender: NodeId::CLIENT, config: wire::ConfigDigest::NONE };
         for (index, encoded) in self.outbox.iter_mut().enumerate() {
             if encoded.is_empty() {
                 continue;
@@ -591,7 +591,7 @@ mod tests {
                     _ => None,
                 })
                 .collect();
-            let header = Header { cluster, sender: NodeId(1) };
+            let header = Header { cluster, sender: NodeId(1), config: wire::ConfigDigest(7) };
             let _ = socket.send_to(&wire::encode_datagram(header, &answers), from);
         }
         datagrams

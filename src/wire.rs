@@ -9,7 +9,12 @@
 //! | 5      | 1    | flags (bit 0: a MAC follows the body; none defined yet) |
 //! | 6      | 8    | cluster id, little endian                            |
 //! | 14     | 2    | sender node id, little endian (0 = a client)         |
-//! | 16     | ..   | body: postcard `Vec<Message>` (varint count, messages)|
+//! | 16     | 4    | configuration digest, little endian (0 from clients) |
+//! | 20     | ..   | body: postcard `Vec<Message>` (varint count, messages)|
+//!
+//! The configuration digest (`config::Config::digest`) lets a node refuse
+//! a peer that reads another member list: two nodes that disagree on the
+//! members could count quorums that do not intersect.
 //!
 //! The body must use every remaining byte: a datagram with trailing bytes is
 //! dropped. Decoding never panics and never sizes an allocation from a length
@@ -19,14 +24,15 @@
 use crate::change::Change;
 use crate::limits;
 use crate::types::{
-    Ballot, ClusterId, Incarnation, Key, NodeId, RegisterState, RequestId, SessionId, Time, Value, Version,
+    Ballot, ClusterId, Epoch, Incarnation, Key, NodeId, RegisterState, RequestId, SessionId, Time, Value,
+    Version,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub const MAGIC: [u8; 4] = *b"PXD1";
-pub const PROTOCOL_VERSION: u8 = 2;
-pub const HEADER_BYTES: usize = 16;
+pub const PROTOCOL_VERSION: u8 = 3;
+pub const HEADER_BYTES: usize = 20;
 const _: () = assert!(HEADER_BYTES <= limits::HEADER_BYTES_MAX);
 
 /// Everything nodes and clients say to each other.
@@ -81,6 +87,21 @@ pub enum Message {
         accepted: Ballot,
         state: RegisterState,
     },
+    /// A node catching up after losing data (`core::rejoin`) fences the
+    /// receiver at `epoch` (it refuses every ballot of an older epoch from
+    /// then on) and asks for the acceptor state of the keys after `after`.
+    Scan {
+        epoch: Epoch,
+        after: Option<Key>,
+    },
+    /// The answer to a scan: the slots of the keys that follow `after`, in
+    /// key order, read after the fence; `done` when no key follows them.
+    ScanPage {
+        epoch: Epoch,
+        after: Option<Key>,
+        slots: Vec<ScanSlot>,
+        done: bool,
+    },
     /// A client asks for `change` to be applied to `key`, giving up after
     /// `timeout_ms`. Every copy of one request (retransmissions, copies sent
     /// to other nodes) carries the same `id`; `core::sessions` and
@@ -105,6 +126,15 @@ pub enum Message {
         node_time: Time,
         status: NodeStatus,
     },
+}
+
+/// One key's acceptor state, as a scan reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanSlot {
+    pub key: Key,
+    pub promised: Ballot,
+    pub accepted: Ballot,
+    pub state: RegisterState,
 }
 
 /// Tells a proposal's queries apart (a counter per node).
@@ -177,6 +207,9 @@ pub enum Refusal {
     BadTimeout,
     /// The node is stopping.
     ShuttingDown,
+    /// The node lost data and is catching up from its peers; it serves no
+    /// request until it has (see `core::rejoin`).
+    CatchingUp,
     /// The node does not know the client's session, and the request names
     /// another incarnation than the node's current one (the client has not
     /// heard from it yet, or it restarted or forgot sessions since): the
@@ -194,6 +227,7 @@ impl fmt::Display for Refusal {
             Refusal::Overloaded => "node is overloaded (too many requests in flight)",
             Refusal::BadTimeout => "timeout is zero or above the limit",
             Refusal::ShuttingDown => "node is shutting down",
+            Refusal::CatchingUp => "node is catching up after losing data",
             Refusal::StaleIncarnation => "request named another incarnation of the node",
         };
         f.write_str(text)
@@ -218,6 +252,11 @@ pub struct NodeStatus {
     pub writes_two_rounds: u64,
     /// Read-only batches tried in one round (see `core::proposer`).
     pub reads_one_round: u64,
+    /// The epoch of the node's ballots (see `types::Epoch`).
+    pub epoch: u64,
+    /// True while the node catches up after losing data: it votes on
+    /// nothing and serves no client until it has (see `core::rejoin`).
+    pub catching_up: bool,
 }
 
 impl Message {
@@ -230,6 +269,12 @@ impl Message {
                 && s.writers.len() <= limits::NODES_MAX
         };
         match self {
+            Message::Scan { after, .. } => after.as_ref().is_none_or(key_ok),
+            Message::ScanPage { after, slots, .. } => {
+                after.as_ref().is_none_or(key_ok)
+                    && slots.len() <= limits::SCAN_PAGE_SLOTS_MAX
+                    && slots.iter().all(|s| key_ok(&s.key) && state_ok(&s.state))
+            }
             Message::Prepare { key, .. }
             | Message::Accepted { key, .. }
             | Message::Reject { key, .. }
@@ -256,6 +301,22 @@ impl Message {
 pub struct Header {
     pub cluster: ClusterId,
     pub sender: NodeId,
+    pub config: ConfigDigest,
+}
+
+/// A digest of the cluster's member list (ids and addresses), carried by
+/// every datagram between nodes. Clients send `ConfigDigest::NONE`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConfigDigest(pub u32);
+
+impl ConfigDigest {
+    pub const NONE: ConfigDigest = ConfigDigest(0);
+}
+
+impl fmt::Display for ConfigDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
 }
 
 /// Why a datagram was dropped. Dropping is the protocol's answer to any bad
@@ -297,6 +358,7 @@ fn encode_header(header: Header, out: &mut Vec<u8>) {
     out.push(0);
     out.extend_from_slice(&header.cluster.0.to_le_bytes());
     out.extend_from_slice(&header.sender.0.to_le_bytes());
+    out.extend_from_slice(&header.config.0.to_le_bytes());
 }
 
 /// Encodes one message for packing with `DatagramPacker`.
@@ -393,7 +455,10 @@ fn decode_header(cluster: ClusterId, bytes: &[u8]) -> Result<Header, DecodeError
     }
     let mut sender = [0u8; 2];
     sender.copy_from_slice(field(14..16)?);
-    Ok(Header { cluster: found, sender: NodeId(u16::from_le_bytes(sender)) })
+    let mut config = [0u8; 4];
+    config.copy_from_slice(field(16..20)?);
+    let config = ConfigDigest(u32::from_le_bytes(config));
+    Ok(Header { cluster: found, sender: NodeId(u16::from_le_bytes(sender)), config })
 }
 
 #[cfg(test)]
@@ -403,7 +468,7 @@ mod tests {
     const CLUSTER: ClusterId = ClusterId(42);
 
     fn header() -> Header {
-        Header { cluster: CLUSTER, sender: NodeId(2) }
+        Header { cluster: CLUSTER, sender: NodeId(2), config: ConfigDigest(0x0a0b_0c0d) }
     }
 
     fn sample() -> Vec<Message> {

@@ -90,10 +90,9 @@ pub enum Action {
 #[derive(Clone, Debug)]
 pub struct PaxosModel {
     pub n: u8,
-    /// The nodes that propose; each proposes its own id as value.
-    pub proposers: Vec<NodeId>,
-    /// Attempts (ballots) each proposer may start.
-    pub max_attempts: u8,
+    /// The nodes that propose, each with the number of attempts (ballots)
+    /// it may start. Each proposes its own id as its value.
+    pub proposers: Vec<(NodeId, u8)>,
     /// The node that may be wiped, once.
     pub amnesiac: NodeId,
     pub variant: Variant,
@@ -105,8 +104,7 @@ impl PaxosModel {
     pub fn new(variant: Variant) -> PaxosModel {
         PaxosModel {
             n: 3,
-            proposers: vec![1, 2],
-            max_attempts: 2,
+            proposers: vec![(1, 2), (2, 2)],
             amnesiac: 3,
             variant,
             network: Network::Unordered,
@@ -126,9 +124,9 @@ impl PaxosModel {
         self.variant == Variant::Rejoin
     }
 
-    fn can_propose(&self, state: &State, id: NodeId) -> bool {
+    fn can_propose(&self, state: &State, id: NodeId, attempts: u8) -> bool {
         let node = &state.nodes[id as usize - 1];
-        node.votes() && node.proposer.attempts < self.max_attempts
+        node.votes() && node.proposer.attempts < attempts
     }
 
     /// Whether delivering the message could change anything. A node that
@@ -142,6 +140,32 @@ impl PaxosModel {
             (Life::Fencing { epoch, .. }, Msg::Snapshot { epoch: e, .. }) => *epoch == e,
             _ => false,
         }
+    }
+
+    /// Whether a message to a proposer can no longer change anything: its
+    /// ballot is neither the current attempt's nor any future one's, and
+    /// what a reject names is already seen. Dropping such messages merges
+    /// states that differ only in them. Ballots grow over a node's life, and
+    /// the wipe is the only thing that lowers them.
+    fn dead(&self, state: &State, env: &Envelope) -> bool {
+        if env.dst == self.amnesiac && !state.wiped {
+            return false;
+        }
+        let proposer = &state.nodes[env.dst as usize - 1].proposer;
+        match env.msg {
+            Msg::Promise(ballot, _) => {
+                let current = proposer.preparing.as_ref().is_some_and(|a| a.ballot == ballot);
+                !current && ballot <= proposer.seen
+            }
+            Msg::Reject { promised, .. } => promised <= proposer.seen,
+            _ => false,
+        }
+    }
+
+    fn drop_dead(&self, state: &mut State) {
+        let mut network = std::mem::take(&mut state.network);
+        network.retain(|env| !self.dead(state, env));
+        state.network = network;
     }
 
     fn send(&self, state: &mut State, src: NodeId, dst: NodeId, msg: Msg) {
@@ -280,8 +304,8 @@ impl Model for PaxosModel {
     }
 
     fn actions(&self, state: &State, actions: &mut Vec<Action>) {
-        for &id in &self.proposers {
-            if self.can_propose(state, id) {
+        for &(id, attempts) in &self.proposers {
+            if self.can_propose(state, id, attempts) {
                 actions.push(Action::Propose(id));
             }
         }
@@ -309,6 +333,7 @@ impl Model for PaxosModel {
             Action::Wipe(id) => self.wipe(&mut state, id),
             Action::ObtainEpoch(id) => self.obtain_epoch(&mut state, id),
         }
+        self.drop_dead(&mut state);
         Some(state)
     }
 

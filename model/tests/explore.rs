@@ -17,7 +17,7 @@ fn explore() {
             if !v.split(',').any(|x| x == format!("{variant:?}/{net:?}")) { continue; }
             let mut m = PaxosModel::new(variant);
             m.network = net;
-            if let Ok(a) = std::env::var("A") { m.max_attempts = a.parse().unwrap(); }
+            if let Ok(a) = std::env::var("A") { let a: Vec<u8> = a.split(':').map(|x| x.parse().unwrap()).collect(); m.proposers = vec![(1, a[0]), (2, a[1])]; }
             run(m);
         }
     }

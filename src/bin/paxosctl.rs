@@ -673,9 +673,11 @@ fn status(client: &mut Client, members: usize) -> u8 {
         match result {
             Ok(s) => {
                 answered += 1;
+                let state = if s.catching_up { "CATCHING UP (votes on nothing yet)" } else { "up" };
                 println!(
-                    "node {id}  {addr}  up  keys={} in_flight={} sessions={} log_bytes={} uptime_s={} \
-                     incarnation={} writes_one_round={} writes_two_rounds={} reads_one_round={}",
+                    "node {id}  {addr}  {state}  epoch={} keys={} in_flight={} sessions={} log_bytes={} \
+                     uptime_s={} incarnation={} writes_one_round={} writes_two_rounds={} reads_one_round={}",
+                    s.epoch,
                     s.keys,
                     s.requests_in_flight,
                     s.sessions,

@@ -27,8 +27,15 @@ struct Args {
     /// Initialise an empty data dir as a founding member of a NEW cluster.
     /// Never use it for a node of a running cluster that lost its data: it
     /// could break promises that node made before (see the README).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rejoin")]
     bootstrap: bool,
+    /// Bring back a node of a running cluster whose data was lost or
+    /// damaged: a damaged log is moved aside (acceptor.log.damaged-TIME), and
+    /// the node catches up from a majority of the other nodes before it
+    /// votes or serves (`paxosctl status` shows it catching up). Safe on a
+    /// healthy data dir too: the node then only catches up again.
+    #[arg(long)]
+    rejoin: bool,
 }
 
 fn main() -> ExitCode {
@@ -41,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let options = Options { id: NodeId(args.id), bootstrap: args.bootstrap };
+    let options = Options { id: NodeId(args.id), bootstrap: args.bootstrap, rejoin: args.rejoin };
     let driver = match Driver::open(config, &options) {
         Ok(d) => d,
         Err(e) => {

@@ -8,7 +8,8 @@
 
 use crate::storage::Record;
 use crate::types::{Ballot, Epoch, Key, RegisterState};
-use crate::wire::{Message, QueryId};
+use crate::limits;
+use crate::wire::{Message, QueryId, ScanSlot};
 use std::collections::{BTreeMap, HashMap};
 
 /// One key's acceptor state.
@@ -149,6 +150,53 @@ impl Acceptor {
         }
         self.floor = Ballot::floor_of(epoch);
         Some(Record::Fence { epoch })
+    }
+
+    /// Takes in what a peer reported for `key` while this node catches up
+    /// (`core::rejoin`): the higher promise, and the higher accepted ballot
+    /// with its state. Returns the record to make it durable, if anything
+    /// changed.
+    pub fn adopt(&mut self, reported: &ScanSlot) -> Option<Record> {
+        let current = self.get(&reported.key);
+        let promised = current.promised.max(reported.promised).max(reported.accepted);
+        let newer = reported.accepted > current.accepted;
+        if promised == current.promised && !newer {
+            return None;
+        }
+        let new = if newer {
+            Slot { promised, accepted: reported.accepted, state: reported.state.clone() }
+        } else {
+            Slot { promised, ..current }
+        };
+        Some(self.store(&reported.key, new))
+    }
+
+    /// The slots of the keys after `after`, in key order, for a peer that
+    /// catches up: as many as `limits::SCAN_PAGE_BYTES_MAX` allows, and at
+    /// least one unless none is left; true when no key follows them.
+    pub fn scan(&self, after: Option<&Key>) -> (Vec<ScanSlot>, bool) {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut range = self.slots.range::<Key, _>((start, Bound::Unbounded)).peekable();
+        let (mut page, mut bytes) = (Vec::new(), 0);
+        while let Some((key, stored)) = range.peek() {
+            let size = key.0.len() + stored.state.len();
+            let full = bytes + size > limits::SCAN_PAGE_BYTES_MAX || page.len() == limits::SCAN_PAGE_SLOTS_MAX;
+            if full && !page.is_empty() {
+                break;
+            }
+            let slot = stored.slot();
+            page.push(ScanSlot {
+                key: (*key).clone(),
+                promised: slot.promised.max(self.floor),
+                accepted: slot.accepted,
+                state: slot.state,
+            });
+            bytes += size;
+            range.next();
+        }
+        let done = range.peek().is_none();
+        (page, done)
     }
 
     fn get(&self, key: &Key) -> Slot {

@@ -322,6 +322,11 @@ impl ClientMachine {
         }
     }
 
+    /// The members, sorted.
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
     pub fn session(&self) -> SessionId {
         self.session
     }
@@ -512,7 +517,7 @@ impl ClientMachine {
                 self.leave(now, index, None);
             }
             Outcome::Refused(Refusal::StaleIncarnation) => self.on_stale_incarnation(now, index, incarnation),
-            Outcome::Refused(r @ (Refusal::Overloaded | Refusal::ShuttingDown)) => {
+            Outcome::Refused(r @ (Refusal::Overloaded | Refusal::ShuttingDown | Refusal::CatchingUp)) => {
                 self.settle(index, incarnation, Fate::Dead);
                 self.leave(now, index, Some(r));
             }

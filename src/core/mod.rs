@@ -27,6 +27,7 @@ pub mod client;
 pub mod node;
 pub mod proposer;
 pub mod quorum;
+pub mod rejoin;
 pub mod rng;
 pub mod sessions;
 #[cfg(test)]

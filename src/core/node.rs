@@ -8,13 +8,14 @@
 
 use super::acceptor::{Acceptor, Slot, Vote};
 use super::proposer::{Ctx, Dedupe, FastPath, Outbox, Progress, Proposal, ReqHandle, Request};
+use super::rejoin::{PageFate, Rejoin};
 use super::rng::Rng;
 use super::sessions::{Admission, Sessions};
 use crate::limits;
 use crate::storage::{Record, Synced};
 use crate::types::RegisterState;
 use crate::types::{Ballot, Epoch, Key, NodeId, RequestId, Time};
-use crate::wire::{self, Message, NodeStatus, Outcome, QueryId, Refusal};
+use crate::wire::{self, Message, NodeStatus, Outcome, QueryId, Refusal, ScanSlot};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Where an output goes.
@@ -22,6 +23,23 @@ use std::collections::{BTreeMap, VecDeque};
 pub enum Envelope<A> {
     Peer(NodeId, Message),
     Client(A, Message),
+}
+
+/// Where a request's answer goes: a client, or a peer that asks as a client
+/// does (a node catching up writes the epoch register so, see `rejoin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ReplyTo<A> {
+    Client(A),
+    Peer(NodeId),
+}
+
+impl<A> ReplyTo<A> {
+    fn envelope(self, msg: Message) -> Envelope<A> {
+        match self {
+            ReplyTo::Client(addr) => Envelope::Client(addr, msg),
+            ReplyTo::Peer(id) => Envelope::Peer(id, msg),
+        }
+    }
 }
 
 /// Everything a node produced since the last `take_ready`: records to make
@@ -165,7 +183,7 @@ pub struct NodeSetup {
 #[derive(Debug)]
 struct Running<A> {
     next_handle: u64,
-    by_handle: BTreeMap<ReqHandle, (A, RequestId)>,
+    by_handle: BTreeMap<ReqHandle, (ReplyTo<A>, RequestId)>,
     by_id: BTreeMap<RequestId, ReqHandle>,
 }
 
@@ -196,6 +214,9 @@ pub struct Node<A> {
     quorum_us: Option<u64>,
     started: Time,
     log_bytes: u64,
+    /// Set while the node catches up after losing data: it then votes on
+    /// nothing and proposes nothing.
+    rejoin: Option<Rejoin>,
     #[cfg(feature = "planted-bugs")]
     bugs: super::PlantedBugs,
 }
@@ -238,7 +259,8 @@ impl<A: Copy + Ord> Node<A> {
         rounds.observe(Ballot::floor_of(floor));
         let mut rng = Rng::new(setup.seed);
         let sessions = Sessions::new(setup.limits.sessions_per_generation, Rng::new(rng.next_u64()));
-        Node {
+        let rejoin = catching_up.then(|| Rejoin::new(setup.now, setup.id, &setup.members, &mut rng));
+        let mut node = Node {
             id: setup.id,
             members: setup.members,
             acceptor,
@@ -262,9 +284,17 @@ impl<A: Copy + Ord> Node<A> {
             quorum_us: None,
             started: setup.now,
             log_bytes: 0,
+            rejoin,
             #[cfg(feature = "planted-bugs")]
             bugs: super::PlantedBugs::default(),
-        }
+        };
+        node.flush_rejoin();
+        node
+    }
+
+    /// True while the node catches up after losing data (see `rejoin`).
+    pub fn catching_up(&self) -> bool {
+        self.rejoin.is_some()
     }
 
     pub fn id(&self) -> NodeId {
@@ -313,6 +343,8 @@ impl<A: Copy + Ord> Node<A> {
             writes_one_round: self.rounds_taken.writes_one_round,
             writes_two_rounds: self.rounds_taken.writes_two_rounds,
             reads_one_round: self.rounds_taken.reads_one_round,
+            epoch: self.rounds.epoch.0,
+            catching_up: self.catching_up(),
         }
     }
 
@@ -325,37 +357,120 @@ impl<A: Copy + Ord> Node<A> {
     pub fn next_deadline(&self) -> Option<Time> {
         let proposals = self.proposals.values().map(Proposal::wake_at);
         let queued = self.queued.values().flat_map(|q| q.iter().map(|r| r.deadline));
-        proposals.chain(queued).min()
+        let rejoin = self.rejoin.as_ref().and_then(Rejoin::poll_timeout);
+        proposals.chain(queued).chain(rejoin).min()
     }
 
     /// A message from a peer (decoded, validated, and known to come from
-    /// `from`). Anything but the protocol's phase messages is ignored.
+    /// `from`). A peer may also ask as a client does (a node catching up
+    /// writes the epoch register so), and scan this node's slots.
     pub fn handle_peer(&mut self, now: Time, from: NodeId, msg: Message) {
         self.clock = now;
-        if from == self.id || !is_peer_message(&msg) {
+        if from == self.id {
             return;
         }
         self.last_heard.insert(from, now);
-        self.dispatch(now, from, msg);
-        self.drain_loopback(now);
+        match msg {
+            Message::Request(_) | Message::StatusRequest { .. } => {
+                self.client_message(now, ReplyTo::Peer(from), msg)
+            }
+            Message::Reply { .. } | Message::StatusReply { .. } => self.rejoin_answer(now, from, msg),
+            Message::Scan { epoch, after } => self.serve_scan(from, epoch, after),
+            Message::ScanPage { epoch, after, slots, done } => {
+                self.adopt_page(now, from, epoch, &after, &slots, done)
+            }
+            // A node catching up votes on nothing and proposes nothing.
+            _ if self.rejoin.is_some() => {}
+            msg => {
+                self.dispatch(now, from, msg);
+                self.drain_loopback(now);
+            }
+        }
     }
 
     /// A message from a client at `from`.
     pub fn handle_client(&mut self, now: Time, from: A, msg: Message) {
         self.clock = now;
+        self.client_message(now, ReplyTo::Client(from), msg);
+    }
+
+    fn client_message(&mut self, now: Time, from: ReplyTo<A>, msg: Message) {
         match msg {
             Message::Request(request) => self.handle_request(now, from, request),
             Message::StatusRequest { session, probe } => {
                 let status = self.status();
                 let reply = Message::StatusReply { session, probe, node_time: now, status };
-                self.ready.messages.push(Envelope::Client(from, reply));
+                self.ready.messages.push(from.envelope(reply));
             }
             // Clients have no business sending anything else.
             _ => {}
         }
     }
 
-    fn handle_request(&mut self, now: Time, from: A, request: wire::Request) {
+    /// A peer fences this node at `epoch` and asks for its slots after
+    /// `after` (see `rejoin`). The page leaves after the fence is synced.
+    /// A node that is catching up itself has nothing trustworthy to tell.
+    fn serve_scan(&mut self, from: NodeId, epoch: Epoch, after: Option<Key>) {
+        if self.rejoin.is_some() {
+            return;
+        }
+        if let Some(record) = self.acceptor.raise_floor(epoch) {
+            log::info!("node {}: fenced at epoch {epoch} by node {from}, which is catching up", self.id);
+            self.ready.records.push(record);
+        }
+        self.rounds.observe(Ballot::floor_of(epoch));
+        let (slots, done) = self.acceptor.scan(after.as_ref());
+        self.send(from, Message::ScanPage { epoch, after, slots, done });
+    }
+
+    fn rejoin_answer(&mut self, now: Time, from: NodeId, msg: Message) {
+        if let Some(rejoin) = self.rejoin.as_mut() {
+            rejoin.handle_client_message(now, from, msg);
+            self.flush_rejoin();
+        }
+    }
+
+    fn adopt_page(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        epoch: Epoch,
+        after: &Option<Key>,
+        slots: &[ScanSlot],
+        done: bool,
+    ) {
+        let Some(rejoin) = self.rejoin.as_mut() else { return };
+        if rejoin.handle_page(now, from, epoch, after, slots, done) == PageFate::Adopt {
+            for slot in slots {
+                self.rounds.observe(slot.promised);
+                self.ready.records.extend(self.acceptor.adopt(slot));
+            }
+        }
+        self.flush_rejoin();
+        if let Some(epoch) = self.rejoin.as_ref().and_then(Rejoin::caught_up) {
+            self.finish_rejoin(epoch);
+        }
+    }
+
+    /// Caught up: the node fences itself at its new epoch and votes again,
+    /// once this turn's records (what it adopted, the fence, the mark) are
+    /// synced, since its votes leave only after later syncs.
+    fn finish_rejoin(&mut self, epoch: Epoch) {
+        self.rejoin = None;
+        self.ready.records.extend(self.acceptor.raise_floor(epoch));
+        self.ready.records.push(Record::CaughtUp);
+        self.rounds.observe(Ballot::floor_of(epoch));
+        log::info!("node {}: caught up in epoch {epoch}; voting again", self.id);
+    }
+
+    fn flush_rejoin(&mut self) {
+        let out = self.rejoin.as_mut().map(Rejoin::take_outbox).unwrap_or_default();
+        for (to, msg) in out {
+            self.send(to, msg);
+        }
+    }
+
+    fn handle_request(&mut self, now: Time, from: ReplyTo<A>, request: wire::Request) {
         let id = request.id;
         if let Some(refusal) = bad_input(&request) {
             return self.reply(from, id, Outcome::Refused(refusal));
@@ -376,10 +491,15 @@ impl<A: Copy + Ord> Node<A> {
                 return self.reply(from, id, Outcome::Refused(Refusal::StaleIncarnation));
             }
         };
-        if self.is_overloaded(&request.key) {
+        let refusal = if self.rejoin.is_some() {
+            Some(Refusal::CatchingUp)
+        } else {
+            self.is_overloaded(&request.key).then_some(Refusal::Overloaded)
+        };
+        if let Some(refusal) = refusal {
             // Remembered like any answer, so that no later copy runs here.
-            self.sessions.finish(id, &Outcome::Refused(Refusal::Overloaded));
-            return self.reply(from, id, Outcome::Refused(Refusal::Overloaded));
+            self.sessions.finish(id, &Outcome::Refused(refusal));
+            return self.reply(from, id, Outcome::Refused(refusal));
         }
         self.start_request(now, from, request, exclusive);
     }
@@ -390,7 +510,7 @@ impl<A: Copy + Ord> Node<A> {
             || queue >= self.limits.requests_queued_per_key_max
     }
 
-    fn start_request(&mut self, now: Time, from: A, request: wire::Request, exclusive: bool) {
+    fn start_request(&mut self, now: Time, from: ReplyTo<A>, request: wire::Request, exclusive: bool) {
         self.running.next_handle += 1;
         let handle = ReqHandle(self.running.next_handle);
         self.running.by_handle.insert(handle, (from, request.id));
@@ -419,7 +539,7 @@ impl<A: Copy + Ord> Node<A> {
     /// exclusive window if the client sent it as the only one, or revokes it
     /// for good (the client sent copies elsewhere, the window lapsed, or the
     /// node is cut off); the client hears that the node is still at it.
-    fn still_running(&mut self, now: Time, from: A, request: &wire::Request, handle: ReqHandle) {
+    fn still_running(&mut self, now: Time, from: ReplyTo<A>, request: &wire::Request, handle: ReqHandle) {
         let key = &request.key;
         let cut_off = self.is_cut_off(now);
         let renewal = (!request.resent && !cut_off && request.sent_at <= now)
@@ -486,10 +606,13 @@ impl<A: Copy + Ord> Node<A> {
                 }
                 self.with_proposal(now, &key, |p, ctx| p.on_reject(now, from, ballot, promised, ctx.rng));
             }
+            // Handled before dispatch (`handle_peer`).
             Message::Request(_)
             | Message::Reply { .. }
             | Message::StatusRequest { .. }
-            | Message::StatusReply { .. } => {}
+            | Message::StatusReply { .. }
+            | Message::Scan { .. }
+            | Message::ScanPage { .. } => {}
         }
     }
 
@@ -501,6 +624,10 @@ impl<A: Copy + Ord> Node<A> {
     /// Time passed: retries, backoffs and deadlines.
     pub fn handle_timeout(&mut self, now: Time) {
         self.clock = now;
+        if let Some(rejoin) = self.rejoin.as_mut() {
+            rejoin.handle_timeout(now);
+            self.flush_rejoin();
+        }
         let due: Vec<Key> =
             self.proposals.iter().filter(|(_, p)| p.wake_at() <= now).map(|(k, _)| k.clone()).collect();
         for key in due {
@@ -746,10 +873,10 @@ impl<A: Copy + Ord> Node<A> {
         }
     }
 
-    fn reply(&mut self, to: A, id: RequestId, outcome: Outcome) {
+    fn reply(&mut self, to: ReplyTo<A>, id: RequestId, outcome: Outcome) {
         let reply =
             Message::Reply { id, incarnation: self.sessions.incarnation(), node_time: self.clock, outcome };
-        self.ready.messages.push(Envelope::Client(to, reply));
+        self.ready.messages.push(to.envelope(reply));
     }
 
     fn ctx<'a>(&'a mut self, out: &'a mut Outbox) -> Ctx<'a> {
@@ -814,18 +941,4 @@ fn bad_input(request: &wire::Request) -> Option<Refusal> {
     } else {
         None
     }
-}
-
-/// The messages nodes exchange among themselves (the core's inputs).
-fn is_peer_message(msg: &Message) -> bool {
-    matches!(
-        msg,
-        Message::Prepare { .. }
-            | Message::Promise { .. }
-            | Message::Accept { .. }
-            | Message::Accepted { .. }
-            | Message::Reject { .. }
-            | Message::Query { .. }
-            | Message::QueryReply { .. }
-    )
 }

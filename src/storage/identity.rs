@@ -210,13 +210,6 @@ fn read_marker(path: &Path) -> Result<Option<Identity>, IdentityError> {
 /// temporary file, fsync, rename, fsync of the directory.
 fn create(dir: &Path, identity: Identity) -> Result<(), IdentityError> {
     create_dir(dir)?;
-    if dir.join(super::log::LOG_FILE_NAME).exists() {
-        log::warn!(
-            "data dir {} holds an acceptor log but no identity marker; bootstrapping keeps the \
-             log and marks the dir as {identity}",
-            dir.display()
-        );
-    }
     let tmp = dir.join(IDENTITY_TMP_FILE_NAME);
     let mut file = OpenOptions::new()
         .write(true)
@@ -233,8 +226,9 @@ fn create(dir: &Path, identity: Identity) -> Result<(), IdentityError> {
     Ok(())
 }
 
-/// Creates `dir` (not its parents) and makes the new entry durable.
-fn create_dir(dir: &Path) -> Result<(), IdentityError> {
+/// Creates `dir` (not its parents) and makes the new entry durable by
+/// syncing the parent directory.
+pub fn create_dir(dir: &Path) -> Result<(), IdentityError> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -253,7 +247,7 @@ fn create_dir(dir: &Path) -> Result<(), IdentityError> {
     sync_dir(parent)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
+pub fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
     let handle = File::open(dir).map_err(io_error(dir, "open directory"))?;
     handle.sync_all().map_err(io_error(dir, "fsync directory"))
 }

@@ -106,16 +106,29 @@ impl TestCluster {
     }
 
     pub fn start_node_with(&mut self, id: u16, bootstrap: bool) {
+        self.start_node_flags(id, if bootstrap { &["--bootstrap"] } else { &[] });
+    }
+
+    /// Starts node `id` with extra command-line flags.
+    pub fn start_node_flags(&mut self, id: u16, flags: &[&str]) {
+        let config = self.config_path.clone();
+        self.spawn(id, &config, flags);
+    }
+
+    /// Starts node `id` reading another config file.
+    pub fn start_node_config(&mut self, id: u16, config: &Path) {
+        self.spawn(id, config, &[]);
+    }
+
+    fn spawn(&mut self, id: u16, config: &Path, flags: &[&str]) {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.stderr_path(id))
             .expect("open stderr file");
         let mut cmd = Command::new(PAXOSD);
-        cmd.arg("--config").arg(&self.config_path).arg("--id").arg(id.to_string());
-        if bootstrap {
-            cmd.arg("--bootstrap");
-        }
+        cmd.arg("--config").arg(config).arg("--id").arg(id.to_string());
+        cmd.args(flags);
         cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(stderr);
         let child = cmd.spawn().expect("spawn paxosd");
         self.children[id as usize - 1] = Some(child);
@@ -185,6 +198,24 @@ impl TestCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("node {id} does not answer; its stderr:\n{}", self.stderr(id));
+    }
+
+    /// Node `id`'s line of `paxosctl status`, once it answers.
+    pub fn status_line(&self, id: u16) -> String {
+        let out = self.ctl(&["--node", &id.to_string(), "--timeout-ms", "300", "status"]);
+        stdout(&out).lines().find(|l| l.starts_with(&format!("node {id} "))).unwrap_or_default().to_string()
+    }
+
+    /// Waits (bounded) until node `id` answers and is no longer catching up.
+    pub fn wait_until_caught_up(&self, id: u16, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.status_line(id).contains("  up  ") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("node {id} did not catch up within {limit:?}; its stderr:\n{}", self.stderr(id));
     }
 
     /// Runs paxosctl against this cluster.
