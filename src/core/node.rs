@@ -402,6 +402,12 @@ impl<A: Copy + Ord> Node<A> {
                 let reply = Message::StatusReply { session, probe, node_time: now, status };
                 self.ready.messages.push(from.envelope(reply));
             }
+            // A client lists keys (`paxosctl export`): it fences nothing.
+            Message::Scan { epoch: Epoch(0), after } if self.rejoin.is_none() => {
+                let (slots, done) = self.acceptor.scan(after.as_ref());
+                let page = Message::ScanPage { epoch: Epoch(0), after, slots, done };
+                self.ready.messages.push(from.envelope(page));
+            }
             // Clients have no business sending anything else.
             _ => {}
         }
