@@ -243,7 +243,8 @@ impl Client {
     }
 
     fn send(&self, addr: SocketAddr, msg: &Message) -> io::Result<usize> {
-        let header = Header { cluster: self.cluster, sender: NodeId::CLIENT, config: wire::ConfigDigest::NONE };
+        let header =
+            Header { cluster: self.cluster, sender: NodeId::CLIENT, config: wire::ConfigDigest::NONE };
         let datagram = wire::encode_datagram(header, std::slice::from_ref(msg));
         self.socket.send_to(&datagram, addr)
     }

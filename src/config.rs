@@ -3,8 +3,8 @@
 //! root for every setting.
 
 use crate::limits;
-use crate::wire;
 use crate::types::{ClusterId, NodeId};
+use crate::wire;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -121,7 +121,8 @@ impl Config {
     /// the members never count each other's votes. Never 0, which marks a
     /// client's datagram.
     pub fn digest(&self) -> wire::ConfigDigest {
-        let mut nodes: Vec<(NodeId, String)> = self.nodes.iter().map(|n| (n.id, n.address.to_string())).collect();
+        let mut nodes: Vec<(NodeId, String)> =
+            self.nodes.iter().map(|n| (n.id, n.address.to_string())).collect();
         nodes.sort();
         let mut hasher = crc32fast::Hasher::new();
         for (id, address) in nodes {

@@ -9,10 +9,10 @@
 use crate::config::{Config, NodeConfig};
 use crate::core::{ClientLimits, Envelope, Node, NodeSetup};
 use crate::limits;
-use crate::storage::log::Recovered;
-use crate::storage::{Record, Storage};
 use crate::storage::identity::{self, Identity, IdentityError};
+use crate::storage::log::Recovered;
 use crate::storage::log::{LogError, LogFile};
+use crate::storage::{Record, Storage};
 use crate::types::{NodeId, Time};
 use crate::wire::{self, Header};
 use log::{debug, info, warn};
@@ -21,9 +21,9 @@ use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::path::PathBuf;
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const SOCKET: Token = Token(0);
@@ -38,18 +38,33 @@ pub enum DriverError {
     UnknownNode(NodeId),
     NoParentDir(PathBuf),
     /// The data dir has a marker but no log: the node's state is lost.
-    LostLog { id: NodeId, path: PathBuf },
+    LostLog {
+        id: NodeId,
+        path: PathBuf,
+    },
     /// The log is damaged, or not a log: the node's state cannot be trusted.
-    Damaged { id: NodeId, error: LogError },
+    Damaged {
+        id: NodeId,
+        error: LogError,
+    },
     /// No marker, and neither `--bootstrap` nor `--rejoin`.
-    Unmarked { id: NodeId, error: IdentityError },
+    Unmarked {
+        id: NodeId,
+        error: IdentityError,
+    },
     /// Another process holds the data dir's lock.
-    Locked { id: NodeId, path: PathBuf },
+    Locked {
+        id: NodeId,
+        path: PathBuf,
+    },
     /// `--rejoin` in a cluster with no other node to catch up from.
     RejoinAlone,
     Identity(IdentityError),
     Log(LogError),
-    Io { what: String, error: io::Error },
+    Io {
+        what: String,
+        error: io::Error,
+    },
 }
 
 /// How to bring back node `id` whose data was lost or damaged.
@@ -89,10 +104,9 @@ impl fmt::Display for DriverError {
                  changed nothing",
                 path.display()
             ),
-            DriverError::RejoinAlone => write!(
-                f,
-                "--rejoin needs other nodes to catch up from, and the config names only this one"
-            ),
+            DriverError::RejoinAlone => {
+                write!(f, "--rejoin needs other nodes to catch up from, and the config names only this one")
+            }
             DriverError::Identity(e) => write!(f, "{e}"),
             DriverError::Log(e) => write!(f, "{e}"),
             DriverError::Io { what, error } => write!(f, "{what}: {error}"),
@@ -367,7 +381,8 @@ impl Driver {
     }
 
     fn send_to(&mut self, addr: SocketAddr, encoded: Vec<Vec<u8>>) {
-        let header = Header { cluster: self.config.cluster_id, sender: self.me.id, config: self.config.digest() };
+        let header =
+            Header { cluster: self.config.cluster_id, sender: self.me.id, config: self.config.digest() };
         for datagram in wire::pack_datagrams(header, &encoded) {
             match self.socket.send_to(&datagram, addr) {
                 Ok(_) => {}
@@ -423,7 +438,11 @@ pub const LOCK_FILE_NAME: &str = "lock";
 /// without a marker, which the next bootstrap completes, never a marker
 /// without a log, which would look like a lost log forever. A rejoining
 /// node likewise records that it is catching up before it writes a marker.
-fn open_data_dir(config: &Config, me: &NodeConfig, options: &Options) -> Result<(LogFile, Recovered), DriverError> {
+fn open_data_dir(
+    config: &Config,
+    me: &NodeConfig,
+    options: &Options,
+) -> Result<(LogFile, Recovered), DriverError> {
     let expected = Identity { cluster_id: config.cluster_id, node_id: me.id };
     let dir = &me.data_dir;
     let had_marker = dir.join(identity::IDENTITY_FILE_NAME).exists();
@@ -462,7 +481,9 @@ fn open_data_dir(config: &Config, me: &NodeConfig, options: &Options) -> Result<
 
 fn open_log(me: &NodeConfig) -> Result<(LogFile, Recovered), DriverError> {
     LogFile::open(&me.data_dir).map_err(|error| match error {
-        LogError::Io { .. } | LogError::Poisoned { .. } | LogError::RecordTooLarge { .. } => DriverError::Log(error),
+        LogError::Io { .. } | LogError::Poisoned { .. } | LogError::RecordTooLarge { .. } => {
+            DriverError::Log(error)
+        }
         damaged => DriverError::Damaged { id: me.id, error: damaged },
     })
 }
@@ -473,7 +494,8 @@ fn start_over(me: &NodeConfig) -> Result<(LogFile, Recovered), DriverError> {
     let dir = &me.data_dir;
     let log_path = dir.join(crate::storage::log::LOG_FILE_NAME);
     if log_path.exists() {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let aside = dir.join(format!("{}.damaged-{stamp}", crate::storage::log::LOG_FILE_NAME));
         std::fs::rename(&log_path, &aside)
             .map_err(io_err(format!("cannot move {} aside", log_path.display())))?;
@@ -487,7 +509,11 @@ fn start_over(me: &NodeConfig) -> Result<(LogFile, Recovered), DriverError> {
 /// Records, durably, that the node catches up before it votes: a torn or
 /// damaged last commit may have held promises it acknowledged, and a rejoin
 /// starts from nothing.
-fn catch_up(mut log: LogFile, mut recovered: Recovered, id: NodeId) -> Result<(LogFile, Recovered), DriverError> {
+fn catch_up(
+    mut log: LogFile,
+    mut recovered: Recovered,
+    id: NodeId,
+) -> Result<(LogFile, Recovered), DriverError> {
     if recovered.torn_tail.is_some() {
         warn!(
             "node {id}: the last commit in the log was damaged and is dropped; it may have held \

@@ -430,7 +430,8 @@ impl LoadGen {
     /// Sends the queued messages, as few datagrams per node as they fit in.
     /// A failed send is like a lost datagram: the machines resend.
     fn flush(&mut self) {
-        let header = Header { cluster: self.cluster, sender: NodeId::CLIENT, config: wire::ConfigDigest::NONE };
+        let header =
+            Header { cluster: self.cluster, sender: NodeId::CLIENT, config: wire::ConfigDigest::NONE };
         for (index, encoded) in self.outbox.iter_mut().enumerate() {
             if encoded.is_empty() {
                 continue;

@@ -4,7 +4,7 @@ use stateright::{Checker, Model};
 
 fn run(m: PaxosModel) {
     let t = Instant::now();
-    let c = m.clone().checker().threads(2).spawn_bfs().join();
+    let secs: u64 = std::env::var("T").map(|t| t.parse().unwrap()).unwrap_or(600); let c = m.clone().checker().threads(2).timeout(std::time::Duration::from_secs(secs)).spawn_bfs().join();
     let d = c.discoveries();
     println!("{:?} {:?} states={} unique={} depth={} done={} t={:?} disc={:?}", m.variant, m.network, c.state_count(), c.unique_state_count(), c.max_depth(), c.is_done(), t.elapsed(), d.keys().collect::<Vec<_>>());
 }

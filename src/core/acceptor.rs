@@ -6,9 +6,9 @@
 //! Every change to a slot produces a `Record`; the answer it goes with may
 //! leave the node only after that record is synced (see `core::Ready`).
 
+use crate::limits;
 use crate::storage::Record;
 use crate::types::{Ballot, Epoch, Key, RegisterState};
-use crate::limits;
 use crate::wire::{Message, QueryId, ScanSlot};
 use std::collections::{BTreeMap, HashMap};
 
@@ -181,7 +181,8 @@ impl Acceptor {
         let (mut page, mut bytes) = (Vec::new(), 0);
         while let Some((key, stored)) = range.peek() {
             let size = key.0.len() + stored.state.len();
-            let full = bytes + size > limits::SCAN_PAGE_BYTES_MAX || page.len() == limits::SCAN_PAGE_SLOTS_MAX;
+            let full =
+                bytes + size > limits::SCAN_PAGE_BYTES_MAX || page.len() == limits::SCAN_PAGE_SLOTS_MAX;
             if full && !page.is_empty() {
                 break;
             }

@@ -32,6 +32,8 @@ pub mod rng;
 pub mod sessions;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rejoin;
 
 pub use node::{ClientLimits, Envelope, Node, NodeSetup, Ready};
 pub use proposer::ReqHandle;

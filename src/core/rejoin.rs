@@ -146,7 +146,8 @@ impl Rejoin {
                     // Any write will do: the epoch is the version it makes.
                     let change = Change::Put(Value(format!("node {} caught up here", self.me).into_bytes()));
                     // Only `Busy` can fail, and the previous attempt ended.
-                    let _ = client.start(now, Key(EPOCH_KEY.to_vec()), change, limits::REJOIN_EPOCH_TIMEOUT_MS);
+                    let _ =
+                        client.start(now, Key(EPOCH_KEY.to_vec()), change, limits::REJOIN_EPOCH_TIMEOUT_MS);
                 } else {
                     client.handle_timeout(now);
                 }
