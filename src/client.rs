@@ -11,8 +11,8 @@
 use crate::change::Change;
 use crate::config::Config;
 use crate::core::client::{ClientMachine, Ending, NotRun, Routing, Unknown};
-use crate::types::{ClusterId, Key, NodeId, SessionId, Time, Value, Version};
-use crate::wire::{self, Header, Message, NodeStatus, Refusal};
+use crate::types::{ClusterId, Epoch, Key, NodeId, SessionId, Time, Value, Version};
+use crate::wire::{self, Header, Message, NodeStatus, Refusal, ScanSlot};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -22,6 +22,9 @@ pub use crate::core::client::Answer;
 
 /// How often `status_all` asks again the nodes that have not answered.
 const STATUS_RETRY_INTERVAL: Duration = Duration::from_millis(crate::limits::STATUS_RETRY_MS);
+
+/// How long `scan_page` waits for a page before it asks again.
+const SCAN_RESEND_INTERVAL: Duration = Duration::from_millis(crate::limits::EXPORT_SCAN_RESEND_MS);
 
 #[derive(Debug)]
 pub enum ClientError {
@@ -221,6 +224,42 @@ impl Client {
             .zip(answers)
             .map(|((id, addr), s)| (id, addr, s.ok_or(ClientError::Unreachable { tried: vec![id] })))
             .collect()
+    }
+
+    /// One page of node `node`'s acceptor slots: those of the keys after
+    /// `after`, in key order, and whether no key follows them (a
+    /// `Message::Scan` at epoch 0, which fences nothing and changes
+    /// nothing). Asks again every `EXPORT_SCAN_RESEND_MS` until the page
+    /// comes, at most `EXPORT_SCAN_ATTEMPTS_MAX` times; `Unreachable` after
+    /// that. The page is what the node said: check it before use
+    /// (`export::ScanMerge` does).
+    pub fn scan_page(
+        &mut self,
+        node: NodeId,
+        after: Option<&Key>,
+    ) -> Result<(Vec<ScanSlot>, bool), ClientError> {
+        let &(_, addr) =
+            self.nodes.iter().find(|(id, _)| *id == node).ok_or(ClientError::UnknownNode(node))?;
+        let scan = Message::Scan { epoch: Epoch(0), after: after.cloned() };
+        for _ in 0..crate::limits::EXPORT_SCAN_ATTEMPTS_MAX {
+            let _ = self.send(addr, &scan);
+            let until = self.time_of(Instant::now() + SCAN_RESEND_INTERVAL);
+            while let Some((from, messages)) = self.receive_until(until)? {
+                for msg in messages {
+                    match msg {
+                        Message::ScanPage { epoch: Epoch(0), after: a, slots, done }
+                            if from == node && a.as_ref() == after =>
+                        {
+                            return Ok((slots, done));
+                        }
+                        // A late answer to an earlier request tells the
+                        // session about its node; a late page is dropped.
+                        msg => self.machine.handle_message(self.now(), from, msg),
+                    }
+                }
+            }
+        }
+        Err(ClientError::Unreachable { tried: vec![node] })
     }
 
     fn now(&self) -> Time {

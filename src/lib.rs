@@ -7,6 +7,8 @@
 //! - `sim`: a second driver for the core, deterministic, with simulated
 //!   network, disk and clients, for testing;
 //! - `core`: the protocol as pure state machines (no I/O);
+//! - `export`: the merge of the nodes' scans that `paxosctl export` runs,
+//!   and the export file's format (no I/O);
 //! - `storage`: the acceptor's append-only record log;
 //! - `wire`, `change`, `types`: messages, datagram framing and value types.
 
@@ -18,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod driver;
+pub mod export;
 pub mod limits;
 pub mod loadgen;
 pub mod seed;

@@ -231,6 +231,23 @@ pub const SCAN_PAGE_BYTES_MAX: usize = 24 * 1024;
 pub const SCAN_PAGE_SLOTS_MAX: usize = 1024;
 const _: () = assert!(SCAN_PAGE_BYTES_MAX + MESSAGE_BYTES_MAX + HEADER_BYTES_MAX <= DATAGRAM_BYTES_MAX);
 
+/// `paxosctl export` asks a node again for a scan page after this long
+/// without an answer ...
+pub const EXPORT_SCAN_RESEND_MS: u64 = 200;
+/// ... this many times in all, then goes on without the node (which thus
+/// costs the export two seconds, once).
+pub const EXPORT_SCAN_ATTEMPTS_MAX: u32 = 10;
+// The help of `paxosctl export` and the README say two seconds.
+const _: () = assert!(EXPORT_SCAN_RESEND_MS * EXPORT_SCAN_ATTEMPTS_MAX as u64 == 2_000);
+
+/// Client sessions `paxosctl import` writes with, each on a thread of its
+/// own with one request in flight: enough that 10,000 keys take seconds.
+pub const IMPORT_SESSIONS: usize = 8;
+
+/// Keys `paxosctl import` names when it found them present already (it
+/// counts them all).
+pub const IMPORT_EXISTING_NAMED_MAX: usize = 10;
+
 /// A node catching up sends its scan requests again after this long
 /// without an answer.
 pub const REJOIN_RESEND_MS: u64 = 100;

@@ -31,6 +31,8 @@ const EXIT_UNDECIDED: u8 = 5;
 ///   paxosctl delete greeting
 ///   paxosctl append log ",entry"             # appends; prints the new version
 ///   paxosctl status
+///   paxosctl export --output backup.jsonl    # every live key, one JSON line each
+///   paxosctl --config new.toml import backup.jsonl   # writes the keys absent there
 ///   paxosctl check history.jsonl             # linearizability check
 ///   paxosctl torture --duration 60           # checked workload
 ///
@@ -39,9 +41,11 @@ const EXIT_UNDECIDED: u8 = 5;
 ///   1  anything else (network error, no node answered, ...)
 ///   2  usage or config error
 ///   3  precondition failed: the CAS expectation did not hold (or an append
-///      would exceed the value limit), nothing changed
+///      would exceed the value limit), nothing changed; import: some keys
+///      were there already and were left as they were
 ///   4  no quorum within the timeout, or no answer: the message says whether
-///      the change was not applied or its outcome is unknown
+///      the change was not applied or its outcome is unknown; export: fewer
+///      than a majority of the nodes could be scanned
 ///   5  check: the history could not be decided within the search budget
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
@@ -85,6 +89,70 @@ enum Command {
     Append { key: String, value: String },
     /// Show which nodes answer, with their id and address.
     Status,
+    /// Write every live key of the cluster, one JSON object per line.
+    ///
+    /// Each line is {"key":"..","value":"..","version":N}, in key order;
+    /// "key_hex" / "value_hex" (lowercase hex) stand in for "key" / "value"
+    /// when the bytes are not UTF-8. Deleted keys and the cluster's own keys
+    /// (those starting with byte 0) are left out. A summary goes to stderr:
+    /// keys written, how many the scan settled and how many were read.
+    ///
+    /// What it guarantees:
+    ///   - every key whose write was acknowledged before the export began is
+    ///     in it, with that value or a newer one;
+    ///   - each value is one its key really held at some moment during the
+    ///     export, never a mix of two writes;
+    ///   - keys are captured one by one, each at its own moment: it is not a
+    ///     snapshot across keys, and a write made while it runs may or may
+    ///     not be in it.
+    ///
+    /// How: it scans the keys of every node, page by page. A key whose state
+    /// a majority of the nodes accepted at one ballot was chosen, and is
+    /// taken from the scan; any other key (a write in flight, a node behind)
+    /// is read through the cluster, linearizably. A node that does not
+    /// answer within 2 s is skipped. Without complete scans from a majority
+    /// of the nodes the export fails (exit 4), and --output FILE is not
+    /// written. --node does not apply: every node is scanned.
+    ///
+    /// Examples:
+    ///   paxosctl export --output backup.jsonl
+    ///   paxosctl export | grep '"key":"shard/'
+    #[command(verbatim_doc_comment)]
+    Export {
+        /// Write to FILE instead of stdout. FILE appears (synced, under its
+        /// name) only once the export is complete.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Write the keys of an export file that the cluster does not have.
+    ///
+    /// Each key is written only if it is absent (a compare-and-set that
+    /// expects absence): import never overwrites. A key that is there
+    /// already, whatever its value, is left as it is, counted and named;
+    /// the other keys are written all the same, and the exit code is 3.
+    ///
+    /// Versions are not reproduced: the cluster numbers each key's writes
+    /// itself, so an imported key is at version 1 in a fresh cluster. The
+    /// "version" field is read and ignored, and may be left out.
+    ///
+    /// The whole file is checked before anything is written: a line that is
+    /// not an export line (bad JSON, an unknown field, no key or value, bad
+    /// hex, a key or value over the limits, a key starting with byte 0, a
+    /// key given twice) is named with its line number, exit 2, and nothing
+    /// is written. Blank lines are skipped.
+    ///
+    /// 8 sessions write at once. If a write fails (no quorum, exit 4),
+    /// import stops and says how far it got; run it again: the keys it
+    /// wrote are then reported as present with the file's value.
+    ///
+    /// Examples:
+    ///   paxosctl --config old.toml export --output backup.jsonl
+    ///   paxosctl --config new.toml import backup.jsonl
+    #[command(verbatim_doc_comment)]
+    Import {
+        #[arg(value_name = "FILE.jsonl")]
+        file: PathBuf,
+    },
     /// Check a history file for linearizability.
     ///
     /// The history is JSON Lines in Jepsen's conventions, one event per line
@@ -288,6 +356,11 @@ fn run(cli: Cli) -> u8 {
         let max = paxosd::limits::REQUEST_TIMEOUT_MS_MAX;
         return fail(EXIT_USAGE, &format!("--timeout-ms must be between 1 and {max}"));
     }
+    match &cli.command {
+        Command::Export { output } => return backup::export(&config, cli.node, timeout, output.as_deref()),
+        Command::Import { file } => return backup::import(&config, cli.node.map(NodeId), timeout, file),
+        _ => {}
+    }
     let mut client = match Client::new(&config, cli.node.map(NodeId), timeout) {
         Ok(c) => c,
         Err(ClientError::UnknownNode(id)) => {
@@ -307,6 +380,7 @@ fn run(cli: Cli) -> u8 {
         Command::Torture(args) => torture(&config, cli.node.map(NodeId), args),
         Command::Bench(args) => bench(&config, cli.node.map(NodeId), timeout, args),
         Command::Check { .. } | Command::Timeline { .. } => EXIT_USAGE,
+        Command::Export { .. } | Command::Import { .. } => EXIT_USAGE,
     }
 }
 
@@ -571,6 +645,328 @@ mod progress {
     }
 }
 
+/// The `import` help names the number of sessions.
+const _: () = assert!(paxosd::limits::IMPORT_SESSIONS == 8);
+
+/// `paxosctl export` and `import`: the drivers of `paxosd::export`'s merge
+/// and file format over the blocking client.
+mod backup {
+    use super::{EXIT_NO_QUORUM, EXIT_OTHER, EXIT_PRECONDITION, EXIT_USAGE, exit_code, fail};
+    use paxosd::client::Client;
+    use paxosd::config::Config;
+    use paxosd::export::{Decision, Entry, PageFate, ScanMerge, Step, parse_file};
+    use paxosd::limits::{IMPORT_EXISTING_NAMED_MAX, IMPORT_SESSIONS};
+    use paxosd::types::{Key, NodeId};
+    use std::fs::File;
+    use std::io::{self, BufWriter, Write};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// Why a run stopped: the exit code and what to say.
+    struct Failure {
+        code: u8,
+        message: String,
+    }
+
+    impl Failure {
+        fn new(code: u8, message: String) -> Failure {
+            Failure { code, message }
+        }
+    }
+
+    /// What an export wrote, and how it found it.
+    #[derive(Default)]
+    struct Exported {
+        keys: u64,
+        by_scan: u64,
+        by_read: u64,
+        /// Deleted or absent keys, left out.
+        absent: u64,
+    }
+
+    pub fn export(config: &Config, node: Option<u16>, timeout: Duration, output: Option<&Path>) -> u8 {
+        if node.is_some() {
+            return fail(EXIT_USAGE, "export scans every node: --node does not apply to it");
+        }
+        let mut client = match Client::new(config, None, timeout) {
+            Ok(client) => client,
+            Err(e) => return fail(EXIT_OTHER, &e.to_string()),
+        };
+        let mut sink = match Sink::open(output) {
+            Ok(sink) => sink,
+            Err(e) => return fail(EXIT_OTHER, &e),
+        };
+        let started = Instant::now();
+        let members = config.member_ids();
+        let mut merge = ScanMerge::new(&members);
+        let result = export_keys(&mut client, &mut merge, sink.writer());
+        let result = result.and_then(|exported| sink.commit().map(|()| exported));
+        match result {
+            Ok(e) => {
+                let scanned = members.len() - merge.dropped().len();
+                eprintln!(
+                    "export: {} keys written ({} settled by the scan, {} by a read); {} deleted or absent \
+                     keys left out; {scanned} of {} nodes scanned in full; {:.2} s",
+                    e.keys,
+                    e.by_scan,
+                    e.by_read,
+                    e.absent,
+                    members.len(),
+                    started.elapsed().as_secs_f64()
+                );
+                super::EXIT_OK
+            }
+            Err(failure) => fail(failure.code, &format!("export failed: {}", failure.message)),
+        }
+    }
+
+    /// Runs the merge to its end, writing each live key as it is decided.
+    fn export_keys(
+        client: &mut Client,
+        merge: &mut ScanMerge,
+        out: &mut dyn Write,
+    ) -> Result<Exported, Failure> {
+        let mut exported = Exported::default();
+        loop {
+            match merge.poll() {
+                Step::Scan { node, after } => scan(client, merge, node, after),
+                Step::Decided(decision) => write_key(client, decision, out, &mut exported)?,
+                Step::Finished(Ok(())) => return Ok(exported),
+                Step::Finished(Err(too_few)) => {
+                    return Err(Failure::new(EXIT_NO_QUORUM, too_few.to_string()));
+                }
+            }
+        }
+    }
+
+    fn scan(client: &mut Client, merge: &mut ScanMerge, node: NodeId, after: Option<Key>) {
+        match client.scan_page(node, after.as_ref()) {
+            Ok((slots, done)) => {
+                if let PageFate::Refused(bad) = merge.handle_page(node, &after, slots, done) {
+                    eprintln!(
+                        "paxosctl: node {node} sent a malformed scan page ({bad:?}); going on without it"
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("paxosctl: node {node} did not answer the scan ({e}); going on without it");
+                merge.handle_silent(node);
+            }
+        }
+    }
+
+    fn write_key(
+        client: &mut Client,
+        decision: Decision,
+        out: &mut dyn Write,
+        exported: &mut Exported,
+    ) -> Result<(), Failure> {
+        let (key, value, version, by_scan) = match decision {
+            Decision::Chosen { key, value, version } => (key, value, version, true),
+            Decision::Read { key } => match client.read(&key) {
+                Ok(answer) => (key, answer.value, answer.version, false),
+                Err(e) => return Err(Failure::new(exit_code(&e), format!("reading {}: {e}", named(&key)))),
+            },
+        };
+        let Some(value) = value else {
+            exported.absent += 1;
+            return Ok(());
+        };
+        let line = Entry { key, value, version: Some(version) }.to_line();
+        writeln!(out, "{line}").map_err(|e| Failure::new(EXIT_OTHER, format!("cannot write: {e}")))?;
+        exported.keys += 1;
+        if by_scan {
+            exported.by_scan += 1;
+        } else {
+            exported.by_read += 1;
+        }
+        Ok(())
+    }
+
+    /// Where an export goes: stdout, or a file that appears under its name
+    /// only once it is complete and synced.
+    enum Sink {
+        Stdout(BufWriter<io::Stdout>),
+        File { writer: BufWriter<File>, partial: PathBuf, path: PathBuf, committed: bool },
+    }
+
+    impl Sink {
+        fn open(output: Option<&Path>) -> Result<Sink, String> {
+            let Some(path) = output else { return Ok(Sink::Stdout(BufWriter::new(io::stdout()))) };
+            let mut partial = path.as_os_str().to_owned();
+            partial.push(".partial");
+            let partial = PathBuf::from(partial);
+            let file =
+                File::create(&partial).map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+            let writer = BufWriter::new(file);
+            Ok(Sink::File { writer, partial, path: path.to_path_buf(), committed: false })
+        }
+
+        fn writer(&mut self) -> &mut dyn Write {
+            match self {
+                Sink::Stdout(writer) => writer,
+                Sink::File { writer, .. } => writer,
+            }
+        }
+
+        /// Flushes; a file is synced, then renamed to its name.
+        fn commit(&mut self) -> Result<(), Failure> {
+            let failed = |e: io::Error| Failure::new(EXIT_OTHER, format!("cannot write: {e}"));
+            match self {
+                Sink::Stdout(writer) => writer.flush().map_err(failed),
+                Sink::File { writer, partial, path, committed } => {
+                    writer.flush().and_then(|()| writer.get_ref().sync_all()).map_err(failed)?;
+                    std::fs::rename(&*partial, &*path).map_err(failed)?;
+                    *committed = true;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    impl Drop for Sink {
+        /// An export that did not complete leaves no file behind.
+        fn drop(&mut self) {
+            if let Sink::File { partial, committed: false, .. } = self {
+                let _ = std::fs::remove_file(partial);
+            }
+        }
+    }
+
+    /// What an import did.
+    #[derive(Default)]
+    struct Imported {
+        written: usize,
+        /// Keys that were there already, left as they were ...
+        present: Vec<Key>,
+        /// ... and how many of them held the file's value.
+        present_same: usize,
+        failure: Option<Failure>,
+    }
+
+    impl Imported {
+        fn add(&mut self, other: Imported) {
+            self.written += other.written;
+            self.present.extend(other.present);
+            self.present_same += other.present_same;
+            if self.failure.is_none() {
+                self.failure = other.failure;
+            }
+        }
+    }
+
+    pub fn import(config: &Config, node: Option<NodeId>, timeout: Duration, path: &Path) -> u8 {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => return fail(EXIT_USAGE, &format!("cannot read {}: {e}", path.display())),
+        };
+        let entries = match parse_file(&bytes) {
+            Ok(entries) => entries,
+            Err(e) => return fail(EXIT_USAGE, &format!("{}: {e}; nothing was written", path.display())),
+        };
+        let started = Instant::now();
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let sessions = IMPORT_SESSIONS.min(entries.len()).max(1);
+        let mut imported = Imported::default();
+        std::thread::scope(|scope| {
+            let session = || import_session(config, node, timeout, &entries, &next, &stop);
+            let threads: Vec<_> = (0..sessions).map(|_| scope.spawn(session)).collect();
+            for thread in threads {
+                // A session's thread does not panic; if it did, its count is lost.
+                imported.add(thread.join().unwrap_or_default());
+            }
+        });
+        let present = match imported.present.len() {
+            0 => "0 present already".to_string(),
+            n => format!(
+                "{n} present already and left as they were ({} of them with the file's value)",
+                imported.present_same
+            ),
+        };
+        println!(
+            "import: {} keys in {}: {} written, {present}; {:.2} s",
+            entries.len(),
+            path.display(),
+            imported.written,
+            started.elapsed().as_secs_f64()
+        );
+        judge(imported, entries.len())
+    }
+
+    /// One session's share of the writes: entries in turn, until none is
+    /// left or a session failed.
+    fn import_session(
+        config: &Config,
+        node: Option<NodeId>,
+        timeout: Duration,
+        entries: &[Entry],
+        next: &AtomicUsize,
+        stop: &AtomicBool,
+    ) -> Imported {
+        let mut done = Imported::default();
+        let mut client = match Client::new(config, node, timeout) {
+            Ok(client) => client,
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                done.failure = Some(Failure::new(exit_code(&e), e.to_string()));
+                return done;
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let Some(entry) = entries.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+            match client.cas_value(&entry.key, None, entry.value.clone()) {
+                Ok(answer) if answer.precondition_held => done.written += 1,
+                Ok(answer) => {
+                    if answer.value_known && answer.value.as_ref() == Some(&entry.value) {
+                        done.present_same += 1;
+                    }
+                    done.present.push(entry.key.clone());
+                }
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    let message = format!("writing {}: {e}", named(&entry.key));
+                    done.failure = Some(Failure::new(exit_code(&e), message));
+                    break;
+                }
+            }
+        }
+        done
+    }
+
+    /// The exit code: a failure's, else 3 when some keys were present.
+    fn judge(mut imported: Imported, total: usize) -> u8 {
+        if let Some(failure) = imported.failure {
+            let untried = total - imported.written - imported.present.len();
+            let message = format!(
+                "import stopped: {}; {untried} keys were not written (run the same import again to \
+                 finish: the keys written so far will be reported as present)",
+                failure.message
+            );
+            return fail(failure.code, &message);
+        }
+        if imported.present.is_empty() {
+            return super::EXIT_OK;
+        }
+        imported.present.sort();
+        let shown: Vec<String> = imported.present.iter().take(IMPORT_EXISTING_NAMED_MAX).map(named).collect();
+        let more = imported.present.len() - shown.len();
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        let message = format!(
+            "{} keys were present already and were left as they were: {}{more}",
+            imported.present.len(),
+            shown.join(", ")
+        );
+        fail(EXIT_PRECONDITION, &message)
+    }
+
+    /// A key as a quoted string (bytes that are not UTF-8 shown as U+FFFD).
+    fn named(key: &Key) -> String {
+        format!("{:?}", String::from_utf8_lossy(&key.0))
+    }
+}
+
 fn value_of(s: &str) -> Value {
     Value(s.as_bytes().to_vec())
 }
@@ -581,13 +977,16 @@ fn fail(code: u8, message: &str) -> u8 {
 }
 
 fn client_error(e: ClientError) -> u8 {
-    let code = match e {
+    fail(exit_code(&e), &e.to_string())
+}
+
+fn exit_code(e: &ClientError) -> u8 {
+    match e {
         ClientError::NoQuorum { .. } => EXIT_NO_QUORUM,
         ClientError::Unknown { .. } => EXIT_NO_QUORUM,
         ClientError::UnknownNode(_) => EXIT_USAGE,
         _ => EXIT_OTHER,
-    };
-    fail(code, &e.to_string())
+    }
 }
 
 fn print_version(result: Result<Answer, ClientError>) -> u8 {
