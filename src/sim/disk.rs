@@ -1,7 +1,9 @@
 //! The simulated disk of one node: the acceptor log as bytes, in the real
-//! format (`storage::log`), split into what is synced and what was appended
-//! since. A crash keeps the synced bytes and a random prefix of the rest (a
-//! torn write); a restart runs the real recovery on what is left.
+//! format (`storage::log`, one unit per sync, written by the same code),
+//! split into what is synced and the records appended since. A crash keeps
+//! the synced bytes and a random prefix of the unit the next sync would
+//! have written (a torn write); a restart runs the real recovery on what is
+//! left.
 
 use crate::core::rng::Rng;
 use crate::limits;
@@ -41,8 +43,11 @@ impl DurableView {
 #[derive(Debug)]
 pub struct SimDisk {
     synced: Vec<u8>,
+    /// Frames appended since the last sync: the body of the next unit.
     pending: Vec<u8>,
     pending_records: Vec<Record>,
+    /// Sequence number of the last unit in `synced` (0: none).
+    last_seq: u64,
     durable: DurableView,
 }
 
@@ -53,6 +58,7 @@ impl Default for SimDisk {
             synced: log::encode_header(),
             pending: Vec::new(),
             pending_records: Vec::new(),
+            last_seq: 0,
             durable: DurableView::default(),
         }
     }
@@ -68,7 +74,11 @@ impl Storage for SimDisk {
     }
 
     fn sync(&mut self) -> Result<Synced, Infallible> {
-        self.synced.append(&mut self.pending);
+        if !self.pending.is_empty() {
+            self.last_seq += 1;
+            log::encode_unit(self.last_seq, &self.pending, &mut self.synced);
+            self.pending.clear();
+        }
         for record in self.pending_records.drain(..) {
             self.durable.apply(&record);
         }
@@ -81,9 +91,11 @@ impl SimDisk {
         &self.durable
     }
 
-    /// Size of the log, unsynced appends included.
+    /// Size of the log once the unsynced appends are synced, as
+    /// `LogFile::len_bytes` counts it.
     pub fn len_bytes(&self) -> u64 {
-        (self.synced.len() + self.pending.len()) as u64
+        let pending = if self.pending.is_empty() { 0 } else { self.pending.len() + log::UNIT_OVERHEAD_BYTES };
+        (self.synced.len() + pending) as u64
     }
 
     #[cfg(test)]
@@ -91,14 +103,22 @@ impl SimDisk {
         &self.synced
     }
 
-    /// The node stopped dead: unsynced bytes are lost, except a random
-    /// prefix of them that reached the platter (possibly ending mid-frame).
-    /// Returns true when a partial write was left behind.
+    /// The node stopped dead while the next sync was writing its unit: it
+    /// is lost, except a random prefix of it that reached the platter
+    /// (possibly ending mid-frame). Returns true when a partial write was
+    /// left behind.
     pub fn crash(&mut self, rng: &mut Rng) -> bool {
-        let keep = if rng.chance(0.5) { rng.range(1, self.pending.len() as u64) as usize } else { 0 };
-        let keep = keep.min(self.pending.len());
-        let torn = keep > 0 && keep < self.pending.len();
-        self.synced.extend_from_slice(&self.pending[..keep]);
+        let mut unit = Vec::new();
+        if !self.pending.is_empty() {
+            log::encode_unit(self.last_seq + 1, &self.pending, &mut unit);
+        }
+        let keep =
+            if unit.is_empty() || rng.chance(0.5) { 0 } else { rng.range(1, unit.len() as u64) as usize };
+        let keep = keep.min(unit.len());
+        // All of it may land, as if the sync completed just before the
+        // crash: that unit is whole, and recovery keeps it.
+        let torn = keep > 0 && keep < unit.len();
+        self.synced.extend_from_slice(&unit[..keep]);
         self.pending.clear();
         self.pending_records.clear();
         torn
@@ -111,6 +131,7 @@ impl SimDisk {
         if recovered.torn_tail.is_some() {
             self.synced.truncate(recovered.valid_len as usize);
         }
+        self.last_seq = recovered.last_seq;
         self.durable = DurableView::default();
         for record in &recovered.records {
             self.durable.apply(record);
@@ -131,9 +152,15 @@ impl SimDisk {
         if !self.pending.is_empty() {
             return;
         }
-        let mut bytes = log::encode_header();
+        let mut frames = Vec::new();
         for record in live {
-            log::encode_record(&record, &mut bytes);
+            log::encode_record(&record, &mut frames);
+        }
+        let mut bytes = log::encode_header();
+        self.last_seq = 0;
+        if !frames.is_empty() {
+            self.last_seq = 1;
+            log::encode_unit(self.last_seq, &frames, &mut bytes);
         }
         self.synced = bytes;
     }
@@ -181,9 +208,12 @@ mod tests {
             let _ = disk.sync();
             disk.append(&slot("b", round)).ok();
             disk.append(&slot("c", round)).ok();
-            torn_seen |= disk.crash(&mut rng);
+            let torn = disk.crash(&mut rng);
+            torn_seen |= torn;
             let records = disk.restart().expect("a torn tail is never corruption");
-            assert!(!records.is_empty() && records[0] == slot("a", round));
+            // The unit of b and c is all or nothing.
+            let whole = vec![slot("a", round), slot("b", round), slot("c", round)];
+            assert!(records == whole[..1] || (!torn && records == whole), "round {round}: {records:?}");
             assert_eq!(&recovered_view(&disk), disk.durable());
             assert!(log::recover(disk.synced_bytes()).is_ok_and(|r| r.torn_tail.is_none()));
         }
