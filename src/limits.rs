@@ -203,6 +203,12 @@ pub const NODES_MAX: usize = 15;
 /// Largest record in the acceptor log: a key's whole state plus framing.
 pub const RECORD_BYTES_MAX: usize = MESSAGE_BYTES_MAX + 64;
 
+/// Largest body of one unit of the acceptor log (the records of one sync,
+/// framed): recovery refuses a longer length rather than read that much, and
+/// an append that would make the pending unit longer is refused. Far above
+/// what one event-loop turn appends.
+pub const LOG_UNIT_BYTES_MAX: usize = 1024 * 1024 * 1024;
+
 /// The log is compacted when it is larger than this many bytes ...
 pub const COMPACT_BYTES_MIN: u64 = 4 * 1024 * 1024;
 /// ... and more than this many times the size of the live state.
@@ -214,6 +220,10 @@ const _: () = assert!(DATAGRAM_BYTES_MAX <= 65_507);
 const _: () = assert!(BACKOFF_MS_MIN <= BACKOFF_MS_MAX);
 const _: () = assert!(REQUEST_TIMEOUT_MS_DEFAULT <= REQUEST_TIMEOUT_MS_MAX);
 const _: () = assert!(RECORD_BYTES_MAX < u32::MAX as usize);
+// A unit holds at least the largest record (`storage::log` checks the exact
+// relation, with the framing), and its length fits the 4-byte length field.
+const _: () = assert!(RECORD_BYTES_MAX < LOG_UNIT_BYTES_MAX);
+const _: () = assert!(LOG_UNIT_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(SOCKET_BUFFER_BYTES >= 16 * DATAGRAM_BYTES_MAX);
 const _: () = assert!(BATCH_REQUESTS_MAX <= RECENT_WRITES_MAX);
 const _: () = assert!(CLIENT_MOVE_WRITE_AFTER_MS > EXCLUSIVE_WINDOW_MS);

@@ -246,7 +246,7 @@ fn a_flipped_byte_mid_file_makes_the_node_refuse_to_start_naming_file_and_offset
     cluster.stop(1);
     let log = cluster.log_path(1);
     let mut bytes = std::fs::read(&log).expect("read log");
-    // The first record starts after the 16-byte header; damage its payload.
+    // The first unit starts after the 16-byte header; damage a record in it.
     bytes[16 + 10] ^= 0xFF;
     std::fs::write(&log, &bytes).expect("write damaged log");
     cluster.start_node(1);

@@ -1,14 +1,18 @@
-//! Acceptor storage: the record log (layout, recovery from torn writes and
-//! corruption, group commit, compaction) and the data dir identity marker.
-//! Many tests damage files on purpose and check exactly what recovery says.
+//! Acceptor storage: the record log (layout, recovery from torn writes,
+//! out-of-order block writes and corruption, group commit, the version 1
+//! format, compaction) and the data dir identity marker. Many tests damage
+//! files on purpose and check exactly what recovery says.
 
 use paxosd::storage::identity::{self, Identity, IdentityError};
 use paxosd::storage::log::{
-    self, COMPACT_FILE_NAME, FORMAT_VERSION, HEADER_BYTES, LOG_FILE_NAME, LogError, LogFile, MAGIC,
-    Recovered, RecoveryError, TornTail,
+    self, COMPACT_FILE_NAME, FORMAT_VERSION, FORMAT_VERSION_FRAMES, HEADER_BYTES, LOG_FILE_NAME, LogError,
+    LogFile, MAGIC, Recovered, RecoveryError, TornTail, UNIT_OVERHEAD_BYTES,
 };
 use paxosd::storage::{Record, Storage};
-use paxosd::types::{Ballot, ClusterId, Key, NodeId, RegisterState, Value, Version};
+use paxosd::types::{
+    Ballot, ClusterId, Epoch, Evaluation, Fingerprint, Key, NodeId, RegisterState, Value, Version,
+};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -58,13 +62,27 @@ fn slot(key: &str, round: u64, value: Option<&str>, version: u64) -> Record {
     }
 }
 
-/// A mix of every kind of record: values, tombstones, promise-only slots and
-/// round reservations.
+/// A mix of every kind of record: values (some with remembered writes and
+/// writers), tombstones, promise-only slots and round reservations.
 fn sample_records(count: u64) -> Vec<Record> {
     (0..count)
         .map(|i| match i % 4 {
             0 => slot(&format!("key-{i}"), i, Some(&format!("value-{i}")), i),
-            1 => slot(&format!("key-{i}"), i, None, i),
+            1 => Record::Slot {
+                key: Key::from(format!("key-{i}").as_str()),
+                promised: Ballot::new(i + 1, NodeId(2)),
+                accepted: Ballot::new(i, NodeId(1)),
+                state: RegisterState {
+                    value: None,
+                    version: Version(i),
+                    recent: vec![Evaluation {
+                        request: Fingerprint([i as u8; 8]),
+                        version: Version(i),
+                        took_effect: true,
+                    }],
+                    writers: vec![Ballot::new(i, NodeId(1)), Ballot::new(i.saturating_sub(1), NodeId(3))],
+                },
+            },
             2 => Record::Slot {
                 key: Key::from(format!("promised-{i}").as_str()),
                 promised: Ballot::new(i, NodeId(3)),
@@ -76,37 +94,74 @@ fn sample_records(count: u64) -> Vec<Record> {
         .collect()
 }
 
-fn encode_log(records: &[Record]) -> Vec<u8> {
+/// The frames of `records`: the body of a unit holding them.
+fn frames(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    records.iter().for_each(|rec| log::encode_record(rec, &mut out));
+    out
+}
+
+/// A log with one unit per group, numbered from 1.
+fn encode_units(groups: &[&[Record]]) -> Vec<u8> {
     let mut bytes = log::encode_header();
-    for rec in records {
-        log::encode_record(rec, &mut bytes);
+    for (i, group) in groups.iter().enumerate() {
+        log::encode_unit(i as u64 + 1, &frames(group), &mut bytes);
     }
     bytes
 }
 
-/// Byte offset of each record's frame in a log holding `records`.
-fn frame_offsets(records: &[Record]) -> Vec<u64> {
-    let mut offset = HEADER_BYTES as u64;
-    records
-        .iter()
-        .map(|rec| {
-            let this = offset;
-            offset += log::record_len(rec);
-            this
-        })
-        .collect()
+/// A log with one unit per record, as one sync after each append writes.
+fn encode_log(records: &[Record]) -> Vec<u8> {
+    let groups: Vec<&[Record]> = records.chunks(1).collect();
+    encode_units(&groups)
 }
 
-fn write_synced_log(dir: &TempDir, records: &[Record]) {
-    let (mut log, _) = LogFile::open(dir.path()).expect("open");
-    for rec in records {
-        log.append(rec).expect("append");
+/// Byte offset of each unit in a log of `groups`, and the end of the last.
+fn unit_offsets(groups: &[&[Record]]) -> Vec<u64> {
+    let mut offsets = vec![HEADER_BYTES as u64];
+    for group in groups {
+        let body: u64 = group.iter().map(log::record_len).sum();
+        offsets.push(offsets[offsets.len() - 1] + body + UNIT_OVERHEAD_BYTES as u64);
     }
-    log.sync().expect("sync");
+    offsets
+}
+
+/// `records` split into groups of 1, 2, 3, 4, 1, 2, ... records.
+fn grouped(records: &[Record]) -> Vec<&[Record]> {
+    let mut groups = Vec::new();
+    let (mut start, mut size) = (0, 1);
+    while start < records.len() {
+        let end = (start + size).min(records.len());
+        groups.push(&records[start..end]);
+        start = end;
+        size = size % 4 + 1;
+    }
+    groups
+}
+
+/// Opens the log in `dir`, and appends and syncs each group (one unit each).
+fn write_synced_units(dir: &TempDir, groups: &[&[Record]]) {
+    let (mut log, _) = LogFile::open(dir.path()).expect("open");
+    for group in groups {
+        for rec in *group {
+            log.append(rec).expect("append");
+        }
+        log.sync().expect("sync");
+    }
+}
+
+/// Opens the log in `dir`, appends `records` and syncs once: one unit.
+fn write_synced_log(dir: &TempDir, records: &[Record]) {
+    write_synced_units(dir, &[records]);
 }
 
 fn file_len(path: &Path) -> u64 {
     fs::metadata(path).expect("metadata").len()
+}
+
+fn cut_file(path: &Path, len: u64) {
+    let file = fs::OpenOptions::new().write(true).open(path).expect("open");
+    file.set_len(len).expect("cut");
 }
 
 fn flip_byte(path: &Path, offset: u64) {
@@ -115,8 +170,27 @@ fn flip_byte(path: &Path, offset: u64) {
     fs::write(path, bytes).expect("write");
 }
 
-fn clean(records: Vec<Record>, valid_len: u64) -> Recovered {
-    Recovered { records, valid_len, torn_tail: None, fresh: false }
+/// What recovery returns for an undamaged version 2 log.
+fn clean(records: Vec<Record>, valid_len: u64, last_seq: u64) -> Recovered {
+    Recovered { records, valid_len, torn_tail: None, fresh: false, version: FORMAT_VERSION, last_seq }
+}
+
+/// What recovery returns for a version 2 log whose last unit, from
+/// `offset` to the end (`len`), is damaged.
+fn torn(records: Vec<Record>, offset: u64, len: u64, last_seq: u64) -> Recovered {
+    let torn_tail = Some(TornTail { offset, bytes: len - offset });
+    Recovered { records, valid_len: offset, torn_tail, fresh: false, version: FORMAT_VERSION, last_seq }
+}
+
+fn fresh() -> Recovered {
+    Recovered {
+        records: vec![],
+        valid_len: 0,
+        torn_tail: None,
+        fresh: true,
+        version: FORMAT_VERSION,
+        last_seq: 0,
+    }
 }
 
 /// A tiny deterministic PRNG (xorshift64*), so failures reproduce.
@@ -136,6 +210,140 @@ impl XorShift {
 }
 
 // ---------------------------------------------------------------------------
+// Version 1 logs, built here from their layout: frames right after a
+// version 1 header, and ballots without an epoch.
+
+#[derive(Serialize)]
+struct BallotV1 {
+    round: u64,
+    node: NodeId,
+}
+
+#[derive(Serialize)]
+struct RegisterStateV1 {
+    value: Option<Value>,
+    version: Version,
+    recent: Vec<Evaluation>,
+    writers: Vec<BallotV1>,
+}
+
+#[derive(Serialize)]
+enum RecordV1 {
+    Slot { key: Key, promised: BallotV1, accepted: BallotV1, state: RegisterStateV1 },
+    RoundsReserved { round_limit: u64 },
+}
+
+fn ballot_v1(b: &Ballot) -> BallotV1 {
+    assert_eq!(b.epoch, Epoch(0), "version 1 had no epochs");
+    BallotV1 { round: b.round, node: b.node }
+}
+
+fn record_v1(rec: &Record) -> RecordV1 {
+    match rec {
+        Record::Slot { key, promised, accepted, state } => RecordV1::Slot {
+            key: key.clone(),
+            promised: ballot_v1(promised),
+            accepted: ballot_v1(accepted),
+            state: RegisterStateV1 {
+                value: state.value.clone(),
+                version: state.version,
+                recent: state.recent.clone(),
+                writers: state.writers.iter().map(ballot_v1).collect(),
+            },
+        },
+        Record::RoundsReserved { round_limit } => RecordV1::RoundsReserved { round_limit: *round_limit },
+        other => panic!("version 1 had no {other:?}"),
+    }
+}
+
+fn header_v1() -> Vec<u8> {
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&FORMAT_VERSION_FRAMES.to_le_bytes());
+    let crc = crc32fast::hash(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Appends a version 1 frame: length, its crc, payload, crc of all.
+fn frame_v1(payload: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let length_crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&length_crc.to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+fn encode_log_v1(records: &[Record]) -> Vec<u8> {
+    let mut bytes = header_v1();
+    for rec in records {
+        frame_v1(&postcard::to_stdvec(&record_v1(rec)).expect("encode"), &mut bytes);
+    }
+    bytes
+}
+
+/// Byte offset of each frame in a version 1 log of `records`, and the end.
+fn frame_offsets_v1(records: &[Record]) -> Vec<u64> {
+    let mut offsets = vec![HEADER_BYTES as u64];
+    for rec in records {
+        let payload = postcard::to_stdvec(&record_v1(rec)).expect("encode").len();
+        offsets.push(offsets[offsets.len() - 1] + payload as u64 + 12);
+    }
+    offsets
+}
+
+// ---------------------------------------------------------------------------
+// Self-consistency of what recovery accepts
+
+/// Whatever `recover` accepted: the records re-encode, in the units (or
+/// frames) the valid prefix is made of, to exactly the valid prefix, and
+/// the torn tail is the rest of the bytes.
+fn check_consistent(bytes: &[u8], got: &Recovered) {
+    let valid = got.valid_len as usize;
+    assert!(valid <= bytes.len());
+    if got.fresh {
+        assert!(bytes.is_empty());
+        assert_eq!(*got, fresh());
+        return;
+    }
+    let reencoded = match got.version {
+        FORMAT_VERSION_FRAMES => encode_log_v1(&got.records),
+        _ => reencode_units(&bytes[..valid], got),
+    };
+    assert_eq!(reencoded, bytes[..valid]);
+    match got.torn_tail {
+        Some(torn) => {
+            assert_eq!((torn.offset, torn.offset + torn.bytes), (got.valid_len, bytes.len() as u64))
+        }
+        None => assert_eq!(valid, bytes.len()),
+    }
+}
+
+/// Re-encodes `got.records` into units numbered 1, 2, ... holding as many
+/// records as the units of `valid` hold frames (read from their lengths).
+fn reencode_units(valid: &[u8], got: &Recovered) -> Vec<u8> {
+    let read_len = |at: usize| u32::from_le_bytes(valid[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let mut out = log::encode_header();
+    let mut records = got.records.iter();
+    let (mut offset, mut seq) = (HEADER_BYTES, 0);
+    while offset < valid.len() {
+        let body = read_len(offset);
+        let (mut at, mut frames) = (offset + 16, Vec::new());
+        while at < offset + 16 + body {
+            log::encode_record(records.next().expect("a record per frame"), &mut frames);
+            at += 12 + read_len(at);
+        }
+        seq += 1;
+        log::encode_unit(seq, &frames, &mut out);
+        offset += UNIT_OVERHEAD_BYTES + body;
+    }
+    assert!(records.next().is_none(), "a frame per record");
+    assert_eq!(got.last_seq, seq);
+    out
+}
+
+// ---------------------------------------------------------------------------
 // Byte layout and `recover` over byte slices
 
 #[test]
@@ -144,7 +352,8 @@ fn header_layout_is_magic_version_crc() {
     assert_eq!(header.len(), HEADER_BYTES);
     assert_eq!(&header[..8], b"PXDLOG\0\x01");
     assert_eq!(&header[..8], &MAGIC);
-    assert_eq!(header[8..12], FORMAT_VERSION.to_le_bytes());
+    assert_eq!(FORMAT_VERSION, 2);
+    assert_eq!(header[8..12], 2u32.to_le_bytes());
     assert_eq!(header[12..16], crc32fast::hash(&header[..12]).to_le_bytes());
 }
 
@@ -164,21 +373,41 @@ fn frame_layout_is_length_crc_payload_crc() {
 }
 
 #[test]
+fn unit_layout_is_length_crc_sequence_frames_crc() {
+    let records = [slot("k", 5, Some("v"), 1), Record::RoundsReserved { round_limit: 2048 }];
+    let body = frames(&records);
+    let n = body.len();
+    assert_eq!(n as u64, records.iter().map(log::record_len).sum::<u64>());
+    let mut unit = vec![0xEE]; // encode_unit appends
+    log::encode_unit(7, &body, &mut unit);
+    let unit = &unit[1..];
+    assert_eq!(unit.len(), 20 + n);
+    assert_eq!(UNIT_OVERHEAD_BYTES, 20);
+    assert_eq!(unit[0..4], (n as u32).to_le_bytes());
+    assert_eq!(unit[4..8], crc32fast::hash(&unit[0..4]).to_le_bytes());
+    assert_eq!(unit[8..16], 7u64.to_le_bytes());
+    assert_eq!(unit[16..16 + n], body[..]);
+    assert_eq!(unit[16 + n..], crc32fast::hash(&unit[..16 + n]).to_le_bytes());
+}
+
+#[test]
 fn recover_empty_input_is_fresh() {
-    let expected = Recovered { records: vec![], valid_len: 0, torn_tail: None, fresh: true };
-    assert_eq!(log::recover(&[]), Ok(expected));
+    assert_eq!(log::recover(&[]), Ok(fresh()));
 }
 
 #[test]
 fn recover_header_only_is_an_empty_log() {
-    assert_eq!(log::recover(&log::encode_header()), Ok(clean(vec![], 16)));
+    assert_eq!(log::recover(&log::encode_header()), Ok(clean(vec![], 16, 0)));
 }
 
 #[test]
 fn recover_returns_every_record_in_order() {
     let records = sample_records(50);
-    let bytes = encode_log(&records);
-    assert_eq!(log::recover(&bytes), Ok(clean(records, bytes.len() as u64)));
+    let groups = grouped(&records);
+    let bytes = encode_units(&groups);
+    assert_eq!(unit_offsets(&groups).last(), Some(&(bytes.len() as u64)));
+    let units = groups.len() as u64;
+    assert_eq!(log::recover(&bytes), Ok(clean(records.clone(), bytes.len() as u64, units)));
 }
 
 #[test]
@@ -196,105 +425,199 @@ fn recover_short_or_damaged_header_is_bad_header() {
 
 #[test]
 fn recover_other_format_version_is_unsupported() {
-    let mut header = MAGIC.to_vec();
-    header.extend_from_slice(&2u32.to_le_bytes());
-    let crc = crc32fast::hash(&header);
-    header.extend_from_slice(&crc.to_le_bytes());
-    assert_eq!(log::recover(&header), Err(RecoveryError::UnsupportedVersion { version: 2 }));
+    for version in [0u32, 3, u32::MAX] {
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&version.to_le_bytes());
+        let crc = crc32fast::hash(&header);
+        header.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(log::recover(&header), Err(RecoveryError::UnsupportedVersion { version }));
+    }
 }
 
+// ---------------------------------------------------------------------------
+// Damaged units
+
 #[test]
-fn recover_cut_anywhere_in_last_frame_is_torn_tail() {
-    let records = sample_records(4);
-    let bytes = encode_log(&records);
-    let last = *frame_offsets(&records).last().expect("offsets");
+fn recover_cut_anywhere_in_the_last_unit_is_a_damaged_last_unit() {
+    let records = sample_records(7);
+    let groups = [&records[..3], &records[3..4], &records[4..]];
+    let bytes = encode_units(&groups);
+    let last = unit_offsets(&groups)[2];
     for cut in last + 1..bytes.len() as u64 {
-        let expected = Recovered {
-            records: records[..3].to_vec(),
-            valid_len: last,
-            torn_tail: Some(TornTail { offset: last, bytes: cut - last }),
-            fresh: false,
-        };
+        let expected = torn(records[..4].to_vec(), last, cut, 2);
         assert_eq!(log::recover(&bytes[..cut as usize]), Ok(expected), "cut at {cut}");
     }
 }
 
 #[test]
-fn recover_damage_in_any_byte_of_an_early_frame_is_corrupt() {
-    let records = sample_records(5);
-    let offsets = frame_offsets(&records);
-    let (start, end) = (offsets[1], offsets[2]);
-    for i in start..end {
-        let mut bytes = encode_log(&records);
-        bytes[i as usize] ^= 0x80;
-        assert_eq!(log::recover(&bytes), Err(RecoveryError::Corrupt { offset: start }), "flipped byte {i}");
+fn recover_damage_in_any_byte_of_a_unit_before_the_last_is_corrupt() {
+    let records = sample_records(9);
+    let groups = [&records[..2], &records[2..5], &records[5..6], &records[6..]];
+    let offsets = unit_offsets(&groups);
+    let original = encode_units(&groups);
+    for unit in 0..groups.len() - 1 {
+        for i in offsets[unit]..offsets[unit + 1] {
+            let mut bytes = original.clone();
+            bytes[i as usize] ^= 0x80;
+            let expected = Err(RecoveryError::Corrupt { offset: offsets[unit] });
+            assert_eq!(log::recover(&bytes), expected, "unit {unit}, flipped byte {i}");
+        }
     }
 }
 
 #[test]
-fn recover_damage_in_any_byte_of_the_last_frame_is_torn_tail() {
-    let records = sample_records(5);
-    let bytes = encode_log(&records);
-    let last = frame_offsets(&records)[4];
+fn recover_damage_in_any_byte_of_the_last_unit_is_a_damaged_last_unit() {
+    let records = sample_records(9);
+    let groups = [&records[..2], &records[2..5], &records[5..]];
+    let bytes = encode_units(&groups);
+    let last = unit_offsets(&groups)[2];
     for i in last..bytes.len() as u64 {
-        let mut damaged = bytes.clone();
-        damaged[i as usize] ^= 0x80;
-        let torn = TornTail { offset: last, bytes: bytes.len() as u64 - last };
-        let got = log::recover(&damaged).expect("torn tail is not an error");
-        assert_eq!(got.records, records[..4], "flipped byte {i}");
-        assert_eq!((got.valid_len, got.torn_tail), (last, Some(torn)), "flipped byte {i}");
+        for bit in [0x01, 0x80] {
+            let mut damaged = bytes.clone();
+            damaged[i as usize] ^= bit;
+            let expected = torn(records[..5].to_vec(), last, bytes.len() as u64, 2);
+            assert_eq!(log::recover(&damaged), Ok(expected), "flipped byte {i} by {bit:#x}");
+        }
     }
 }
 
-/// A length whose own CRC checks out but which exceeds the record limit is
+/// Every way the blocks of the last unit can land when a disk persists a
+/// write's 512-byte blocks out of order and the power fails: each block
+/// present or zeroed, and the file ending after the last block that landed
+/// or running (zeros) to the end of the unit. All are a damaged last unit,
+/// never corruption, and no record of that unit is returned.
+#[test]
+fn recover_last_unit_with_blocks_persisted_out_of_order_is_a_damaged_last_unit() {
+    let records: Vec<Record> =
+        (0..6).map(|i| slot(&format!("key-{i}"), i, Some(&format!("{i}").repeat(400)), i)).collect();
+    let groups = [&records[..1], &records[1..]];
+    let bytes = encode_units(&groups);
+    let start = unit_offsets(&groups)[1] as usize;
+    // Blocks as the file is cut into them: the first one is shared with
+    // the unit before, and the last one ends with the unit.
+    let mut edges: Vec<usize> =
+        (start / 512 + 1..).map(|b| b * 512).take_while(|&e| e < bytes.len()).collect();
+    edges.insert(0, start);
+    edges.push(bytes.len());
+    let blocks = edges.len() - 1;
+    assert!(blocks >= 5, "{blocks} blocks");
+    let mut patterns = 0;
+    for landed_mask in 0..(1u32 << blocks) - 1 {
+        for size_persisted in [false, true] {
+            let mut damaged = bytes[..start].to_vec();
+            damaged.resize(bytes.len(), 0);
+            let mut end = start;
+            for b in (0..blocks).filter(|b| landed_mask & (1 << b) != 0) {
+                damaged[edges[b]..edges[b + 1]].copy_from_slice(&bytes[edges[b]..edges[b + 1]]);
+                end = edges[b + 1];
+            }
+            if !size_persisted {
+                damaged.truncate(end);
+            }
+            let expected = match damaged.len() == start {
+                true => clean(records[..1].to_vec(), start as u64, 1),
+                false => torn(records[..1].to_vec(), start as u64, damaged.len() as u64, 1),
+            };
+            let what = format!("blocks landed {landed_mask:#b}, size persisted {size_persisted}");
+            assert_eq!(log::recover(&damaged), Ok(expected), "{what}");
+            patterns += 1;
+        }
+    }
+    assert_eq!(patterns, 2 * ((1 << blocks) - 1));
+    // All blocks landed: the unit is whole.
+    assert_eq!(log::recover(&bytes), Ok(clean(records, bytes.len() as u64, 2)));
+}
+
+#[test]
+fn recover_unit_with_valid_crcs_but_the_wrong_sequence_number_is_damage() {
+    let records = sample_records(4);
+    let unit = |seq: u64, recs: &[Record]| {
+        let mut out = Vec::new();
+        log::encode_unit(seq, &frames(recs), &mut out);
+        out
+    };
+    let two = encode_units(&[&records[..1], &records[1..2]]);
+    let third_at = two.len() as u64;
+    // Last: too high, the same again, too low, zero.
+    for seq in [4, 2, 1, 0, u64::MAX] {
+        let bytes = [two.clone(), unit(seq, &records[2..3])].concat();
+        let expected = torn(records[..2].to_vec(), third_at, bytes.len() as u64, 2);
+        assert_eq!(log::recover(&bytes), Ok(expected), "last unit numbered {seq}");
+    }
+    // Followed by a unit numbered above the last good one: corruption.
+    for (seq, next) in [(4, 4), (4, 5), (2, 3), (1, 4)] {
+        let bytes = [two.clone(), unit(seq, &records[2..3]), unit(next, &records[3..])].concat();
+        let expected = Err(RecoveryError::Corrupt { offset: third_at });
+        assert_eq!(log::recover(&bytes), expected, "units numbered {seq} then {next}");
+    }
+    // A valid unit after a damaged last one, numbered at or below the last
+    // good one (a stale copy of an earlier unit), is no later write.
+    for stale in [1, 2] {
+        let mut damaged = unit(3, &records[2..3]);
+        damaged[20] ^= 0x01;
+        let bytes = [two.clone(), damaged, unit(stale, &records[..1])].concat();
+        let expected = torn(records[..2].to_vec(), third_at, bytes.len() as u64, 2);
+        assert_eq!(log::recover(&bytes), Ok(expected), "stale unit numbered {stale}");
+    }
+}
+
+/// A length whose own CRC checks out but which exceeds the unit limit is
 /// refused before it is used for anything.
 #[test]
 fn recover_huge_length_with_valid_length_crc_is_not_trusted() {
-    let records = sample_records(2);
-    let mut bytes = encode_log(&records);
+    let records = sample_records(3);
+    let mut bytes = encode_units(&[&records[..2]]);
     let garbage_at = bytes.len() as u64;
     let length = 0xFFFF_FFF0u32.to_le_bytes();
     bytes.extend_from_slice(&length);
     bytes.extend_from_slice(&crc32fast::hash(&length).to_le_bytes());
     bytes.extend_from_slice(&[0xAB; 64]);
-    let got = log::recover(&bytes).expect("torn tail");
-    assert_eq!(got.records, records);
-    assert_eq!(got.torn_tail, Some(TornTail { offset: garbage_at, bytes: 8 + 64 }));
+    let expected = torn(records[..2].to_vec(), garbage_at, bytes.len() as u64, 1);
+    assert_eq!(log::recover(&bytes), Ok(expected));
 
-    // The same garbage with a valid frame after it is corruption.
-    log::encode_record(&slot("after", 1, None, 1), &mut bytes);
+    // The same garbage with a valid unit after it is corruption.
+    log::encode_unit(2, &frames(&records[2..]), &mut bytes);
     assert_eq!(log::recover(&bytes), Err(RecoveryError::Corrupt { offset: garbage_at }));
 }
 
+/// A unit whose CRCs check out but whose body is not exactly valid frames
+/// (a payload that is no `Record`, a partial frame at the end, a frame
+/// whose own CRC is wrong) is damaged.
 #[test]
-fn recover_frame_with_valid_crcs_but_undecodable_payload_is_damage() {
-    let records = sample_records(2);
-    let mut bytes = encode_log(&records);
-    let bad_at = bytes.len() as u64;
-    // Enum tag 9 is not a `Record` variant.
-    let payload = [9u8, 1, 2, 3];
-    let start = bytes.len();
-    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    let length_crc = crc32fast::hash(&bytes[start..start + 4]);
-    bytes.extend_from_slice(&length_crc.to_le_bytes());
-    bytes.extend_from_slice(&payload);
-    let frame_crc = crc32fast::hash(&bytes[start..]);
-    bytes.extend_from_slice(&frame_crc.to_le_bytes());
+fn recover_unit_with_valid_crcs_but_a_bad_body_is_damage() {
+    let records = sample_records(3);
+    let good = frames(&records[1..2]);
+    let mut undecodable = Vec::new();
+    frame_v1(&[9u8, 1, 2, 3], &mut undecodable); // enum tag 9 is not a `Record`
+    let mut bad_frame_crc = good.clone();
+    let last = bad_frame_crc.len() - 1;
+    bad_frame_crc[last] ^= 0x01;
+    let bodies = [
+        ("undecodable payload", [good.clone(), undecodable].concat()),
+        ("partial frame at the end", [good.clone(), good[..5].to_vec()].concat()),
+        ("trailing byte", [good.clone(), vec![0]].concat()),
+        ("bad frame crc", bad_frame_crc),
+    ];
+    for (what, body) in bodies {
+        let mut bytes = encode_units(&[&records[..1]]);
+        let bad_at = bytes.len() as u64;
+        log::encode_unit(2, &body, &mut bytes);
+        let expected = torn(records[..1].to_vec(), bad_at, bytes.len() as u64, 1);
+        assert_eq!(log::recover(&bytes), Ok(expected), "{what}");
 
-    let got = log::recover(&bytes).expect("last frame: torn tail");
-    assert_eq!(got.torn_tail, Some(TornTail { offset: bad_at, bytes: 16 }));
-
-    log::encode_record(&records[0], &mut bytes);
-    assert_eq!(log::recover(&bytes), Err(RecoveryError::Corrupt { offset: bad_at }));
+        log::encode_unit(3, &frames(&records[2..]), &mut bytes);
+        assert_eq!(log::recover(&bytes), Err(RecoveryError::Corrupt { offset: bad_at }), "{what}");
+    }
 }
 
-/// A torn frame whose (valid) length says it runs past the end of the file
-/// is torn even when its partial payload happens to contain a valid frame:
-/// those bytes are the value being written, not a later record.
+/// A damaged unit whose (valid) length says it runs past the end of the
+/// file, or whose length checks out while its CRC does not, is a damaged
+/// last unit even when its value holds the bytes of a valid unit: those
+/// bytes are the value being written, not a later write.
 #[test]
-fn recover_frame_embedded_in_a_torn_value_is_not_a_later_record() {
+fn recover_unit_embedded_in_a_damaged_value_is_not_a_later_unit() {
     let mut embedded = Vec::new();
-    log::encode_record(&slot("inner", 1, Some("x"), 1), &mut embedded);
+    log::encode_unit(2, &frames(&[slot("inner", 1, Some("x"), 1)]), &mut embedded);
     let outer = Record::Slot {
         key: Key::from("outer"),
         promised: Ballot::new(1, NodeId(1)),
@@ -305,59 +628,71 @@ fn recover_frame_embedded_in_a_torn_value_is_not_a_later_record() {
             ..Default::default()
         },
     };
-    let mut bytes = encode_log(&[]);
-    log::encode_record(&outer, &mut bytes);
-    // Cut the outer frame just after its embedded frame: the padding, the
-    // version (one byte), the empty lists of remembered writes and of
-    // writers (one byte each) and the trailing crc remain unwritten.
-    let cut = bytes.len() - 4 - 1 - 1 - 1 - 3;
+    let bytes = encode_units(&[&[outer]]);
+    // Cut just after the embedded unit: the padding, the version (one
+    // byte), the empty lists of remembered writes and of writers (one byte
+    // each), the frame crc and the unit crc remain unwritten.
+    let cut = bytes.len() - 4 - 4 - 1 - 1 - 1 - 3;
     assert_eq!(bytes[cut - embedded.len()..cut], embedded[..]);
-    let got = log::recover(&bytes[..cut]).expect("torn tail");
-    assert_eq!(got.records, vec![]);
-    assert_eq!(got.torn_tail, Some(TornTail { offset: 16, bytes: cut as u64 - 16 }));
+    assert_eq!(log::recover(&bytes[..cut]), Ok(torn(vec![], 16, cut as u64, 0)));
+    // Complete, with a wrong unit crc.
+    let mut damaged = bytes.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x01;
+    assert_eq!(log::recover(&damaged), Ok(torn(vec![], 16, bytes.len() as u64, 0)));
 }
 
-/// Random bytes, half of them behind a valid header so that frame decoding
-/// is exercised, never panic, and whatever `recover` accepts is consistent:
-/// the records re-encode to exactly the valid prefix.
+/// Random bytes, most of them behind a valid header (of either version) so
+/// that unit and frame decoding is exercised, never panic, and whatever
+/// `recover` accepts is consistent.
 #[test]
 fn recover_never_panics_on_random_bytes() {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut accepted = 0;
     for i in 0..10_000 {
         let len = rng.below(300) as usize;
-        let mut bytes = if i % 2 == 0 { log::encode_header() } else { Vec::new() };
+        let mut bytes = match i % 3 {
+            0 => log::encode_header(),
+            1 => header_v1(),
+            _ => Vec::new(),
+        };
         bytes.extend((0..len).map(|_| rng.next() as u8));
         if let Ok(got) = log::recover(&bytes) {
             accepted += 1;
             check_consistent(&bytes, &got);
         }
     }
-    assert!(accepted >= 5_000, "headers were accepted {accepted} times");
+    assert!(accepted >= 6_600, "headers were accepted {accepted} times");
 }
 
-/// Random damage to a valid log: recovery either refuses, or returns a
-/// prefix of the records that were written.
+/// Random damage to a valid log: recovery either refuses at a unit's
+/// offset, or returns the records of a prefix of the units written.
 #[test]
 fn recover_never_panics_on_mutations_of_a_valid_log() {
     let records = sample_records(40);
-    let original = encode_log(&records);
+    let groups = grouped(&records);
+    let offsets = unit_offsets(&groups);
+    let original = encode_units(&groups);
+    let records_before: Vec<usize> =
+        (0..=groups.len()).map(|u| groups[..u].iter().map(|g| g.len()).sum()).collect();
     let mut rng = XorShift(0xDEAD_BEEF_CAFE_F00D);
     for round in 0..5_000 {
         let mut bytes = original.clone();
         mutate(&mut rng, &mut bytes);
         match log::recover(&bytes) {
+            Ok(got) if got.fresh => assert!(bytes.is_empty(), "round {round}"),
             Ok(got) => {
                 check_consistent(&bytes, &got);
-                assert!(!got.fresh || bytes.is_empty());
-                let n = got.records.len();
-                assert!(n <= records.len(), "round {round}");
-                assert_eq!(got.records, records[..n], "round {round}");
+                let units = got.last_seq as usize;
+                assert_eq!(got.valid_len, offsets[units], "round {round}");
+                assert_eq!(got.records, records[..records_before[units]], "round {round}");
             }
+            // At the start of a unit (the last one too: bytes inserted
+            // before it are damage followed by a valid unit).
             Err(RecoveryError::Corrupt { offset }) => {
-                assert!(offset >= HEADER_BYTES as u64 && offset < bytes.len() as u64)
+                assert!(offsets[..groups.len()].contains(&offset), "round {round}: {offset}")
             }
-            Err(_) => {}
+            Err(_) => assert!(bytes.get(..HEADER_BYTES) != Some(&original[..HEADER_BYTES]), "round {round}"),
         }
     }
 }
@@ -377,20 +712,117 @@ fn mutate(rng: &mut XorShift, bytes: &mut Vec<u8>) {
     }
 }
 
-fn check_consistent(bytes: &[u8], got: &Recovered) {
-    let valid = got.valid_len as usize;
-    assert!(valid <= bytes.len());
-    if got.fresh {
-        assert!(bytes.is_empty());
-        return;
+// ---------------------------------------------------------------------------
+// Version 1 logs
+
+#[test]
+fn recover_reads_a_version_1_log_as_ballots_of_epoch_0() {
+    let records = sample_records(12);
+    let bytes = encode_log_v1(&records);
+    // The old ballots are shorter: one less varint each.
+    assert!(bytes.len() < encode_units(&[&records]).len() - UNIT_OVERHEAD_BYTES);
+    let expected = Recovered {
+        records,
+        valid_len: bytes.len() as u64,
+        torn_tail: None,
+        fresh: false,
+        version: FORMAT_VERSION_FRAMES,
+        last_seq: 0,
+    };
+    assert_eq!(log::recover(&bytes), Ok(expected));
+    let header_only = header_v1();
+    let got = log::recover(&header_only).expect("empty version 1 log");
+    assert_eq!((got.records, got.valid_len, got.version), (vec![], 16, 1));
+}
+
+#[test]
+fn recover_version_1_keeps_frame_level_torn_tails_and_corruption() {
+    let records = sample_records(5);
+    let bytes = encode_log_v1(&records);
+    let offsets = frame_offsets_v1(&records);
+    assert_eq!(offsets[5], bytes.len() as u64);
+    for cut in offsets[4] + 1..bytes.len() as u64 {
+        let got = log::recover(&bytes[..cut as usize]).expect("torn tail");
+        assert_eq!(got.records, records[..4], "cut at {cut}");
+        let torn_tail = Some(TornTail { offset: offsets[4], bytes: cut - offsets[4] });
+        assert_eq!((got.valid_len, got.torn_tail, got.version), (offsets[4], torn_tail, 1), "cut at {cut}");
     }
-    assert_eq!(encode_log(&got.records), bytes[..valid]);
-    match got.torn_tail {
-        Some(torn) => {
-            assert_eq!((torn.offset, torn.offset + torn.bytes), (got.valid_len, bytes.len() as u64))
-        }
-        None => assert_eq!(valid, bytes.len()),
+    for i in offsets[1]..offsets[2] {
+        let mut damaged = bytes.clone();
+        damaged[i as usize] ^= 0x80;
+        let expected = Err(RecoveryError::Corrupt { offset: offsets[1] });
+        assert_eq!(log::recover(&damaged), expected, "flipped byte {i}");
     }
+}
+
+#[test]
+fn open_upgrades_a_version_1_log_to_version_2_with_the_same_records() {
+    let dir = TempDir::new("upgrade");
+    let records = sample_records(10);
+    let v1 = encode_log_v1(&records);
+    fs::write(dir.log_path(), &v1).expect("write");
+    let (mut log, recovered) = LogFile::open(dir.path()).expect("open");
+    let as_found = Recovered {
+        records: records.clone(),
+        valid_len: v1.len() as u64,
+        torn_tail: None,
+        fresh: false,
+        version: FORMAT_VERSION_FRAMES,
+        last_seq: 0,
+    };
+    assert_eq!(recovered, as_found);
+    let upgraded = encode_units(&[&records]);
+    assert_eq!(fs::read(dir.log_path()).expect("read"), upgraded);
+    assert_eq!(log.len_bytes(), upgraded.len() as u64);
+    assert!(!dir.path().join(COMPACT_FILE_NAME).exists());
+
+    // Appends go on in version 2, numbered after the rewritten unit.
+    let extra = slot("after-upgrade", 50, Some("v"), 3);
+    log.append(&extra).expect("append");
+    log.sync().expect("sync");
+    drop(log);
+    let both = encode_units(&[&records, std::slice::from_ref(&extra)]);
+    assert_eq!(fs::read(dir.log_path()).expect("read"), both);
+    let (_, reopened) = LogFile::open(dir.path()).expect("reopen");
+    assert_eq!(reopened, clean([records, vec![extra]].concat(), both.len() as u64, 2));
+}
+
+#[test]
+fn open_of_a_torn_version_1_log_upgrades_the_records_before_the_tail() {
+    let dir = TempDir::new("upgradetorn");
+    let records = sample_records(4);
+    let v1 = encode_log_v1(&records);
+    let offsets = frame_offsets_v1(&records);
+    let cut = offsets[3] + 5;
+    fs::write(dir.log_path(), &v1[..cut as usize]).expect("write");
+    let (_, recovered) = LogFile::open(dir.path()).expect("open");
+    assert_eq!(recovered.records, records[..3]);
+    assert_eq!(recovered.torn_tail, Some(TornTail { offset: offsets[3], bytes: 5 }));
+    assert_eq!(fs::read(dir.log_path()).expect("read"), encode_units(&[&records[..3]]));
+}
+
+#[test]
+fn open_of_an_empty_version_1_log_upgrades_to_a_header() {
+    let dir = TempDir::new("upgradeempty");
+    fs::write(dir.log_path(), header_v1()).expect("write");
+    let (_, recovered) = LogFile::open(dir.path()).expect("open");
+    assert_eq!(recovered.version, FORMAT_VERSION_FRAMES);
+    assert_eq!(fs::read(dir.log_path()).expect("read"), log::encode_header());
+}
+
+#[test]
+fn open_of_a_corrupt_version_1_log_refuses_and_leaves_it() {
+    let dir = TempDir::new("upgradecorrupt");
+    let records = sample_records(4);
+    let mut v1 = encode_log_v1(&records);
+    let offsets = frame_offsets_v1(&records);
+    v1[offsets[1] as usize + 9] ^= 0x01;
+    fs::write(dir.log_path(), &v1).expect("write");
+    match LogFile::open(dir.path()) {
+        Err(LogError::Corrupt { offset, .. }) => assert_eq!(offset, offsets[1]),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(fs::read(dir.log_path()).expect("read"), v1);
 }
 
 // ---------------------------------------------------------------------------
@@ -400,13 +832,13 @@ fn check_consistent(bytes: &[u8], got: &Recovered) {
 fn open_creates_a_log_with_only_a_header() {
     let dir = TempDir::new("create");
     let (log, recovered) = LogFile::open(dir.path()).expect("open");
-    assert_eq!(recovered, Recovered { records: vec![], valid_len: 0, torn_tail: None, fresh: true });
+    assert_eq!(recovered, fresh());
     assert_eq!(log.path(), dir.log_path());
     assert_eq!(log.len_bytes(), 16);
     assert_eq!(fs::read(dir.log_path()).expect("read"), log::encode_header());
     drop(log);
     let (_, reopened) = LogFile::open(dir.path()).expect("reopen");
-    assert_eq!(reopened, clean(vec![], 16));
+    assert_eq!(reopened, clean(vec![], 16, 0));
 }
 
 #[test]
@@ -424,7 +856,7 @@ fn open_of_an_empty_file_writes_a_header() {
     let dir = TempDir::new("emptyfile");
     fs::write(dir.log_path(), b"").expect("write");
     let (log, recovered) = LogFile::open(dir.path()).expect("open");
-    assert!(recovered.fresh);
+    assert_eq!(recovered, fresh());
     assert_eq!(log.len_bytes(), 16);
     assert_eq!(fs::read(dir.log_path()).expect("read"), log::encode_header());
 }
@@ -434,12 +866,11 @@ fn reopen_after_sync_returns_exactly_the_records() {
     let dir = TempDir::new("roundtrip");
     let records = sample_records(500);
     write_synced_log(&dir, &records);
-    let expected_len = encode_log(&records).len() as u64;
-    assert_eq!(file_len(&dir.log_path()), expected_len);
-    assert_eq!(fs::read(dir.log_path()).expect("read"), encode_log(&records));
+    let expected = encode_units(&[&records]);
+    assert_eq!(fs::read(dir.log_path()).expect("read"), expected);
     let (log, recovered) = LogFile::open(dir.path()).expect("reopen");
-    assert_eq!(recovered, clean(records, expected_len));
-    assert_eq!(log.len_bytes(), expected_len);
+    assert_eq!(recovered, clean(records, expected.len() as u64, 1));
+    assert_eq!(log.len_bytes(), expected.len() as u64);
 }
 
 #[test]
@@ -448,32 +879,38 @@ fn appends_after_reopen_continue_the_log() {
     let records = sample_records(10);
     write_synced_log(&dir, &records[..6]);
     write_synced_log(&dir, &records[6..]);
+    let expected = encode_units(&[&records[..6], &records[6..]]);
+    assert_eq!(fs::read(dir.log_path()).expect("read"), expected);
     let (_, recovered) = LogFile::open(dir.path()).expect("reopen");
-    assert_eq!(recovered.records, records);
+    assert_eq!(recovered, clean(records, expected.len() as u64, 2));
 }
 
+/// Group commit: one sync writes every append since the last as exactly
+/// one unit, numbered one above the last; a sync with nothing pending
+/// writes nothing.
 #[test]
-fn one_sync_commits_every_append_since_the_last() {
+fn each_sync_writes_exactly_one_unit() {
     let dir = TempDir::new("groupcommit");
     let (mut log, _) = LogFile::open(dir.path()).expect("open");
     let records = sample_records(8);
-    for rec in &records[..5] {
-        log.append(rec).expect("append");
+    let mut expected = log::encode_header();
+    for (seq, group) in [(1, &records[..5]), (2, &records[5..6]), (3, &records[6..])] {
+        for rec in group {
+            log.append(rec).expect("append");
+        }
+        let pending: u64 = group.iter().map(log::record_len).sum();
+        assert_eq!(log.len_bytes(), expected.len() as u64 + pending + UNIT_OVERHEAD_BYTES as u64);
+        assert_eq!(fs::read(dir.log_path()).expect("read"), expected, "appends are buffered until sync");
+        log.sync().expect("sync");
+        log::encode_unit(seq, &frames(group), &mut expected);
+        assert_eq!(fs::read(dir.log_path()).expect("read"), expected, "unit {seq}");
+        log.sync().expect("a sync with nothing pending is fine");
+        assert_eq!(fs::read(dir.log_path()).expect("read"), expected, "nothing pending");
+        assert_eq!(log.len_bytes(), expected.len() as u64);
     }
-    let pending: u64 = records[..5].iter().map(log::record_len).sum();
-    assert_eq!(log.len_bytes(), 16 + pending);
-    assert_eq!(file_len(&dir.log_path()), 16, "appends are buffered until sync");
-    log.sync().expect("sync");
-    assert_eq!(file_len(&dir.log_path()), 16 + pending);
-    for rec in &records[5..] {
-        log.append(rec).expect("append");
-    }
-    log.sync().expect("sync");
-    log.sync().expect("a sync with nothing pending is fine");
-    assert_eq!(log.len_bytes(), file_len(&dir.log_path()));
     drop(log);
     let (_, recovered) = LogFile::open(dir.path()).expect("reopen");
-    assert_eq!(recovered.records, records);
+    assert_eq!(recovered, clean(records, expected.len() as u64, 3));
 }
 
 #[test]
@@ -492,7 +929,7 @@ fn unsynced_appends_are_not_in_the_file() {
     assert_eq!(fs::read(dir.log_path()).expect("read"), synced_bytes);
     drop(log); // a crash before sync: the buffer is lost
     let (_, recovered) = LogFile::open(dir.path()).expect("reopen");
-    assert_eq!(recovered, clean(records[..3].to_vec(), synced_bytes.len() as u64));
+    assert_eq!(recovered, clean(records[..3].to_vec(), synced_bytes.len() as u64, 1));
 }
 
 #[test]
@@ -516,104 +953,97 @@ fn append_of_an_oversized_record_is_refused_and_buffers_nothing() {
         other => panic!("expected RecordTooLarge, got {other:?}"),
     }
     assert_eq!(log.len_bytes(), 16);
-    log.append(&slot("small", 1, None, 1)).expect("later appends still work");
+    let small = slot("small", 1, None, 1);
+    log.append(&small).expect("later appends still work");
     log.sync().expect("sync");
+    assert_eq!(fs::read(dir.log_path()).expect("read"), encode_units(&[&[small]]));
 }
 
 // ---------------------------------------------------------------------------
-// LogFile: torn tails and corruption on disk
+// LogFile: damaged last units and corruption on disk
 
 #[test]
-fn torn_tail_is_truncated_and_the_next_open_is_clean() {
+fn damaged_last_unit_is_truncated_and_the_next_open_is_clean() {
     let records = sample_records(6);
-    let offsets = frame_offsets(&records);
-    let last = offsets[5];
-    let full = encode_log(&records).len() as u64;
-    let payload_mid = last + 8 + (full - last - 12) / 2;
-    // Inside the length, inside its crc, inside the payload, inside the
-    // trailing crc.
-    for cut in [last + 2, last + 6, payload_mid, full - 2] {
+    let groups = [&records[..2], &records[2..]];
+    let offsets = unit_offsets(&groups);
+    let (last, full) = (offsets[1], offsets[2]);
+    // Inside the length, its crc, the sequence number, the body and the
+    // unit crc.
+    for cut in [last + 2, last + 6, last + 12, last + 30, full - 2] {
         let dir = TempDir::new("torn");
-        write_synced_log(&dir, &records);
-        let file = fs::OpenOptions::new().write(true).open(dir.log_path()).expect("open");
-        file.set_len(cut).expect("cut");
-        drop(file);
+        write_synced_units(&dir, &groups);
+        cut_file(&dir.log_path(), cut);
 
-        let (log, recovered) = LogFile::open(dir.path()).expect("torn tail is recovered");
-        let torn = TornTail { offset: last, bytes: cut - last };
-        let expected = Recovered {
-            records: records[..5].to_vec(),
-            valid_len: last,
-            torn_tail: Some(torn),
-            fresh: false,
-        };
-        assert_eq!(recovered, expected, "cut at {cut}");
+        let (log, recovered) = LogFile::open(dir.path()).expect("a damaged last unit is recovered");
+        assert_eq!(recovered, torn(records[..2].to_vec(), last, cut, 1), "cut at {cut}");
         assert_eq!(file_len(&dir.log_path()), last, "file truncated to the valid length");
         assert_eq!(log.len_bytes(), last);
         drop(log);
 
         let (_, again) = LogFile::open(dir.path()).expect("second open");
-        assert_eq!(again, clean(records[..5].to_vec(), last), "cut at {cut}");
+        assert_eq!(again, clean(records[..2].to_vec(), last, 1), "cut at {cut}");
     }
 }
 
 #[test]
-fn appends_after_a_truncated_torn_tail_are_readable() {
+fn appends_after_a_truncated_last_unit_are_numbered_after_the_last_good_one() {
     let dir = TempDir::new("tornappend");
     let records = sample_records(4);
-    write_synced_log(&dir, &records);
-    let len = file_len(&dir.log_path());
-    let file = fs::OpenOptions::new().write(true).open(dir.log_path()).expect("open");
-    file.set_len(len - 3).expect("cut");
-    drop(file);
+    let groups = [&records[..3], &records[3..]];
+    write_synced_units(&dir, &groups);
+    cut_file(&dir.log_path(), file_len(&dir.log_path()) - 3);
     let (mut log, _) = LogFile::open(dir.path()).expect("open");
     let extra = slot("after-crash", 9, Some("v"), 9);
     log.append(&extra).expect("append");
     log.sync().expect("sync");
     drop(log);
+    let expected = encode_units(&[&records[..3], std::slice::from_ref(&extra)]);
+    assert_eq!(fs::read(dir.log_path()).expect("read"), expected);
     let (_, recovered) = LogFile::open(dir.path()).expect("reopen");
-    assert_eq!(recovered.records, [&records[..3], &[extra]].concat());
-    assert_eq!(recovered.torn_tail, None);
+    assert_eq!(recovered, clean([&records[..3], &[extra]].concat(), expected.len() as u64, 2));
 }
 
 #[test]
-fn flipped_byte_in_an_early_record_refuses_to_open() {
+fn flipped_byte_in_an_early_unit_refuses_to_open() {
     let records = sample_records(6);
-    let offsets = frame_offsets(&records);
-    let damaged_frame = offsets[2];
-    // In the length, the length crc, the payload and the trailing crc.
-    for at in [damaged_frame + 1, damaged_frame + 5, damaged_frame + 9, offsets[3] - 1] {
+    let groups = [&records[..2], &records[2..4], &records[4..]];
+    let offsets = unit_offsets(&groups);
+    let damaged_unit = offsets[1];
+    // In the length, the length crc, the sequence number, a frame and the
+    // unit crc.
+    for at in [damaged_unit + 1, damaged_unit + 5, damaged_unit + 9, damaged_unit + 30, offsets[2] - 1] {
         let dir = TempDir::new("corrupt");
-        write_synced_log(&dir, &records);
+        write_synced_units(&dir, &groups);
         flip_byte(&dir.log_path(), at);
         let before = fs::read(dir.log_path()).expect("read");
 
         let err = LogFile::open(dir.path()).expect_err("corrupt log must not open");
         match &err {
             LogError::Corrupt { path, offset } => {
-                assert_eq!((path, *offset), (&dir.log_path(), damaged_frame), "flip at {at}")
+                assert_eq!((path, *offset), (&dir.log_path(), damaged_unit), "flip at {at}")
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }
         let message = err.to_string();
         assert!(message.contains(&dir.log_path().display().to_string()), "{message}");
-        assert!(message.contains(&format!("byte offset {damaged_frame}")), "{message}");
+        assert!(message.contains(&format!("byte offset {damaged_unit}")), "{message}");
         assert!(message.contains("refuses to start"), "{message}");
         assert_eq!(fs::read(dir.log_path()).expect("read"), before, "nothing was truncated");
     }
 }
 
 #[test]
-fn flipped_byte_in_the_last_record_is_a_torn_tail() {
+fn flipped_byte_in_the_last_unit_is_a_damaged_last_unit() {
     let dir = TempDir::new("lastflip");
     let records = sample_records(6);
-    write_synced_log(&dir, &records);
-    let last = frame_offsets(&records)[5];
+    let groups = [&records[..5], &records[5..]];
+    write_synced_units(&dir, &groups);
+    let last = unit_offsets(&groups)[1];
     let len = file_len(&dir.log_path());
     flip_byte(&dir.log_path(), last + 10);
     let (_, recovered) = LogFile::open(dir.path()).expect("open");
-    assert_eq!(recovered.records, records[..5]);
-    assert_eq!(recovered.torn_tail, Some(TornTail { offset: last, bytes: len - last }));
+    assert_eq!(recovered, torn(records[..5].to_vec(), last, len, 1));
     assert_eq!(file_len(&dir.log_path()), last);
 }
 
@@ -642,14 +1072,13 @@ fn flipped_header_byte_is_bad_header() {
 fn garbage_length_on_disk_is_not_used_to_allocate() {
     let dir = TempDir::new("garbagelen");
     let records = sample_records(3);
-    let mut bytes = encode_log(&records);
+    let mut bytes = encode_units(&[&records]);
     let garbage_at = bytes.len() as u64;
     bytes.extend_from_slice(&[0xFF; 8]); // length u32::MAX with a wrong crc
     bytes.extend_from_slice(&[0x00; 100]);
     fs::write(dir.log_path(), &bytes).expect("write");
     let (_, recovered) = LogFile::open(dir.path()).expect("open");
-    assert_eq!(recovered.records, records);
-    assert_eq!(recovered.torn_tail, Some(TornTail { offset: garbage_at, bytes: 108 }));
+    assert_eq!(recovered, torn(records, garbage_at, bytes.len() as u64, 1));
 }
 
 // ---------------------------------------------------------------------------
@@ -698,12 +1127,14 @@ fn compaction_keeps_only_the_latest_state_per_key() {
     assert!(log.should_compact(live_bytes), "{before} bytes vs {live_bytes} live");
 
     log.compact(live.clone().into_iter()).expect("compact");
-    assert_eq!(log.len_bytes(), 16 + live_bytes);
-    assert_eq!(file_len(&dir.log_path()), 16 + live_bytes);
+    // The live records fit in one unit.
+    let compacted = encode_units(&[&live]);
+    assert_eq!(fs::read(dir.log_path()).expect("read"), compacted);
+    assert_eq!(log.len_bytes(), 16 + live_bytes + UNIT_OVERHEAD_BYTES as u64);
     assert!(!log.should_compact(live_bytes));
     assert!(!dir.path().join(COMPACT_FILE_NAME).exists());
 
-    // Appends continue in the compacted file.
+    // Appends continue in the compacted file, numbered after its unit.
     let extra = slot("key-3", 2000, Some("newest"), 2000);
     log.append(&extra).expect("append");
     log.sync().expect("sync");
@@ -711,9 +1142,26 @@ fn compaction_keeps_only_the_latest_state_per_key() {
     written.push(extra.clone());
 
     let (_, recovered) = LogFile::open(dir.path()).expect("reopen");
-    assert_eq!(recovered.records.len(), 12);
-    assert_eq!(recovered.records[..11], live[..]);
+    let expected = encode_units(&[&live, std::slice::from_ref(&extra)]);
+    assert_eq!(recovered, clean([live, vec![extra]].concat(), expected.len() as u64, 2));
     assert_eq!(replay(&recovered.records), replay(&written));
+}
+
+/// A compaction of more live data than one chunk writes several complete
+/// units, numbered 1, 2, ...; all of them are read back.
+#[test]
+fn compaction_of_much_live_data_writes_several_units() {
+    let dir = TempDir::new("compactunits");
+    let (mut log, _) = LogFile::open(dir.path()).expect("open");
+    let value = "y".repeat(8000);
+    let live: Vec<Record> = (0..400).map(|i| slot(&format!("key-{i}"), i, Some(&value), i)).collect();
+    log.compact(live.clone().into_iter()).expect("compact");
+    drop(log);
+    let (_, recovered) = LogFile::open(dir.path()).expect("reopen");
+    let live_bytes: u64 = live.iter().map(log::record_len).sum();
+    let units = recovered.last_seq;
+    assert!(units >= 2, "{units} units");
+    assert_eq!(recovered, clean(live, 16 + live_bytes + units * UNIT_OVERHEAD_BYTES as u64, units));
 }
 
 #[test]
@@ -741,7 +1189,7 @@ fn compaction_with_unsynced_appends_is_refused() {
     for rec in &records {
         log.append(rec).expect("append");
     }
-    let pending = log.len_bytes() - 16;
+    let pending: u64 = records.iter().map(log::record_len).sum();
     match log.compact(std::iter::empty()) {
         Err(LogError::UnsyncedAppends { path, bytes }) => {
             assert_eq!((path, bytes), (dir.log_path(), pending))
@@ -758,14 +1206,16 @@ fn compaction_with_unsynced_appends_is_refused() {
 fn compaction_interrupted_before_rename_leaves_the_old_log() {
     let dir = TempDir::new("compactcrash");
     let records = sample_records(20);
-    write_synced_log(&dir, &records);
-    // A compaction that stopped halfway: a header and part of a frame.
-    let mut partial = encode_log(&records[18..]);
+    let groups = grouped(&records);
+    write_synced_units(&dir, &groups);
+    // A compaction that stopped halfway: a header and part of a unit.
+    let mut partial = encode_units(&[&records[18..]]);
     partial.truncate(partial.len() - 5);
     fs::write(dir.path().join(COMPACT_FILE_NAME), &partial).expect("write");
 
     let (log, recovered) = LogFile::open(dir.path()).expect("open");
-    assert_eq!(recovered, clean(records.clone(), encode_log(&records).len() as u64));
+    let len = encode_units(&groups).len() as u64;
+    assert_eq!(recovered, clean(records.clone(), len, groups.len() as u64));
     assert!(!dir.path().join(COMPACT_FILE_NAME).exists(), "leftover removed");
     drop(log);
     let (_, again) = LogFile::open(dir.path()).expect("reopen");

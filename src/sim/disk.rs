@@ -1,7 +1,10 @@
 //! The simulated disk of one node: the acceptor log as bytes, in the real
-//! format (`storage::log`), split into what is synced and what was appended
-//! since. A crash keeps the synced bytes and a random prefix of the rest (a
-//! torn write); a restart runs the real recovery on what is left.
+//! format (`storage::log`, one unit per sync, written by the same code),
+//! split into what is synced and the records appended since. A crash keeps
+//! the synced bytes and, of the unit the next sync would have written,
+//! nothing, a prefix (a torn write) or some of its blocks (a disk that
+//! persisted them out of order); a restart runs the real recovery on what
+//! is left.
 
 use crate::core::rng::Rng;
 use crate::limits;
@@ -38,11 +41,18 @@ impl DurableView {
     }
 }
 
+/// The unit of what a disk persists atomically: a write torn by a power
+/// loss holds some of its blocks and not others, in any order.
+const BLOCK_BYTES: usize = 512;
+
 #[derive(Debug)]
 pub struct SimDisk {
     synced: Vec<u8>,
+    /// Frames appended since the last sync: the body of the next unit.
     pending: Vec<u8>,
     pending_records: Vec<Record>,
+    /// Sequence number of the last unit in `synced` (0: none).
+    last_seq: u64,
     durable: DurableView,
 }
 
@@ -53,6 +63,7 @@ impl Default for SimDisk {
             synced: log::encode_header(),
             pending: Vec::new(),
             pending_records: Vec::new(),
+            last_seq: 0,
             durable: DurableView::default(),
         }
     }
@@ -68,7 +79,11 @@ impl Storage for SimDisk {
     }
 
     fn sync(&mut self) -> Result<Synced, Infallible> {
-        self.synced.append(&mut self.pending);
+        if !self.pending.is_empty() {
+            self.last_seq += 1;
+            log::encode_unit(self.last_seq, &self.pending, &mut self.synced);
+            self.pending.clear();
+        }
         for record in self.pending_records.drain(..) {
             self.durable.apply(&record);
         }
@@ -81,9 +96,11 @@ impl SimDisk {
         &self.durable
     }
 
-    /// Size of the log, unsynced appends included.
+    /// Size of the log once the unsynced appends are synced, as
+    /// `LogFile::len_bytes` counts it.
     pub fn len_bytes(&self) -> u64 {
-        (self.synced.len() + self.pending.len()) as u64
+        let pending = if self.pending.is_empty() { 0 } else { self.pending.len() + log::UNIT_OVERHEAD_BYTES };
+        (self.synced.len() + pending) as u64
     }
 
     #[cfg(test)]
@@ -91,14 +108,28 @@ impl SimDisk {
         &self.synced
     }
 
-    /// The node stopped dead: unsynced bytes are lost, except a random
-    /// prefix of them that reached the platter (possibly ending mid-frame).
-    /// Returns true when a partial write was left behind.
+    /// The node stopped dead while the next sync was writing its unit.
+    /// Half the time none of it reached the platter; otherwise a random
+    /// prefix did (possibly ending mid-frame), or a random subset of its
+    /// blocks (`land_blocks`). Returns true when a partial write was left
+    /// behind.
     pub fn crash(&mut self, rng: &mut Rng) -> bool {
-        let keep = if rng.chance(0.5) { rng.range(1, self.pending.len() as u64) as usize } else { 0 };
-        let keep = keep.min(self.pending.len());
-        let torn = keep > 0 && keep < self.pending.len();
-        self.synced.extend_from_slice(&self.pending[..keep]);
+        let mut unit = Vec::new();
+        if !self.pending.is_empty() {
+            log::encode_unit(self.last_seq + 1, &self.pending, &mut unit);
+        }
+        let landed = if unit.is_empty() || rng.chance(0.5) {
+            Vec::new()
+        } else if rng.chance(0.5) {
+            let keep = rng.range(1, unit.len() as u64) as usize;
+            unit[..keep.min(unit.len())].to_vec()
+        } else {
+            land_blocks(self.synced.len(), &unit, rng)
+        };
+        // All of it may land, as if the sync completed just before the
+        // crash: that unit is whole, and recovery keeps it.
+        let torn = !landed.is_empty() && landed != unit;
+        self.synced.extend_from_slice(&landed);
         self.pending.clear();
         self.pending_records.clear();
         torn
@@ -111,6 +142,7 @@ impl SimDisk {
         if recovered.torn_tail.is_some() {
             self.synced.truncate(recovered.valid_len as usize);
         }
+        self.last_seq = recovered.last_seq;
         self.durable = DurableView::default();
         for record in &recovered.records {
             self.durable.apply(record);
@@ -131,18 +163,49 @@ impl SimDisk {
         if !self.pending.is_empty() {
             return;
         }
-        let mut bytes = log::encode_header();
+        let mut frames = Vec::new();
         for record in live {
-            log::encode_record(&record, &mut bytes);
+            log::encode_record(&record, &mut frames);
+        }
+        let mut bytes = log::encode_header();
+        self.last_seq = 0;
+        if !frames.is_empty() {
+            self.last_seq = 1;
+            log::encode_unit(self.last_seq, &frames, &mut bytes);
         }
         self.synced = bytes;
     }
 }
 
+/// What reaches the platter of `unit`, written at file offset `at`, when
+/// the disk persists its blocks (`BLOCK_BYTES`, aligned in the file) in any
+/// order and the power fails: each block lands or not. A block that did not
+/// land reads as zeros when a later one did; after the last one that
+/// landed, the file ends, or (when the new size reached the disk anyway)
+/// zeros run to the end of the unit.
+fn land_blocks(at: usize, unit: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut landed = vec![0u8; unit.len()];
+    let mut end = 0;
+    let mut start = 0;
+    while start < unit.len() {
+        let block_end = ((at + start) / BLOCK_BYTES + 1) * BLOCK_BYTES - at;
+        let block_end = block_end.min(unit.len());
+        if rng.chance(0.5) {
+            landed[start..block_end].copy_from_slice(&unit[start..block_end]);
+            end = block_end;
+        }
+        start = block_end;
+    }
+    if rng.chance(0.5) {
+        landed.truncate(end);
+    }
+    landed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{NodeId, RegisterState};
+    use crate::types::{NodeId, RegisterState, Value};
 
     fn slot(key: &str, round: u64) -> Record {
         let ballot = Ballot::new(round, NodeId(1));
@@ -171,6 +234,15 @@ mod tests {
         assert_eq!(&recovered_view(&disk), disk.durable());
     }
 
+    /// A record with a value of `size` bytes, so that units span blocks.
+    fn big_slot(key: &str, round: u64, size: usize) -> Record {
+        let mut record = slot(key, round);
+        if let Record::Slot { state, .. } = &mut record {
+            state.value = Some(Value(vec![b'v'; size]));
+        }
+        record
+    }
+
     #[test]
     fn crash_keeps_synced_records_and_recovery_cuts_torn_tails() {
         let mut rng = Rng::new(3);
@@ -181,13 +253,54 @@ mod tests {
             let _ = disk.sync();
             disk.append(&slot("b", round)).ok();
             disk.append(&slot("c", round)).ok();
-            torn_seen |= disk.crash(&mut rng);
+            let torn = disk.crash(&mut rng);
+            torn_seen |= torn;
             let records = disk.restart().expect("a torn tail is never corruption");
-            assert!(!records.is_empty() && records[0] == slot("a", round));
+            // The unit of b and c is all or nothing.
+            let whole = vec![slot("a", round), slot("b", round), slot("c", round)];
+            assert!(records == whole[..1] || (!torn && records == whole), "round {round}: {records:?}");
             assert_eq!(&recovered_view(&disk), disk.durable());
             assert!(log::recover(disk.synced_bytes()).is_ok_and(|r| r.torn_tail.is_none()));
         }
         assert!(torn_seen);
+    }
+
+    /// Whatever subset of the last unit's blocks lands, recovery cuts that
+    /// unit and keeps every earlier one: never corruption, never a record
+    /// of the unit unless all of it landed.
+    #[test]
+    fn blocks_landing_out_of_order_only_damage_the_last_unit() {
+        let mut rng = Rng::new(5);
+        let (mut torn, mut first_block_lost) = (0, 0);
+        for round in 1..300 {
+            let mut disk = SimDisk::default();
+            for i in 0..rng.range(1, 3) {
+                disk.append(&big_slot(&format!("synced-{i}"), round, rng.range(0, 700) as usize)).ok();
+                let _ = disk.sync();
+            }
+            let synced = log::recover(disk.synced_bytes()).expect("valid").records;
+            let at = disk.synced_bytes().len();
+            let pending: Vec<Record> = (0..rng.range(1, 4))
+                .map(|i| big_slot(&format!("pending-{i}"), round, rng.range(0, 1500) as usize))
+                .collect();
+            let mut frames = Vec::new();
+            pending.iter().for_each(|r| log::encode_record(r, &mut frames));
+            let mut unit = Vec::new();
+            log::encode_unit(disk.last_seq + 1, &frames, &mut unit);
+            let landed = land_blocks(at, &unit, &mut rng);
+            disk.synced.extend_from_slice(&landed);
+            let records = disk.restart().unwrap_or_else(|e| panic!("round {round}: {e}"));
+            if landed == unit {
+                assert_eq!(records, [synced, pending].concat(), "round {round}");
+                continue;
+            }
+            assert_eq!(records, synced, "round {round}");
+            torn += u32::from(!landed.is_empty());
+            let first_block = (BLOCK_BYTES - at % BLOCK_BYTES).min(unit.len());
+            first_block_lost +=
+                u32::from(landed.len() > first_block && landed[..first_block] != unit[..first_block]);
+        }
+        assert!(torn > 100 && first_block_lost > 30, "torn {torn}, first block lost {first_block_lost}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Acceptor storage: an append-only file of CRC-framed records.
+//! Acceptor storage: an append-only file of CRC-framed records, written one
+//! unit (the records of one sync) at a time.
 //!
 //! The acceptor keeps every key's state in memory; this layer makes it
 //! durable. One record holds one key's whole acceptor state, so replaying the
