@@ -473,7 +473,7 @@ fn open_data_dir(
         return Err(DriverError::LostLog { id: me.id, path: log_path });
     }
     let (log, recovered) = open_log(me)?;
-    if options.rejoin || recovered.torn_tail.is_some() {
+    if options.rejoin || recovered.may_have_lost_acknowledged_state() {
         return catch_up(log, recovered, me.id);
     }
     Ok((log, recovered))
@@ -514,9 +514,9 @@ fn catch_up(
     mut recovered: Recovered,
     id: NodeId,
 ) -> Result<(LogFile, Recovered), DriverError> {
-    if recovered.torn_tail.is_some() {
+    if recovered.may_have_lost_acknowledged_state() {
         warn!(
-            "node {id}: the last commit in the log was damaged and is dropped; it may have held \
+            "node {id}: the last unit of the log was damaged and is dropped; it may have held \
              promises this node acknowledged, so the node catches up from its peers before it votes"
         );
     }

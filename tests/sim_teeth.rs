@@ -76,3 +76,9 @@ fn one_round_reads_that_trust_one_acceptor_are_caught() {
     let bugs = PlantedBugs { read_from_one_acceptor: true, ..PlantedBugs::default() };
     assert_caught("read_from_one_acceptor", bugs, 1000);
 }
+
+#[test]
+fn a_node_that_votes_before_catching_up_after_losing_data_is_caught() {
+    let bugs = PlantedBugs { vote_while_catching_up: true, ..PlantedBugs::default() };
+    assert_caught("vote_while_catching_up", bugs, 1000);
+}

@@ -6,7 +6,7 @@
 use paxosd::storage::identity::{self, Identity, IdentityError};
 use paxosd::storage::log::{
     self, COMPACT_FILE_NAME, FORMAT_VERSION, FORMAT_VERSION_FRAMES, HEADER_BYTES, LOG_FILE_NAME, LogError,
-    LogFile, MAGIC, Recovered, RecoveryError, TornTail, UNIT_OVERHEAD_BYTES,
+    LogFile, MAGIC, Recovered, RecoveryError, TailKind, TornTail, UNIT_OVERHEAD_BYTES,
 };
 use paxosd::storage::{Record, Storage};
 use paxosd::types::{
@@ -177,8 +177,8 @@ fn clean(records: Vec<Record>, valid_len: u64, last_seq: u64) -> Recovered {
 
 /// What recovery returns for a version 2 log whose last unit, from
 /// `offset` to the end (`len`), is damaged.
-fn torn(records: Vec<Record>, offset: u64, len: u64, last_seq: u64) -> Recovered {
-    let torn_tail = Some(TornTail { offset, bytes: len - offset });
+fn torn(records: Vec<Record>, offset: u64, len: u64, last_seq: u64, kind: TailKind) -> Recovered {
+    let torn_tail = Some(TornTail { offset, bytes: len - offset, kind });
     Recovered { records, valid_len: offset, torn_tail, fresh: false, version: FORMAT_VERSION, last_seq }
 }
 
@@ -444,7 +444,7 @@ fn recover_cut_anywhere_in_the_last_unit_is_a_damaged_last_unit() {
     let bytes = encode_units(&groups);
     let last = unit_offsets(&groups)[2];
     for cut in last + 1..bytes.len() as u64 {
-        let expected = torn(records[..4].to_vec(), last, cut, 2);
+        let expected = torn(records[..4].to_vec(), last, cut, 2, TailKind::Cut);
         assert_eq!(log::recover(&bytes[..cut as usize]), Ok(expected), "cut at {cut}");
     }
 }
@@ -475,7 +475,7 @@ fn recover_damage_in_any_byte_of_the_last_unit_is_a_damaged_last_unit() {
         for bit in [0x01, 0x80] {
             let mut damaged = bytes.clone();
             damaged[i as usize] ^= bit;
-            let expected = torn(records[..5].to_vec(), last, bytes.len() as u64, 2);
+            let expected = torn(records[..5].to_vec(), last, bytes.len() as u64, 2, TailKind::Damaged);
             assert_eq!(log::recover(&damaged), Ok(expected), "flipped byte {i} by {bit:#x}");
         }
     }
@@ -514,9 +514,14 @@ fn recover_last_unit_with_blocks_persisted_out_of_order_is_a_damaged_last_unit()
             if !size_persisted {
                 damaged.truncate(end);
             }
+            // Cut short with its length intact, the unit was never synced;
+            // at full length, or with its length lost, it may have been.
+            let intact_length = landed_mask & 1 == 1;
+            let short = damaged.len() < bytes.len();
+            let kind = if short && intact_length { TailKind::Cut } else { TailKind::Damaged };
             let expected = match damaged.len() == start {
                 true => clean(records[..1].to_vec(), start as u64, 1),
-                false => torn(records[..1].to_vec(), start as u64, damaged.len() as u64, 1),
+                false => torn(records[..1].to_vec(), start as u64, damaged.len() as u64, 1, kind),
             };
             let what = format!("blocks landed {landed_mask:#b}, size persisted {size_persisted}");
             assert_eq!(log::recover(&damaged), Ok(expected), "{what}");
@@ -541,7 +546,7 @@ fn recover_unit_with_valid_crcs_but_the_wrong_sequence_number_is_damage() {
     // Last: too high, the same again, too low, zero.
     for seq in [4, 2, 1, 0, u64::MAX] {
         let bytes = [two.clone(), unit(seq, &records[2..3])].concat();
-        let expected = torn(records[..2].to_vec(), third_at, bytes.len() as u64, 2);
+        let expected = torn(records[..2].to_vec(), third_at, bytes.len() as u64, 2, TailKind::Damaged);
         assert_eq!(log::recover(&bytes), Ok(expected), "last unit numbered {seq}");
     }
     // Followed by a unit numbered above the last good one: corruption.
@@ -556,7 +561,7 @@ fn recover_unit_with_valid_crcs_but_the_wrong_sequence_number_is_damage() {
         let mut damaged = unit(3, &records[2..3]);
         damaged[20] ^= 0x01;
         let bytes = [two.clone(), damaged, unit(stale, &records[..1])].concat();
-        let expected = torn(records[..2].to_vec(), third_at, bytes.len() as u64, 2);
+        let expected = torn(records[..2].to_vec(), third_at, bytes.len() as u64, 2, TailKind::Damaged);
         assert_eq!(log::recover(&bytes), Ok(expected), "stale unit numbered {stale}");
     }
 }
@@ -572,7 +577,7 @@ fn recover_huge_length_with_valid_length_crc_is_not_trusted() {
     bytes.extend_from_slice(&length);
     bytes.extend_from_slice(&crc32fast::hash(&length).to_le_bytes());
     bytes.extend_from_slice(&[0xAB; 64]);
-    let expected = torn(records[..2].to_vec(), garbage_at, bytes.len() as u64, 1);
+    let expected = torn(records[..2].to_vec(), garbage_at, bytes.len() as u64, 1, TailKind::Damaged);
     assert_eq!(log::recover(&bytes), Ok(expected));
 
     // The same garbage with a valid unit after it is corruption.
@@ -602,7 +607,7 @@ fn recover_unit_with_valid_crcs_but_a_bad_body_is_damage() {
         let mut bytes = encode_units(&[&records[..1]]);
         let bad_at = bytes.len() as u64;
         log::encode_unit(2, &body, &mut bytes);
-        let expected = torn(records[..1].to_vec(), bad_at, bytes.len() as u64, 1);
+        let expected = torn(records[..1].to_vec(), bad_at, bytes.len() as u64, 1, TailKind::Damaged);
         assert_eq!(log::recover(&bytes), Ok(expected), "{what}");
 
         log::encode_unit(3, &frames(&records[2..]), &mut bytes);
@@ -634,12 +639,12 @@ fn recover_unit_embedded_in_a_damaged_value_is_not_a_later_unit() {
     // each), the frame crc and the unit crc remain unwritten.
     let cut = bytes.len() - 4 - 4 - 1 - 1 - 1 - 3;
     assert_eq!(bytes[cut - embedded.len()..cut], embedded[..]);
-    assert_eq!(log::recover(&bytes[..cut]), Ok(torn(vec![], 16, cut as u64, 0)));
+    assert_eq!(log::recover(&bytes[..cut]), Ok(torn(vec![], 16, cut as u64, 0, TailKind::Cut)));
     // Complete, with a wrong unit crc.
     let mut damaged = bytes.clone();
     let last = damaged.len() - 1;
     damaged[last] ^= 0x01;
-    assert_eq!(log::recover(&damaged), Ok(torn(vec![], 16, bytes.len() as u64, 0)));
+    assert_eq!(log::recover(&damaged), Ok(torn(vec![], 16, bytes.len() as u64, 0, TailKind::Damaged)));
 }
 
 /// Random bytes, most of them behind a valid header (of either version) so
@@ -744,7 +749,7 @@ fn recover_version_1_keeps_frame_level_torn_tails_and_corruption() {
     for cut in offsets[4] + 1..bytes.len() as u64 {
         let got = log::recover(&bytes[..cut as usize]).expect("torn tail");
         assert_eq!(got.records, records[..4], "cut at {cut}");
-        let torn_tail = Some(TornTail { offset: offsets[4], bytes: cut - offsets[4] });
+        let torn_tail = Some(TornTail { offset: offsets[4], bytes: cut - offsets[4], kind: TailKind::Cut });
         assert_eq!((got.valid_len, got.torn_tail, got.version), (offsets[4], torn_tail, 1), "cut at {cut}");
     }
     for i in offsets[1]..offsets[2] {
@@ -797,7 +802,7 @@ fn open_of_a_torn_version_1_log_upgrades_the_records_before_the_tail() {
     fs::write(dir.log_path(), &v1[..cut as usize]).expect("write");
     let (_, recovered) = LogFile::open(dir.path()).expect("open");
     assert_eq!(recovered.records, records[..3]);
-    assert_eq!(recovered.torn_tail, Some(TornTail { offset: offsets[3], bytes: 5 }));
+    assert_eq!(recovered.torn_tail, Some(TornTail { offset: offsets[3], bytes: 5, kind: TailKind::Cut }));
     assert_eq!(fs::read(dir.log_path()).expect("read"), encode_units(&[&records[..3]]));
 }
 
@@ -976,7 +981,7 @@ fn damaged_last_unit_is_truncated_and_the_next_open_is_clean() {
         cut_file(&dir.log_path(), cut);
 
         let (log, recovered) = LogFile::open(dir.path()).expect("a damaged last unit is recovered");
-        assert_eq!(recovered, torn(records[..2].to_vec(), last, cut, 1), "cut at {cut}");
+        assert_eq!(recovered, torn(records[..2].to_vec(), last, cut, 1, TailKind::Cut), "cut at {cut}");
         assert_eq!(file_len(&dir.log_path()), last, "file truncated to the valid length");
         assert_eq!(log.len_bytes(), last);
         drop(log);
@@ -1043,7 +1048,7 @@ fn flipped_byte_in_the_last_unit_is_a_damaged_last_unit() {
     let len = file_len(&dir.log_path());
     flip_byte(&dir.log_path(), last + 10);
     let (_, recovered) = LogFile::open(dir.path()).expect("open");
-    assert_eq!(recovered, torn(records[..5].to_vec(), last, len, 1));
+    assert_eq!(recovered, torn(records[..5].to_vec(), last, len, 1, TailKind::Damaged));
     assert_eq!(file_len(&dir.log_path()), last);
 }
 
@@ -1078,7 +1083,7 @@ fn garbage_length_on_disk_is_not_used_to_allocate() {
     bytes.extend_from_slice(&[0x00; 100]);
     fs::write(dir.log_path(), &bytes).expect("write");
     let (_, recovered) = LogFile::open(dir.path()).expect("open");
-    assert_eq!(recovered, torn(records, garbage_at, bytes.len() as u64, 1));
+    assert_eq!(recovered, torn(records, garbage_at, bytes.len() as u64, 1, TailKind::Damaged));
 }
 
 // ---------------------------------------------------------------------------

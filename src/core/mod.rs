@@ -70,4 +70,7 @@ pub struct PlantedBugs {
     /// A read in one round takes the first answer to its query (its own
     /// acceptor's) instead of waiting for a majority to agree: stale reads.
     pub read_from_one_acceptor: bool,
+    /// A node that lost its data votes at once with what it has left,
+    /// instead of catching up first: it may break promises it forgot.
+    pub vote_while_catching_up: bool,
 }

@@ -307,6 +307,9 @@ impl<A: Copy + Ord> Node<A> {
     pub fn set_bugs(&mut self, bugs: super::PlantedBugs) {
         self.bugs = bugs;
         self.acceptor.bugs = bugs;
+        if bugs.vote_while_catching_up {
+            self.rejoin = None;
+        }
     }
 
     pub fn acceptor(&self) -> &Acceptor {

@@ -27,17 +27,24 @@ pub struct DurableSlot {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DurableView {
     slots: BTreeMap<Key, DurableSlot>,
+    /// The highest fence synced: promised for every key.
+    floor: Ballot,
 }
 
 impl DurableView {
     fn apply(&mut self, record: &Record) {
-        if let Record::Slot { key, promised, accepted, .. } = record {
-            self.slots.insert(key.clone(), DurableSlot { promised: *promised, accepted: *accepted });
+        match record {
+            Record::Slot { key, promised, accepted, .. } => {
+                self.slots.insert(key.clone(), DurableSlot { promised: *promised, accepted: *accepted });
+            }
+            Record::Fence { epoch } => self.floor = self.floor.max(Ballot::floor_of(*epoch)),
+            _ => {}
         }
     }
 
     pub fn slot(&self, key: &Key) -> DurableSlot {
-        self.slots.get(key).copied().unwrap_or_default()
+        let slot = self.slots.get(key).copied().unwrap_or_default();
+        DurableSlot { promised: slot.promised.max(self.floor), ..slot }
     }
 }
 
@@ -113,14 +120,14 @@ impl SimDisk {
     /// prefix did (possibly ending mid-frame), or a random subset of its
     /// blocks (`land_blocks`). Returns true when a partial write was left
     /// behind.
-    pub fn crash(&mut self, rng: &mut Rng) -> bool {
+    pub fn crash(&mut self, rng: &mut Rng, blocks_out_of_order: bool) -> bool {
         let mut unit = Vec::new();
         if !self.pending.is_empty() {
             log::encode_unit(self.last_seq + 1, &self.pending, &mut unit);
         }
         let landed = if unit.is_empty() || rng.chance(0.5) {
             Vec::new()
-        } else if rng.chance(0.5) {
+        } else if !blocks_out_of_order || rng.chance(0.5) {
             let keep = rng.range(1, unit.len() as u64) as usize;
             unit[..keep.min(unit.len())].to_vec()
         } else {
@@ -136,7 +143,9 @@ impl SimDisk {
     }
 
     /// What a restarting node reads: the records recovery finds, with a
-    /// torn tail cut off the way `LogFile::open` cuts it.
+    /// torn tail cut off the way `LogFile::open` cuts it, and, when the
+    /// last unit may have held acknowledged state, the record that makes
+    /// the node catch up, as the daemon appends it.
     pub fn restart(&mut self) -> Result<Vec<Record>, RecoveryError> {
         let recovered = log::recover(&self.synced)?;
         if recovered.torn_tail.is_some() {
@@ -147,7 +156,37 @@ impl SimDisk {
         for record in &recovered.records {
             self.durable.apply(record);
         }
-        Ok(recovered.records)
+        let lost = recovered.may_have_lost_acknowledged_state();
+        let mut records = recovered.records;
+        if lost {
+            records.push(self.catching_up());
+        }
+        Ok(records)
+    }
+
+    /// The data dir is gone, or its damaged log moved aside, and the node
+    /// starts with `--rejoin`: a new log that says it is catching up.
+    pub fn start_over(&mut self) -> Vec<Record> {
+        *self = SimDisk::default();
+        vec![self.catching_up()]
+    }
+
+    fn catching_up(&mut self) -> Record {
+        let Ok(()) = self.append(&Record::CatchingUp);
+        let Ok(_) = self.sync();
+        Record::CatchingUp
+    }
+
+    /// Damages one byte of what is synced, past the header: a bad block.
+    /// Returns false when the log holds no unit to damage.
+    pub fn flip_byte(&mut self, rng: &mut Rng) -> bool {
+        let header = log::encode_header().len();
+        if self.synced.len() <= header {
+            return false;
+        }
+        let at = rng.range(header as u64, self.synced.len() as u64 - 1) as usize;
+        self.synced[at] ^= 1 << rng.below(8);
+        true
     }
 
     /// The rule of `LogFile::should_compact`, with the size threshold of
@@ -253,12 +292,20 @@ mod tests {
             let _ = disk.sync();
             disk.append(&slot("b", round)).ok();
             disk.append(&slot("c", round)).ok();
-            let torn = disk.crash(&mut rng);
+            let torn = disk.crash(&mut rng, true);
             torn_seen |= torn;
-            let records = disk.restart().expect("a torn tail is never corruption");
+            let mut records = disk.restart().expect("a torn tail is never corruption");
+            // A damaged (not merely cut) last unit makes the node catch up.
+            let caught = records.last() == Some(&Record::CatchingUp);
+            if caught {
+                records.pop();
+            }
             // The unit of b and c is all or nothing.
             let whole = vec![slot("a", round), slot("b", round), slot("c", round)];
-            assert!(records == whole[..1] || (!torn && records == whole), "round {round}: {records:?}");
+            assert!(
+                records == whole[..1] || (!torn && !caught && records == whole),
+                "round {round}: {records:?}"
+            );
             assert_eq!(&recovered_view(&disk), disk.durable());
             assert!(log::recover(disk.synced_bytes()).is_ok_and(|r| r.torn_tail.is_none()));
         }
@@ -289,10 +336,13 @@ mod tests {
             log::encode_unit(disk.last_seq + 1, &frames, &mut unit);
             let landed = land_blocks(at, &unit, &mut rng);
             disk.synced.extend_from_slice(&landed);
-            let records = disk.restart().unwrap_or_else(|e| panic!("round {round}: {e}"));
+            let mut records = disk.restart().unwrap_or_else(|e| panic!("round {round}: {e}"));
             if landed == unit {
                 assert_eq!(records, [synced, pending].concat(), "round {round}");
                 continue;
+            }
+            if records.last() == Some(&Record::CatchingUp) {
+                records.pop();
             }
             assert_eq!(records, synced, "round {round}");
             torn += u32::from(!landed.is_empty());

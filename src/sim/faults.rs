@@ -28,6 +28,8 @@ pub struct FaultPlan {
     pub partitions: bool,
     pub crashes: bool,
     pub pauses: bool,
+    /// Wiped data dirs and damaged logs, each followed by a rejoin.
+    pub disk_faults: bool,
     /// Quiet time between two nemesis actions (ms).
     pub nemesis_gap_ms: (u64, u64),
     /// Log size (bytes) above which a node compacts its log.
@@ -60,6 +62,7 @@ impl FaultPlan {
             partitions: rng.chance(0.5),
             crashes: rng.chance(0.5),
             pauses: rng.chance(0.5),
+            disk_faults: rng.chance(0.5),
             nemesis_gap_ms: (rng.range(10, 200), rng.range(300, 3000)),
             compact_bytes_min: 1 << rng.range(12, 17),
             sessions_per_generation: if rng.chance(0.3) {
@@ -94,12 +97,13 @@ impl FaultPlan {
             partitions: false,
             crashes: false,
             pauses: false,
+            disk_faults: false,
             ..self.clone()
         }
     }
 
     pub fn has_nemesis(&self) -> bool {
-        self.partitions || self.crashes || self.pauses
+        self.partitions || self.crashes || self.pauses || self.disk_faults
     }
 }
 
@@ -119,6 +123,11 @@ pub struct FaultCounts {
     /// Copies of requests a client sent saying the request may have run
     /// elsewhere (after a silent, restarted or given-up node).
     pub resent: u64,
+    /// Data dirs wiped, and logs with a byte damaged.
+    pub wiped: u64,
+    pub damaged_logs: u64,
+    /// Nodes that caught up after losing data (or a damaged last unit).
+    pub caught_up: u64,
     /// Requests refused because a node was overloaded.
     pub overloaded: u64,
     /// Copies refused for naming another incarnation: the node restarted or
@@ -133,7 +142,7 @@ impl FaultCounts {
         }
     }
 
-    fn fields(&self) -> [u64; 12] {
+    fn fields(&self) -> [u64; 15] {
         [
             self.lost,
             self.duplicated,
@@ -144,13 +153,16 @@ impl FaultCounts {
             self.crashes,
             self.torn_writes,
             self.pauses,
+            self.wiped,
+            self.damaged_logs,
+            self.caught_up,
             self.resent,
             self.overloaded,
             self.stale_incarnation,
         ]
     }
 
-    fn fields_mut(&mut self) -> [&mut u64; 12] {
+    fn fields_mut(&mut self) -> [&mut u64; 15] {
         [
             &mut self.lost,
             &mut self.duplicated,
@@ -161,6 +173,9 @@ impl FaultCounts {
             &mut self.crashes,
             &mut self.torn_writes,
             &mut self.pauses,
+            &mut self.wiped,
+            &mut self.damaged_logs,
+            &mut self.caught_up,
             &mut self.resent,
             &mut self.overloaded,
             &mut self.stale_incarnation,
@@ -186,7 +201,7 @@ impl FaultCounts {
     }
 }
 
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 15] = [
     "lost",
     "duplicated",
     "delayed_long",
@@ -196,6 +211,9 @@ const NAMES: [&str; 12] = [
     "crashes",
     "torn_writes",
     "pauses",
+    "wiped",
+    "damaged_logs",
+    "caught_up",
     "resent",
     "overloaded",
     "stale_incarnation",

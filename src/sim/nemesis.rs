@@ -16,6 +16,7 @@ enum Kind {
     Partition,
     Crash,
     Pause,
+    Disk,
 }
 
 impl World {
@@ -27,6 +28,7 @@ impl World {
             (self.plan.partitions, Kind::Partition),
             (self.plan.crashes, Kind::Crash),
             (self.plan.pauses, Kind::Pause),
+            (self.plan.disk_faults, Kind::Disk),
         ]
         .into_iter()
         .filter_map(|(on, kind)| on.then_some(kind))
@@ -38,6 +40,7 @@ impl World {
             Kind::Partition => self.start_partition(),
             Kind::Crash => self.crash_some(),
             Kind::Pause => self.pause_some(),
+            Kind::Disk => self.damage_disk(),
         }
         let (lo, hi) = self.plan.nemesis_gap_ms;
         let gap_ms = self.rng.range(lo, hi);
@@ -109,8 +112,39 @@ impl World {
 
     pub(super) fn crash(&mut self, i: usize) {
         self.counts.crashes += 1;
-        if self.nodes[i].crash(&mut self.rng) {
+        // Blocks of the last write landing out of order may make the node
+        // catch up; only one node at a time, as with the disk faults below.
+        let out_of_order = self.others_whole(i);
+        if self.nodes[i].crash(&mut self.rng, out_of_order) {
             self.counts.torn_writes += 1;
+        }
+        let life = self.nodes[i].life;
+        let until = self.now.plus_micros(self.fault_duration_us());
+        self.push(until, Event::Restart { node: i, life });
+    }
+
+    /// True when every node but `i` is running with all its data (up or
+    /// paused, not catching up).
+    fn others_whole(&self, i: usize) -> bool {
+        self.nodes.iter().enumerate().all(|(j, n)| j == i || (n.power != Power::Down && !n.is_catching_up()))
+    }
+
+    /// A node loses its data dir, or a byte of its log goes bad; it comes
+    /// back with a rejoin (the daemon's `--rejoin`) when recovery refuses.
+    /// Only while every other node is whole: a node catches up from a
+    /// majority of its peers, and two nodes of three losing data at once
+    /// can lose an acknowledged write for good.
+    fn damage_disk(&mut self) {
+        let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].power == Power::Up).collect();
+        let Some(&i) = shuffled(up, &mut self.rng).first() else { return };
+        if !self.others_whole(i) || self.nodes[i].is_catching_up() {
+            return;
+        }
+        if self.rng.chance(0.5) {
+            self.counts.wiped += 1;
+            self.nodes[i].wipe(&mut self.rng);
+        } else if self.nodes[i].damage_log(&mut self.rng) {
+            self.counts.damaged_logs += 1;
         }
         let life = self.nodes[i].life;
         let until = self.now.plus_micros(self.fault_duration_us());

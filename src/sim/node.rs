@@ -13,7 +13,8 @@ use super::disk::SimDisk;
 use super::net::{ClientAddr, Endpoint};
 use crate::core::rng::Rng;
 use crate::core::{ClientLimits, Envelope, Node, NodeSetup, Ready};
-use crate::storage::Storage;
+use crate::storage::log::RecoveryError;
+use crate::storage::{Record, Storage};
 use crate::types::{Ballot, Key, NodeId, Time};
 use crate::wire::Message;
 use std::collections::BTreeMap;
@@ -49,6 +50,14 @@ pub struct SimNode {
     pub crash_armed: bool,
     /// The highest ballot this node ever promised in a message that left it.
     released: BTreeMap<Key, Ballot>,
+    /// The data dir was lost: the next start is a rejoin.
+    start_over: bool,
+    /// Whether the core was catching up after the last turn, and whether it
+    /// has caught up since the world last asked (`take_caught_up`).
+    was_catching_up: bool,
+    caught_up: bool,
+    /// The nemesis damaged the log: recovery may refuse it.
+    damaged: bool,
     /// World time when this life began: like a real process, the node's
     /// clock starts at zero at every start, so clients must not carry what
     /// they knew of one life's clock into the next.
@@ -75,6 +84,10 @@ impl SimNode {
             wake_at: None,
             crash_armed: false,
             released: BTreeMap::new(),
+            start_over: false,
+            was_catching_up: false,
+            caught_up: false,
+            damaged: false,
             origin: Time(0),
             #[cfg(feature = "planted-bugs")]
             bugs: crate::core::PlantedBugs::default(),
@@ -133,6 +146,10 @@ impl SimNode {
             core.handle_timeout(local);
         }
         let mut ready = core.take_ready();
+        if self.was_catching_up && !core.catching_up() {
+            self.caught_up = true;
+        }
+        self.was_catching_up = core.catching_up();
         self.check_promises(now, violations);
         let early = ready.take_early();
         self.release(now, early, &mut out, violations);
@@ -236,9 +253,11 @@ impl SimNode {
     }
 
     /// Invariant: the acceptor's promise for a key is never below one it
-    /// has sent, whatever happened to the node since.
+    /// has sent, whatever happened to the node since. A node that lost its
+    /// data sends no vote while it catches up, and once it has, its fence is
+    /// above every ballot of its earlier lives.
     fn check_promises(&self, now: Time, violations: &mut Vec<String>) {
-        let Some(core) = self.core.as_ref() else {
+        let Some(core) = self.core.as_ref().filter(|core| !core.catching_up()) else {
             return;
         };
         for (key, &sent) in &self.released {
@@ -253,8 +272,9 @@ impl SimNode {
     }
 
     /// The node dies: memory and unsynced writes are lost (but for a torn
-    /// prefix). Returns true when a partial write was left on disk.
-    pub fn crash(&mut self, rng: &mut Rng) -> bool {
+    /// prefix, or, with `blocks_out_of_order`, some of the write's blocks).
+    /// Returns true when a partial write was left on disk.
+    pub fn crash(&mut self, rng: &mut Rng, blocks_out_of_order: bool) -> bool {
         self.core = None;
         self.inbox.clear();
         self.syncing = None;
@@ -263,18 +283,56 @@ impl SimNode {
         self.life += 1;
         self.wake_at = None;
         self.crash_armed = false;
-        self.disk.crash(rng)
+        self.disk.crash(rng, blocks_out_of_order)
     }
 
-    /// The node starts again from its log. A log recovery refuses is a
-    /// violation: the node stays down.
-    pub fn restart(&mut self, now: Time, seed: u64, violations: &mut Vec<String>) {
-        let records = match self.disk.restart() {
-            Ok(records) => records,
+    /// The node dies and its data dir is lost; it will start with `--rejoin`.
+    pub fn wipe(&mut self, rng: &mut Rng) {
+        self.crash(rng, false);
+        self.start_over = true;
+    }
+
+    /// The node dies and a byte of its log goes bad. Returns false when
+    /// the log held nothing to damage.
+    pub fn damage_log(&mut self, rng: &mut Rng) -> bool {
+        self.crash(rng, false);
+        self.damaged = self.disk.flip_byte(rng);
+        self.damaged
+    }
+
+    /// True once after the node caught up (for the fault counts).
+    pub fn take_caught_up(&mut self) -> bool {
+        std::mem::take(&mut self.caught_up)
+    }
+
+    /// True while the node is up and catching up after losing data.
+    pub fn is_catching_up(&self) -> bool {
+        self.core.as_ref().is_some_and(Node::catching_up)
+    }
+
+    /// The records a restart starts from: the log as recovery finds it. A
+    /// wiped dir, or a log the nemesis damaged that recovery refuses, makes
+    /// the operator start the node with `--rejoin`.
+    fn recover(&mut self, now: Time, violations: &mut Vec<String>) -> Option<Vec<Record>> {
+        if std::mem::take(&mut self.start_over) {
+            return Some(self.disk.start_over());
+        }
+        let damaged = std::mem::take(&mut self.damaged);
+        match self.disk.restart() {
+            Ok(records) => Some(records),
+            Err(RecoveryError::Corrupt { .. }) if damaged => Some(self.disk.start_over()),
             Err(e) => {
                 violations.push(format!("t={}us node {}: log recovery failed: {e}", now.0, self.id));
-                return;
+                None
             }
+        }
+    }
+
+    /// The node starts again from its log. A log recovery refuses, unless
+    /// the nemesis damaged it, is a violation: the node stays down.
+    pub fn restart(&mut self, now: Time, seed: u64, violations: &mut Vec<String>) {
+        let Some(records) = self.recover(now, violations) else {
+            return;
         };
         self.origin = now;
         let setup = NodeSetup {
@@ -290,6 +348,7 @@ impl SimNode {
         #[cfg(feature = "planted-bugs")]
         core.set_bugs(self.bugs);
         // Like the daemon: a new incarnation, and no sessions remembered.
+        self.was_catching_up = core.catching_up();
         self.core = Some(core);
         self.power = Power::Up;
         self.check_promises(now, violations);
@@ -369,7 +428,7 @@ mod tests {
         n.deliver(Endpoint::Node(NodeId(2)), vec![prepare(5, 2)]);
         assert!(n.turn(Time(10), &mut violations).1);
         // This random source keeps none of the unsynced bytes.
-        n.crash(&mut Rng::new(0));
+        n.crash(&mut Rng::new(0), false);
         n.deliver(Endpoint::Node(NodeId(3)), vec![prepare(6, 3)]);
         n.restart(Time(30), 2, &mut violations);
         assert!(n.inbox.is_empty(), "a node that is down loses what is sent to it");
@@ -412,7 +471,7 @@ mod tests {
         });
         n.deliver(Endpoint::Client(9), vec![request.clone()]);
         assert!(n.turn(Time(10), &mut violations).1, "the request runs: records to sync");
-        n.crash(&mut Rng::new(0));
+        n.crash(&mut Rng::new(0), false);
         n.restart(Time(30), 2, &mut violations);
         let new = incarnation(&mut n, Time(35)).unwrap_or_default();
         assert_ne!(old, new);

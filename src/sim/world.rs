@@ -266,6 +266,9 @@ impl World {
             return;
         }
         let (out, needs_sync) = node.turn(now, &mut self.violations);
+        if node.take_caught_up() {
+            self.counts.caught_up += 1;
+        }
         let (from, life) = (Endpoint::Node(node.id), node.life);
         self.send(from, out);
         if needs_sync {

@@ -256,12 +256,48 @@ impl Recovered {
     }
 }
 
-/// The bytes recovery cut off the end of a log: where they begin and how
-/// many there are.
+/// The bytes recovery cut off the end of a log: where they begin, how many
+/// there are, and what they may have held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TornTail {
     pub offset: u64,
     pub bytes: u64,
+    pub kind: TailKind,
+}
+
+/// What a damaged last unit may have been.
+///
+/// A unit is written by one write and made durable by one fdatasync, after
+/// which every byte of it is on disk. So a unit the file ends inside (its
+/// checked length runs past the end, or fewer bytes are left than the
+/// smallest unit) was never synced: nothing the node acknowledged depended
+/// on it. Any other damage (a bad CRC, a garbled length with the bytes all
+/// there, a wrong sequence number) may be a synced unit damaged since, or a
+/// write whose blocks landed out of order: the file cannot tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TailKind {
+    /// Cut short: never synced, safe to drop.
+    Cut,
+    /// Complete in length but damaged: it may have held promises or
+    /// accepts the node acknowledged, so the node must catch up from its
+    /// peers before it votes (`core::rejoin`).
+    Damaged,
+}
+
+impl TailKind {
+    /// The kind of a bad unit (or frame) at the end, `remaining` bytes
+    /// long, given why it failed and the smallest it could be.
+    fn of(fault: Fault, remaining: usize, smallest: usize) -> TailKind {
+        if fault == Fault::Incomplete || remaining < smallest { TailKind::Cut } else { TailKind::Damaged }
+    }
+}
+
+impl Recovered {
+    /// True when the log may have lost state the node acknowledged: its
+    /// last unit is damaged, not merely cut short.
+    pub fn may_have_lost_acknowledged_state(&self) -> bool {
+        self.torn_tail.is_some_and(|t| t.kind == TailKind::Damaged)
+    }
 }
 
 /// Why a log's bytes cannot be trusted.
@@ -327,7 +363,9 @@ fn recover_units(bytes: &[u8]) -> Result<Recovered, RecoveryError> {
                 if valid_unit_from(bytes, fault.rescan_from(offset), last_seq) {
                     return Err(RecoveryError::Corrupt { offset: offset as u64 });
                 }
-                torn_tail = Some(TornTail { offset: offset as u64, bytes: (bytes.len() - offset) as u64 });
+                let remaining = bytes.len() - offset;
+                let kind = TailKind::of(fault, remaining, UNIT_OVERHEAD_BYTES);
+                torn_tail = Some(TornTail { offset: offset as u64, bytes: remaining as u64, kind });
                 break;
             }
         }
@@ -359,7 +397,7 @@ fn check_header(bytes: &[u8]) -> Result<u32, RecoveryError> {
 
 /// Why the unit or frame at some offset is not valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
+pub(super) enum Fault {
     /// The length, its CRC, or the bound on it is bad (or cut short): the
     /// extent is unknown.
     BadLength,
@@ -787,14 +825,23 @@ fn recovery_error(path: &Path, e: RecoveryError) -> LogError {
 }
 
 fn warn_torn_tail(path: &Path, torn: TornTail) {
-    log::warn!(
-        "acceptor log {}: dropping the damaged last unit at byte offset {}: a torn write of {} \
-         bytes if the node stopped while writing it, or a synced unit damaged since, in which \
-         case promises or accepts this node acknowledged may be lost",
-        path.display(),
-        torn.offset,
-        torn.bytes
-    );
+    match torn.kind {
+        TailKind::Cut => log::warn!(
+            "acceptor log {}: dropping a torn write of {} bytes at byte offset {} (the node stopped \
+             while writing its last unit, which was never synced)",
+            path.display(),
+            torn.bytes,
+            torn.offset
+        ),
+        TailKind::Damaged => log::warn!(
+            "acceptor log {}: dropping the damaged last unit of {} bytes at byte offset {}: either \
+             its blocks reached the disk out of order when the node stopped, or it was synced and \
+             damaged since, and then promises or accepts this node acknowledged are lost",
+            path.display(),
+            torn.bytes,
+            torn.offset
+        ),
+    }
 }
 
 fn truncate_torn_tail(file: &File, path: &Path, torn: TornTail) -> Result<(), LogError> {
@@ -978,6 +1025,6 @@ mod tests {
         huge.extend_from_slice(&[0u8; 64]);
         assert_eq!(checked_length(&huge, HEADER_BYTES, limits::LOG_UNIT_BYTES_MAX), Err(Fault::BadLength));
         let got = recover(&huge).expect("damaged last unit");
-        assert_eq!(got.torn_tail, Some(TornTail { offset: 16, bytes: 72 }));
+        assert_eq!(got.torn_tail, Some(TornTail { offset: 16, bytes: 72, kind: TailKind::Damaged }));
     }
 }

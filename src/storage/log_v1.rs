@@ -10,7 +10,7 @@
 //! orders exactly as before among ballots of that epoch.
 
 use super::{
-    FORMAT_VERSION_FRAMES, FRAME_OVERHEAD_BYTES, HEADER_BYTES, Recovered, RecoveryError, TornTail,
+    FORMAT_VERSION_FRAMES, FRAME_OVERHEAD_BYTES, HEADER_BYTES, Recovered, RecoveryError, TailKind, TornTail,
     decode_frame, records_reserved,
 };
 use crate::storage::Record;
@@ -81,7 +81,9 @@ pub(super) fn recover_frames(bytes: &[u8]) -> Result<Recovered, RecoveryError> {
                 if valid_frame_from(bytes, fault.rescan_from(offset)) {
                     return Err(RecoveryError::Corrupt { offset: offset as u64 });
                 }
-                torn_tail = Some(TornTail { offset: offset as u64, bytes: (bytes.len() - offset) as u64 });
+                let remaining = bytes.len() - offset;
+                let kind = TailKind::of(fault, remaining, FRAME_OVERHEAD_BYTES);
+                torn_tail = Some(TornTail { offset: offset as u64, bytes: remaining as u64, kind });
                 break;
             }
         }
