@@ -3,19 +3,26 @@
 # its own, a checked workload (paxosctl torture), and a nemesis that changes
 # the faults every few seconds: partitions (isolate one, bisect, ring, bridge,
 # one-way), datagram loss (1%, 10%, 30%), kill -9 and restart, SIGSTOP pauses
-# (one node, a minority, a majority, all). At the end everything is healed,
-# the lists are read back, and the history is checked for linearizability.
+# (one node, a minority, a majority, all), and with --disk-faults a node's
+# data dir wiped or a byte of its log flipped, then the node brought back
+# with `paxosd --rejoin`. At the end everything is healed, the lists are
+# read back, and the history is checked for linearizability.
 #
 #   scripts/chaos.sh [--nodes 3|5] [--duration SECONDS] [--seed S]
-#                    [--broken BUG] [--expect-failure]
+#                    [--disk-faults] [--broken BUG] [--expect-failure]
 #
 #   --nodes       cluster size (default 5)
 #   --duration    seconds of workload and faults (default 60)
 #   --seed        seed of the fault schedule and the workload (default:
 #                 random, printed); the same seed gives the same schedule
+#   --disk-faults also wipe a node's data dir or flip a byte in the middle
+#                 of its log (one node at a time): the node must refuse to
+#                 start on the damaged log, naming --rejoin, and catch up
+#                 with --rejoin before the next fault
 #   --broken BUG  run a deliberately broken build (cargo feature
-#                 planted-bugs; BUG: ignore_accepted_state or
-#                 accept_below_promise), to show that the check catches it
+#                 planted-bugs; BUG: ignore_accepted_state,
+#                 accept_below_promise or vote_while_catching_up), to show
+#                 that the check catches it
 #   --expect-failure  exit 0 only if the check FAILS (for --broken runs)
 #
 # Prints the seed, the artifacts directory (history, node logs, fault log,
@@ -34,10 +41,11 @@ DURATION=60
 SEED=""
 BROKEN=""
 EXPECT_FAILURE=no
+DISK_FAULTS=no
 CLIENTS=8
 KEYS=4
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 cannot() { echo "chaos: cannot run: $*" >&2; exit 3; }
 
 while [ $# -gt 0 ]; do
@@ -46,6 +54,7 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=${2:?}; shift 2 ;;
         --seed) SEED=${2:?}; shift 2 ;;
         --broken) BROKEN=${2:?}; shift 2 ;;
+        --disk-faults) DISK_FAULTS=yes; shift ;;
         --expect-failure) EXPECT_FAILURE=yes; shift ;;
         -h|--help) usage ;;
         *) echo "chaos: unknown option $1" >&2; usage ;;
@@ -210,13 +219,74 @@ pause_nodes() {
     WHAT="SIGSTOP nodes $PAUSED"
 }
 
+# A node loses its data dir, or a byte in the middle of its log goes bad.
+disk_fault() {
+    local i log size
+    choose_nodes 1
+    i=${CHOSEN[0]}
+    kill -KILL "${PIDS[$i]}" 2>/dev/null || true; wait "${PIDS[$i]}" 2>/dev/null || true
+    log=$ART/data/node$i/acceptor.log
+    size=$(stat -c %s "$log" 2>/dev/null || echo 0)
+    pick 2
+    if [ "$PICK" = 0 ] || [ "$size" -lt 64 ]; then
+        rm -rf "$ART/data/node$i"
+        WHAT="wipe the data dir of node $i"
+    else
+        # A byte in the middle of the log: followed by valid units, so the
+        # node must refuse to start rather than guess.
+        local at=$(( size / 2 ))
+        printf '\x5a' | dd of="$log" bs=1 seek="$at" conv=notrunc status=none
+        WHAT="flip byte $at of node $i's log (of $size)"
+    fi
+    DAMAGED=$i
+}
+
+# Brings back the node of the last disk fault. A log damaged in the middle
+# must be refused with a message naming --rejoin (a flip that landed in the
+# last unit is instead dropped, and the node catches up on its own); then
+# --rejoin, and the node must catch up before the next fault.
+rejoin() {
+    local i=$1 mark
+    if [ -d "$ART/data/node$i" ]; then
+        mark=$(stat -c %s "$ART/node$i.log" 2>/dev/null || echo 0)
+        start_node "$i"
+        for _ in $(seq 1 100); do kill -0 "${PIDS[$i]}" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "${PIDS[$i]}" 2>/dev/null; then
+            tail -c +$((mark + 1)) "$ART/node$i.log" | grep -q "damaged last unit" \
+                || REFUSALS_MISSED=$((REFUSALS_MISSED + 1))
+            wait_caught_up "$i"
+            return 0
+        fi
+        wait "${PIDS[$i]}" 2>/dev/null || true
+        tail -c +$((mark + 1)) "$ART/node$i.log" | grep -q -- "--rejoin" || REFUSALS_MISSED=$((REFUSALS_MISSED + 1))
+    fi
+    start_node "$i" --rejoin
+    wait_caught_up "$i"
+}
+
+wait_caught_up() {
+    local i=$1 line
+    for _ in $(seq 1 300); do
+        line=$(in_ns "$BIN/paxosctl" --config "$CFG" --node "$i" --timeout-ms 200 status 2>/dev/null | grep "^node $i " || true)
+        if grep -q "  up  " <<<"$line"; then
+            REJOINS=$((REJOINS + 1))
+            log "node $i caught up: ${line%% in_flight*}"
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "node $i did not catch up within 30 s"
+    STUCK=$((STUCK + 1))
+}
+
 heal() {
     local i
     in_ns iptables -F CHAOS
     for i in ${PAUSED:-}; do kill -CONT "${PIDS[$i]}" 2>/dev/null || true; done
     for i in ${KILLED:-}; do start_node "$i"; done
     for i in ${KILLED:-}; do wait_answers "$i"; done
-    PAUSED=""; KILLED=""
+    [ -z "${DAMAGED:-}" ] || rejoin "$DAMAGED"
+    PAUSED=""; KILLED=""; DAMAGED=""
 }
 
 # --- the run -----------------------------------------------------------------
@@ -229,16 +299,18 @@ ip netns exec "$NS" "$BIN/paxosctl" --config "$CFG" torture --clients "$CLIENTS"
     --seed "$SEED" --history "$ART/history.jsonl" >"$ART/torture.out" 2>"$ART/torture.err" &
 TORTURE_PID=$!
 
-declare -A COUNT=([partition]=0 [loss]=0 [kill]=0 [pause]=0)
+declare -A COUNT=([partition]=0 [loss]=0 [kill]=0 [pause]=0 [disk]=0)
 KINDS=(partition loss kill pause)
-# A seeded shuffle of the four kinds, repeated: every kind comes up once in
-# any four consecutive faults.
-for ((i = 3; i > 0; i--)); do pick $((i + 1)); t=${KINDS[$i]}; KINDS[$i]=${KINDS[$PICK]}; KINDS[$PICK]=$t; done
+[ "$DISK_FAULTS" = no ] || KINDS+=(disk)
+REJOINS=0; REFUSALS_MISSED=0; STUCK=0
+# A seeded shuffle of the kinds, repeated: every kind comes up once in any
+# run of that many consecutive faults.
+for ((i = ${#KINDS[@]} - 1; i > 0; i--)); do pick $((i + 1)); t=${KINDS[$i]}; KINDS[$i]=${KINDS[$PICK]}; KINDS[$PICK]=$t; done
 END_MS=$(( $(now_ms) + DURATION * 1000 ))
 slot=0
 sleep 1
 while [ $(( $(now_ms) + 2500 )) -lt "$END_MS" ]; do
-    kind=${KINDS[$(( slot % 4 ))]}
+    kind=${KINDS[$(( slot % ${#KINDS[@]} ))]}
     slot=$((slot + 1))
     t0=$(now_ms)
     case $kind in
@@ -246,6 +318,7 @@ while [ $(( $(now_ms) + 2500 )) -lt "$END_MS" ]; do
         loss) loss ;;
         kill) kill_nodes ;;
         pause) pause_nodes ;;
+        disk) disk_fault ;;
     esac
     COUNT[$kind]=$(( COUNT[$kind] + 1 ))
     log "$kind: $WHAT"
@@ -267,6 +340,7 @@ summary=$(tail -n 1 "$ART/torture.out" || true)
 in_ns "$BIN/paxosctl" timeline --history "$ART/history.jsonl" --faults "$ART/faults.log" \
     --out "$ART/timeline.svg" --title "chaos: nodes=$NODES seed=$SEED ${BROKEN:+broken=$BROKEN }$summary" || true
 faults="partition:${COUNT[partition]},loss:${COUNT[loss]},kill:${COUNT[kill]},pause:${COUNT[pause]}"
+[ "$DISK_FAULTS" = no ] || faults="$faults,disk:${COUNT[disk]},rejoined:$REJOINS"
 ops=$(grep -o 'ops=[0-9]*' <<<"$summary" || echo "ops=0")
 lin=$(grep -o 'linearizable=[a-z]*' <<<"$summary" || echo "linearizable=unknown")
 lost=$(grep -o 'lost_acked=[0-9]*' <<<"$summary" || echo "lost_acked=unknown")
@@ -276,8 +350,12 @@ echo "nodes=$NODES duration=$DURATION seed=$SEED faults=$faults $ops $lin $lost"
 
 passed=no
 [ "$lin" = linearizable=yes ] && [ "$lost" = lost_acked=0 ] && passed=yes
+if [ "$STUCK" -gt 0 ] || [ "$REFUSALS_MISSED" -gt 0 ]; then
+    echo "chaos: $STUCK rejoins did not catch up; $REFUSALS_MISSED damaged logs were not refused naming --rejoin" >&2
+    passed=no
+fi
 all_kinds=yes
-for k in partition loss kill pause; do [ "${COUNT[$k]}" -gt 0 ] || all_kinds=no; done
+for k in "${KINDS[@]}"; do [ "${COUNT[$k]}" -gt 0 ] || all_kinds=no; done
 if [ "$EXPECT_FAILURE" = yes ]; then
     [ "$passed" = no ] && { echo "chaos: the broken build was caught, as expected"; exit 0; }
     echo "chaos: the broken build was NOT caught" >&2; exit 1

@@ -72,8 +72,9 @@ fn main() -> ExitCode {
 }
 
 /// Reads `PAXOSD_PLANTED_BUGS` (a comma-separated list of
-/// `accept_below_promise`, `ignore_accepted_state`) in builds made with the
-/// `planted-bugs` feature, which exist only to prove the tests catch bugs.
+/// `accept_below_promise`, `ignore_accepted_state`, `vote_while_catching_up`)
+/// in builds made with the `planted-bugs` feature, which exist only to prove
+/// the tests catch bugs.
 #[cfg(feature = "planted-bugs")]
 fn plant_bugs(mut driver: Driver) -> Driver {
     let list = std::env::var("PAXOSD_PLANTED_BUGS").unwrap_or_default();
@@ -82,6 +83,7 @@ fn plant_bugs(mut driver: Driver) -> Driver {
         match name {
             "accept_below_promise" => bugs.accept_below_promise = true,
             "ignore_accepted_state" => bugs.ignore_accepted_state = true,
+            "vote_while_catching_up" => bugs.vote_while_catching_up = true,
             other => eprintln!("paxosd: unknown planted bug {other:?} ignored"),
         }
     }
