@@ -7,6 +7,9 @@
 #   scripts/cluster.sh start N          start node N
 #   scripts/cluster.sh stop N           stop node N cleanly
 #   scripts/cluster.sh kill N           kill node N with SIGKILL (a crash)
+#   scripts/cluster.sh rejoin N         start node N with --rejoin after its data
+#                                       was lost or damaged, and wait (60 s at
+#                                       most) until it has caught up
 #
 # Node N keeps its state in data/nodeN/ (data_dir in the config), its log in
 # data/nodeN.log and its PID in data/nodeN.pid. Starting a running node does
@@ -15,7 +18,8 @@
 #
 # A brand-new cluster (no node has a data dir yet) is started with
 # --bootstrap. A node whose data dir is missing while others have theirs is
-# NOT bootstrapped: it refuses to start (see "Replacing a node's data").
+# NOT bootstrapped: it refuses to start, naming `rejoin` (see "Replacing a
+# node's data" in the README).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -68,6 +72,7 @@ start_node() {
     if pid=$(pid_of "$id"); then echo "node $id already running (pid $pid)"; return 0; fi
     local args=(--config "$CONFIG" --id "$id")
     [ "$bootstrap" = yes ] && args+=(--bootstrap)
+    [ "$bootstrap" = rejoin ] && args+=(--rejoin)
     nohup "$BIN/paxosd" "${args[@]}" >>"$RUN/node$id.log" 2>&1 &
     pid=$!
     echo "$pid" >"$RUN/node$id.pid"
@@ -126,6 +131,22 @@ case "$cmd" in
         if [ -n "$node" ]; then check_id "$node"; signal_node "$node" "$sig"; exit; fi
         for id in $(node_ids); do signal_node "$id" "$sig"; done
         ;;
+    rejoin)
+        [ -n "$node" ] || die "usage: cluster.sh rejoin N"
+        check_id "$node"
+        build
+        pid_of "$node" >/dev/null && die "node $node is running; stop it first"
+        start_node "$node" rejoin || exit 1
+        for _ in $(seq 1 600); do
+            if "$BIN/paxosctl" --config "$CONFIG" --node "$node" --timeout-ms 200 status 2>/dev/null \
+                | grep "^node $node " | grep -q "  up  "; then
+                echo "node $node caught up"
+                exit 0
+            fi
+            sleep 0.1
+        done
+        die "node $node has not caught up after 60 s (it needs a majority of the other nodes); see $RUN/node$node.log"
+        ;;
     status)
         for id in $(node_ids); do
             if pid=$(pid_of "$id"); then echo "node $id running (pid $pid)"; else echo "node $id not running"; fi
@@ -133,7 +154,7 @@ case "$cmd" in
         if [ -x "$BIN/paxosctl" ]; then "$BIN/paxosctl" --config "$CONFIG" --timeout-ms 500 status || true; fi
         ;;
     *)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
         [ -z "$cmd" ] && exit 2
         die "unknown command: $cmd"
         ;;

@@ -93,11 +93,7 @@ impl fmt::Display for DriverError {
                 rejoin_hint(*id)
             ),
             DriverError::Damaged { id, error } => write!(f, "{error}. {}", rejoin_hint(*id)),
-            DriverError::Unmarked { id, error } => write!(
-                f,
-                "{error}. A node of a running cluster whose data dir was lost or replaced: start it \
-                 with `paxosd --id {id} --rejoin`"
-            ),
+            DriverError::Unmarked { id, error } => write!(f, "{error}: `paxosd --id {id} --rejoin`"),
             DriverError::Locked { id, path } => write!(
                 f,
                 "another paxosd is running as node {id}: it holds the lock on {}; this process \

@@ -102,9 +102,9 @@ fn write_missing(f: &mut fmt::Formatter<'_>, path: &Path, log_present: bool) -> 
     write!(
         f,
         ". If this node is a founding member of a brand-new cluster, start it with \
-         --bootstrap. A node of a running cluster that lost its data must not rejoin as if it \
-         were empty: it could break promises it made before. See the README section \
-         \"Replacing a node's data\""
+         --bootstrap. A node of a running cluster that lost its data must not start empty as \
+         if it were new (it could break promises it made before): it comes back with --rejoin, \
+         which catches up from the other nodes first (README, \"Replacing a node's data\")"
     )
 }
 
