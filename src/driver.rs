@@ -149,11 +149,14 @@ impl Driver {
     /// Checks the data dir, recovers the log and binds the socket.
     pub fn open(config: Config, options: &Options) -> Result<Driver, DriverError> {
         let me = config.node(options.id).cloned().ok_or(DriverError::UnknownNode(options.id))?;
-        if options.rejoin && config.nodes.len() < 2 {
+        if options.rejoin && config.nodes.len() < 3 {
             return Err(DriverError::RejoinAlone);
         }
         let lock = lock_data_dir(&me, options)?;
         let (log, recovered) = open_data_dir(&config, &me, options)?;
+        if config.nodes.len() < 3 && must_catch_up(&recovered.records) {
+            return Err(DriverError::RejoinAlone);
+        }
         info!(
             "node {}: recovered {} records ({} bytes) from {}",
             me.id,
@@ -462,7 +465,7 @@ fn open_data_dir(
     // voted before and forgotten it, so it must not vote now.
     let log_path = dir.join(crate::storage::log::LOG_FILE_NAME);
     let log_missing = std::fs::metadata(&log_path).map_or(0, |m| m.len()) == 0;
-    if options.rejoin && (log_missing || LogFile::open(dir).is_err()) {
+    if options.rejoin && (log_missing || log_is_unreadable(&log_path)) {
         return start_over(me);
     }
     if log_missing {
@@ -498,8 +501,22 @@ fn start_over(me: &NodeConfig) -> Result<(LogFile, Recovered), DriverError> {
         identity::sync_dir(dir).map_err(DriverError::Identity)?;
         warn!("node {}: moved {} aside to {}", me.id, log_path.display(), aside.display());
     }
-    let (log, recovered) = open_log(me)?;
-    catch_up(log, recovered, me.id)
+    LogFile::start_over(dir).map_err(DriverError::Log)
+}
+
+/// Whether the records leave the node catching up (the last of the marks
+/// says so), as `core::Node::new` reads them.
+fn must_catch_up(records: &[Record]) -> bool {
+    records.iter().rev().find_map(|r| match r {
+        Record::CatchingUp => Some(true),
+        Record::CaughtUp { .. } => Some(false),
+        _ => None,
+    }) == Some(true)
+}
+
+/// Whether recovery refuses the log (read only: nothing is changed).
+fn log_is_unreadable(path: &std::path::Path) -> bool {
+    std::fs::read(path).map_or(true, |bytes| crate::storage::log::recover(&bytes).is_err())
 }
 
 /// Records, durably, that the node catches up before it votes: a torn or
@@ -516,9 +533,12 @@ fn catch_up(
              promises this node acknowledged, so the node catches up from its peers before it votes"
         );
     }
-    log.append(&Record::CatchingUp).map_err(DriverError::Log)?;
-    log.sync().map_err(DriverError::Log)?;
-    recovered.records.push(Record::CatchingUp);
+    // `LogFile::open` recorded it already for a damaged last unit.
+    if recovered.records.last() != Some(&Record::CatchingUp) {
+        log.append(&Record::CatchingUp).map_err(DriverError::Log)?;
+        log.sync().map_err(DriverError::Log)?;
+        recovered.records.push(Record::CatchingUp);
+    }
     Ok((log, recovered))
 }
 

@@ -181,11 +181,18 @@ struct Report {
 impl Report {
     const NONE: Report = Report { accepted: Ballot::ZERO, value: None, version: Version(0) };
 
-    fn of(slot: ScanSlot) -> Report {
-        if slot.accepted.is_zero() {
-            return Report::NONE;
+    /// What the slot says of the node's vote; `None` when it says nothing:
+    /// the node adopted that state while it caught up after losing data,
+    /// and may have promised a higher ballot in its earlier life instead of
+    /// accepting it, so it is no witness for that ballot.
+    fn of(slot: ScanSlot) -> Option<Report> {
+        if slot.adopted {
+            return None;
         }
-        Report { accepted: slot.accepted, value: slot.state.value, version: slot.state.version }
+        if slot.accepted.is_zero() {
+            return Some(Report::NONE);
+        }
+        Some(Report { accepted: slot.accepted, value: slot.state.value, version: slot.state.version })
     }
 }
 
@@ -267,9 +274,10 @@ impl ScanMerge {
         let mut tally: Vec<(Report, usize)> = Vec::new();
         for scan in self.nodes.values_mut().filter(|s| s.progress != Progress::Dropped) {
             let report = match scan.pending.front() {
-                Some(slot) if slot.key == key => scan.pending.pop_front().map_or(Report::NONE, Report::of),
-                _ => Report::NONE,
+                Some(slot) if slot.key == key => scan.pending.pop_front().and_then(Report::of),
+                _ => Some(Report::NONE),
             };
+            let Some(report) = report else { continue };
             match tally.iter_mut().find(|(r, _)| *r == report) {
                 Some((_, count)) => *count += 1,
                 None => tally.push((report, 1)),
@@ -516,7 +524,7 @@ mod tests {
             ..Default::default()
         };
         let accepted = Ballot::new(round, n(1));
-        ScanSlot { key: key(k), promised: accepted, accepted, state }
+        ScanSlot { key: key(k), promised: accepted, accepted, adopted: false, state }
     }
 
     fn chosen(k: &str, value: &str, version: u64) -> Step {
@@ -595,12 +603,26 @@ mod tests {
     }
 
     #[test]
+    fn a_state_a_node_adopted_while_catching_up_is_no_vote() {
+        let mut merge = ScanMerge::new(&[n(1), n(2), n(3)]);
+        let adopted = ScanSlot { adopted: true, ..slot("a", 5, "x", 1) };
+        let pages = vec![vec![slot("a", 5, "x", 1)], vec![adopted.clone()], vec![slot("a", 6, "y", 2)]];
+        one_page_each(&mut merge, pages);
+        assert_eq!(steps(&mut merge), vec![read("a"), Step::Finished(Ok(()))], "one vote and one adoption");
+        let mut merge = ScanMerge::new(&[n(1), n(2), n(3)]);
+        one_page_each(&mut merge, vec![vec![], vec![ScanSlot { key: key("b"), ..adopted }], vec![]]);
+        let absent = Step::Decided(Decision::Chosen { key: key("b"), value: None, version: Version(0) });
+        assert_eq!(steps(&mut merge), vec![absent, Step::Finished(Ok(()))], "two nodes never had it");
+    }
+
+    #[test]
     fn a_slot_that_only_promised_counts_as_no_ballot() {
         let mut merge = ScanMerge::new(&[n(1), n(2), n(3)]);
         let promised_only = ScanSlot {
             key: key("a"),
             promised: Ballot::new(9, n(2)),
             accepted: Ballot::ZERO,
+            adopted: false,
             state: Default::default(),
         };
         one_page_each(&mut merge, vec![vec![promised_only], vec![], vec![slot("a", 3, "x", 1)]]);

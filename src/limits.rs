@@ -239,7 +239,14 @@ const _: () = assert!(CLIENT_REPLY_MARGIN_MS < REQUEST_TIMEOUT_MS_DEFAULT);
 pub const SCAN_PAGE_BYTES_MAX: usize = 24 * 1024;
 /// At most this many slots in one scan page.
 pub const SCAN_PAGE_SLOTS_MAX: usize = 1024;
-const _: () = assert!(SCAN_PAGE_BYTES_MAX + MESSAGE_BYTES_MAX + HEADER_BYTES_MAX <= DATAGRAM_BYTES_MAX);
+/// What a slot in a scan page takes besides its key and state: two ballots
+/// (23 bytes each at most), the key's length prefix and the flag, rounded
+/// up. Pages count it, so a page of many small slots stays in bounds too.
+pub const SCAN_SLOT_OVERHEAD_BYTES_MAX: usize = 64;
+const _: () = assert!(
+    SCAN_PAGE_BYTES_MAX + MESSAGE_BYTES_MAX + SCAN_SLOT_OVERHEAD_BYTES_MAX + HEADER_BYTES_MAX
+        <= DATAGRAM_BYTES_MAX
+);
 
 /// `paxosctl export` asks a node again for a scan page after this long
 /// without an answer ...

@@ -134,6 +134,10 @@ pub struct ScanSlot {
     pub key: Key,
     pub promised: Ballot,
     pub accepted: Ballot,
+    /// True when the acceptor holds this state by adoption, while it caught
+    /// up after losing data, not by its own vote: it is no vote for
+    /// `accepted` (`core::acceptor`, `adopted_below`).
+    pub adopted: bool,
     pub state: RegisterState,
 }
 

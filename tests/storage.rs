@@ -1048,8 +1048,14 @@ fn flipped_byte_in_the_last_unit_is_a_damaged_last_unit() {
     let len = file_len(&dir.log_path());
     flip_byte(&dir.log_path(), last + 10);
     let (_, recovered) = LogFile::open(dir.path()).expect("open");
-    assert_eq!(recovered, torn(records[..5].to_vec(), last, len, 1, TailKind::Damaged));
-    assert_eq!(file_len(&dir.log_path()), last);
+    // The damaged unit is replaced, in one rename, by a record that makes
+    // the node catch up: no crash can leave a log that looks whole.
+    let mut expected = torn(records[..5].to_vec(), last, len, 1, TailKind::Damaged);
+    expected.records.push(Record::CatchingUp);
+    assert_eq!(recovered, expected);
+    let (_, again) = LogFile::open(dir.path()).expect("reopen");
+    assert_eq!(again.records, expected.records, "the catching-up mark is durable");
+    assert!(again.torn_tail.is_none());
 }
 
 #[test]
@@ -1083,7 +1089,9 @@ fn garbage_length_on_disk_is_not_used_to_allocate() {
     bytes.extend_from_slice(&[0x00; 100]);
     fs::write(dir.log_path(), &bytes).expect("write");
     let (_, recovered) = LogFile::open(dir.path()).expect("open");
-    assert_eq!(recovered, torn(records, garbage_at, bytes.len() as u64, 1, TailKind::Damaged));
+    let mut expected = torn(records, garbage_at, bytes.len() as u64, 1, TailKind::Damaged);
+    expected.records.push(Record::CatchingUp);
+    assert_eq!(recovered, expected);
 }
 
 // ---------------------------------------------------------------------------
@@ -1099,7 +1107,7 @@ fn replay(records: &[Record]) -> (BTreeMap<Key, Record>, Option<u64>) {
                 slots.insert(key.clone(), rec.clone());
             }
             Record::RoundsReserved { round_limit: r } => round_limit = Some(*r),
-            Record::Fence { .. } | Record::CatchingUp | Record::CaughtUp => {}
+            Record::Fence { .. } | Record::CatchingUp | Record::CaughtUp { .. } => {}
         }
     }
     (slots, round_limit)
@@ -1290,7 +1298,8 @@ fn identity_missing_without_bootstrap_explains_what_to_do() {
     let message = err.to_string();
     assert!(message.contains("no identity marker"), "{message}");
     assert!(message.contains("--bootstrap"), "{message}");
-    assert!(message.contains("must not rejoin as if it were empty"), "{message}");
+    assert!(message.contains("must not start empty as if it were new"), "{message}");
+    assert!(message.contains("--rejoin"), "{message}");
     assert!(message.contains("Replacing a node's data"), "{message}");
     assert!(!dir.path().join("identity").exists(), "nothing was created");
 }
@@ -1365,4 +1374,30 @@ fn identity_decode_rejects_duplicates_and_out_of_range_ids() {
     assert!(identity::decode(&no_node).is_err());
     let minimal = with_crc("cluster_id = 7\nnode_id = 2\n");
     assert_eq!(identity::decode(&minimal), Ok(identity(7, 2)));
+}
+
+/// A crash right after a damaged last unit is dropped must not leave a log
+/// that looks whole: the drop and the catching-up mark are one rename.
+#[test]
+fn a_crash_after_opening_a_damaged_log_keeps_the_damage_known() {
+    let dir = TempDir::new("damagedcrash");
+    let records = sample_records(6);
+    let groups = [&records[..5], &records[5..]];
+    write_synced_units(&dir, &groups);
+    let last = unit_offsets(&groups)[1];
+    flip_byte(&dir.log_path(), last + 10);
+    let (log, first) = LogFile::open(dir.path()).expect("open");
+    assert!(first.may_have_lost_acknowledged_state());
+    drop(log); // the node dies before it appends anything
+    let (_, second) = LogFile::open(dir.path()).expect("reopen");
+    assert_eq!(second.records.last(), Some(&Record::CatchingUp), "{:?}", second.records);
+}
+
+#[test]
+fn start_over_writes_a_log_that_says_the_node_catches_up() {
+    let dir = TempDir::new("startover");
+    let (_, recovered) = LogFile::start_over(dir.path()).expect("start over");
+    assert_eq!(recovered.records, vec![Record::CatchingUp]);
+    let (_, again) = LogFile::open(dir.path()).expect("reopen");
+    assert_eq!(again.records, vec![Record::CatchingUp]);
 }

@@ -87,6 +87,12 @@ pub struct Acceptor {
     /// acceptor was fenced at): a slot's promise is the higher of its own
     /// and this.
     floor: Ballot,
+    /// Accepted states below this ballot were adopted from peers while the
+    /// node caught up (`Ballot::floor_of` the epoch it caught up in), not
+    /// voted for: this acceptor never confirms them as its vote (a repeated
+    /// accept, a one-round read, an export), because in its earlier life it
+    /// may have promised a higher ballot instead of accepting them.
+    adopted_below: Ballot,
     live_bytes: u64,
     #[cfg(feature = "planted-bugs")]
     pub bugs: super::PlantedBugs,
@@ -141,6 +147,17 @@ impl Acceptor {
         self.floor.epoch
     }
 
+    /// The node caught up in `epoch`: what it holds below that epoch it
+    /// adopted (see `adopted_below`).
+    pub fn mark_adopted_below(&mut self, epoch: Epoch) {
+        self.adopted_below = self.adopted_below.max(Ballot::floor_of(epoch));
+    }
+
+    /// The epoch the node last caught up in (0: never).
+    pub fn adopted_epoch(&self) -> Epoch {
+        self.adopted_below.epoch
+    }
+
     /// Fences the acceptor at `epoch`: from now on it refuses every ballot
     /// of an older epoch, for every key. Returns the record that makes it
     /// durable, or `None` if it was fenced there already.
@@ -180,7 +197,9 @@ impl Acceptor {
         let mut range = self.slots.range::<Key, _>((start, Bound::Unbounded)).peekable();
         let (mut page, mut bytes) = (Vec::new(), 0);
         while let Some((key, stored)) = range.peek() {
-            let size = key.0.len() + stored.state.len();
+            // The ballots, lengths and flag of a slot take at most this much
+            // besides its key and state.
+            let size = key.0.len() + stored.state.len() + limits::SCAN_SLOT_OVERHEAD_BYTES_MAX;
             let full =
                 bytes + size > limits::SCAN_PAGE_BYTES_MAX || page.len() == limits::SCAN_PAGE_SLOTS_MAX;
             if full && !page.is_empty() {
@@ -191,6 +210,7 @@ impl Acceptor {
                 key: (*key).clone(),
                 promised: slot.promised.max(self.floor),
                 accepted: slot.accepted,
+                adopted: slot.accepted < self.adopted_below,
                 state: slot.state,
             });
             bytes += size;
@@ -251,7 +271,8 @@ impl Acceptor {
             // accepted"); only a broken or forged message carries it.
             return reject(key, ballot, slot.promised);
         }
-        let repeat = slot.accepted == ballot && slot.state == *state;
+        // A state adopted while catching up is no vote of this acceptor.
+        let repeat = slot.accepted == ballot && slot.state == *state && ballot >= self.adopted_below;
         if ballot < slot.promised && !self.accepts_below_promise() {
             if repeat {
                 return accepted(key, ballot, slot.promised);
@@ -272,9 +293,16 @@ impl Acceptor {
     /// nothing is recorded; the state reported is durable already, since a
     /// driver handles no input while the records of the last turn are being
     /// synced, and the answer leaves with this turn's records.
-    pub fn handle_query(&self, key: &Key, query: QueryId) -> Message {
+    ///
+    /// No answer when what the acceptor holds for the key was adopted while
+    /// it caught up: it must not count toward a majority naming a ballot it
+    /// did not vote for (the read then runs both phases).
+    pub fn handle_query(&self, key: &Key, query: QueryId) -> Option<Message> {
         let slot = self.get(key);
-        Message::QueryReply { key: key.clone(), query, accepted: slot.accepted, state: slot.state }
+        if slot.accepted < self.adopted_below {
+            return None;
+        }
+        Some(Message::QueryReply { key: key.clone(), query, accepted: slot.accepted, state: slot.state })
     }
 
     fn store(&mut self, key: &Key, new: Slot) -> Record {
@@ -476,7 +504,7 @@ mod tests {
     #[test]
     fn a_query_reports_the_accepted_state_and_changes_nothing() {
         let mut a = Acceptor::new();
-        let none = a.handle_query(&k(), QueryId(1));
+        let none = a.handle_query(&k(), QueryId(1)).expect("an answer");
         let empty = RegisterState::default();
         assert_eq!(
             none,
@@ -484,7 +512,7 @@ mod tests {
         );
         a.handle_accept(&k(), b(2, 1), &st("x", 1), b(3, 1));
         let before = a.slot(&k());
-        let reply = a.handle_query(&k(), QueryId(2));
+        let reply = a.handle_query(&k(), QueryId(2)).expect("an answer");
         assert_eq!(
             reply,
             Message::QueryReply { key: k(), query: QueryId(2), accepted: b(2, 1), state: st("x", 1) }

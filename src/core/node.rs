@@ -227,6 +227,7 @@ impl<A: Copy + Ord> Node<A> {
         let mut rounds = Rounds { epoch: Epoch(0), next: 1, limit: 1 };
         let mut floor = Epoch(0);
         let mut catching_up = false;
+        let mut adopted = Epoch(0);
         // At most one key per record; usually a few records per key.
         let keys_hint = setup.records.len() / 2;
         let slots = setup.records.into_iter().filter_map(|record| match record {
@@ -249,13 +250,15 @@ impl<A: Copy + Ord> Node<A> {
                 catching_up = true;
                 None
             }
-            Record::CaughtUp => {
+            Record::CaughtUp { epoch } => {
                 catching_up = false;
+                adopted = adopted.max(epoch);
                 None
             }
         });
         let mut acceptor = Acceptor::restored(slots, keys_hint);
         acceptor.raise_floor(floor);
+        acceptor.mark_adopted_below(adopted);
         rounds.observe(Ballot::floor_of(floor));
         let mut rng = Rng::new(setup.seed);
         let sessions = Sessions::new(setup.limits.sessions_per_generation, Rng::new(rng.next_u64()));
@@ -321,7 +324,10 @@ impl<A: Copy + Ord> Node<A> {
     pub fn live_records(&self) -> impl Iterator<Item = Record> + '_ {
         let rounds = Record::RoundsReserved { round_limit: self.rounds.limit };
         let fence = Record::Fence { epoch: self.acceptor.floor() };
-        self.acceptor.live_records().chain([rounds, fence])
+        let adopted = Record::CaughtUp { epoch: self.acceptor.adopted_epoch() };
+        // Last, so that a restart replays it after the mark above.
+        let catching_up = self.rejoin.is_some().then_some(Record::CatchingUp);
+        self.acceptor.live_records().chain([rounds, fence, adopted]).chain(catching_up)
     }
 
     pub fn requests_in_flight(&self) -> usize {
@@ -467,7 +473,8 @@ impl<A: Copy + Ord> Node<A> {
     fn finish_rejoin(&mut self, epoch: Epoch) {
         self.rejoin = None;
         self.ready.records.extend(self.acceptor.raise_floor(epoch));
-        self.ready.records.push(Record::CaughtUp);
+        self.acceptor.mark_adopted_below(epoch);
+        self.ready.records.push(Record::CaughtUp { epoch });
         self.rounds.observe(Ballot::floor_of(epoch));
         log::info!("node {}: caught up in epoch {epoch}; voting again", self.id);
     }
@@ -587,8 +594,9 @@ impl<A: Copy + Ord> Node<A> {
                 self.vote(from, vote);
             }
             Message::Query { key, query } => {
-                let reply = self.acceptor.handle_query(&key, query);
-                self.send(from, reply);
+                if let Some(reply) = self.acceptor.handle_query(&key, query) {
+                    self.send(from, reply);
+                }
             }
             Message::QueryReply { key, query, accepted, state } => {
                 self.with_proposal(now, &key, |p, ctx| {

@@ -41,10 +41,24 @@
 //! - After the fence, no ballot below `E` can gather a quorum: the fenced
 //!   peers refuse it, and those left plus the node number fewer than a
 //!   quorum. So nothing the scan missed can be chosen below `E`.
-//! - Adopting a peer's accepted (ballot, state) is a claim that state was
-//!   proposed at that ballot, which it was; the promise adopted with it is at
-//!   least that ballot. The node thus looks like an acceptor that took part
-//!   in those ballots, never one that contradicts its past.
+//! - Adopted states are reported in promises, where they only add a state
+//!   truly proposed at its ballot to those a proposer picks the highest of:
+//!   that can never hide a higher chosen one. But the node never confirms
+//!   one as its own vote: in its earlier life it may have promised a higher
+//!   ballot instead of accepting it, and counting it toward a quorum for
+//!   that ballot (a repeated accept answered again, a one-round read, an
+//!   export) could make a state look chosen that a later quorum ignores.
+//!   So below its new epoch it answers no repeated accept and no query, and
+//!   marks those slots `adopted` in scans (`Acceptor::adopted_below`, kept
+//!   in the log by `Record::CaughtUp`).
+//! - The marks are durable in the right order: `CatchingUp` is written
+//!   before the node can forget anything more (a damaged last unit is
+//!   replaced by it in one rename; a node that starts over gets a log that
+//!   holds only it), survives compaction while the node catches up, and
+//!   `CaughtUp` is synced with what was adopted before any vote leaves.
+//!
+//! A cluster needs three nodes or more for this: the epoch is written by a
+//! majority of the others.
 //!
 //! The model in `model/` checks this procedure exhaustively for three nodes,
 //! and finds the lost write when the node votes at once.

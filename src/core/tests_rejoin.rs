@@ -35,7 +35,7 @@ fn st(v: &str, version: u64) -> RegisterState {
 }
 
 fn scan_slot(key: &str, promised: Ballot, accepted: Ballot, state: RegisterState) -> ScanSlot {
-    ScanSlot { key: Key::from(key), promised, accepted, state }
+    ScanSlot { key: Key::from(key), promised, accepted, adopted: false, state }
 }
 
 fn slot_record(s: &ScanSlot) -> Record {
@@ -157,7 +157,10 @@ fn a_node_adopts_the_highest_state_and_votes_once_a_majority_sent_every_page() {
     assert!(node.status().catching_up, "one peer of two is not a majority of the cluster");
     node.handle_peer(T0, n(3), page(from3.clone()));
     let (records, _) = drain(&mut node);
-    assert_eq!(records, vec![slot_record(&from3[0]), Record::Fence { epoch: Epoch(7) }, Record::CaughtUp]);
+    assert_eq!(
+        records,
+        vec![slot_record(&from3[0]), Record::Fence { epoch: Epoch(7) }, Record::CaughtUp { epoch: Epoch(7) }]
+    );
     let status = node.status();
     assert!(!status.catching_up);
     assert_eq!(status.epoch, 7);
@@ -188,4 +191,78 @@ fn a_page_that_is_not_the_one_awaited_is_ignored() {
         vec![],
         "an old epoch's page, or one after another cursor, adopts nothing"
     );
+}
+
+#[test]
+fn compaction_while_catching_up_keeps_the_node_catching_up() {
+    let held = scan_slot("a", Ballot::new(3, n(2)), Ballot::new(3, n(2)), st("x", 2));
+    let node = node(vec![slot_record(&held), Record::CatchingUp]);
+    assert!(node.catching_up());
+    let compacted: Vec<Record> = node.live_records().collect();
+    assert!(self::node(compacted.clone()).catching_up(), "compaction dropped the mark: {compacted:?}");
+}
+
+#[test]
+fn after_a_compaction_a_caught_up_node_still_knows_what_it_adopted() {
+    let mut node = node(vec![Record::CatchingUp]);
+    grant_epoch(&mut node, 4);
+    let s = scan_slot("a", Ballot::new(2, n(2)), Ballot::new(2, n(2)), st("a", 1));
+    for peer in [2, 3] {
+        let page = Message::ScanPage { epoch: Epoch(4), after: None, slots: vec![s.clone()], done: true };
+        node.handle_peer(T0, n(peer), page);
+    }
+    assert!(!node.catching_up());
+    let restarted = self::node(node.live_records().collect());
+    assert!(!restarted.catching_up());
+    assert_eq!(restarted.acceptor().adopted_epoch(), Epoch(4));
+}
+
+/// Five nodes R (1), X, Y, Z, W. X and Z accepted (b, s); R, Y and W
+/// promised p > b, and Y accepted t at p. R loses its data and catches up
+/// from X, Z and W, adopting (b, s). Were R to confirm b as its vote (a
+/// repeated accept, a one-round read), X, Z and R would make s look chosen,
+/// while the next quorum Y, W, R builds on t: s would be lost.
+#[test]
+fn a_state_adopted_while_catching_up_is_never_confirmed_as_a_vote() {
+    use super::acceptor::Acceptor;
+    let k = Key::from("k");
+    let (r, x, y, z, w) = (n(1), n(2), n(3), n(4), n(5));
+    let (mut ax, mut ay, mut az, mut aw) =
+        (Acceptor::new(), Acceptor::new(), Acceptor::new(), Acceptor::new());
+    let (b, s) = (Ballot::new(1, x), st("s", 1));
+    ax.handle_accept(&k, b, &s, Ballot::ZERO);
+    az.handle_accept(&k, b, &s, Ballot::ZERO);
+    let p = Ballot::new(2, y);
+    for a in [&mut ay, &mut aw] {
+        a.handle_prepare(&k, p);
+    }
+    ay.handle_accept(&k, p, &st("t", 1), Ballot::ZERO);
+    let mut rn = Node::new(NodeSetup {
+        id: r,
+        members: vec![r, x, y, z, w],
+        records: vec![Record::CatchingUp],
+        seed: 11,
+        now: Time(0),
+        limits: ClientLimits::default(),
+    });
+    grant_epoch(&mut rn, 7);
+    for (peer, acceptor) in [(x, &mut ax), (z, &mut az), (w, &mut aw)] {
+        acceptor.raise_floor(Epoch(7));
+        let (slots, done) = acceptor.scan(None);
+        rn.handle_peer(T0, peer, Message::ScanPage { epoch: Epoch(7), after: None, slots, done });
+    }
+    drain(&mut rn);
+    assert!(!rn.catching_up());
+    assert_eq!(rn.acceptor().slot(&k).map(|slot| slot.accepted), Some(b), "it adopted (b, s)");
+    rn.handle_peer(
+        T0,
+        x,
+        Message::Accept { key: k.clone(), ballot: b, state: s.clone(), next: Ballot::ZERO },
+    );
+    rn.handle_peer(T0, y, Message::Query { key: k.clone(), query: wire::QueryId(1) });
+    let (_, out) = drain(&mut rn);
+    let reject = Message::Reject { key: k.clone(), ballot: b, promised: Ballot::floor_of(Epoch(7)) };
+    assert_eq!(out, vec![Envelope::Peer(x, reject)], "a refusal, and no answer to the query");
+    let (page, _) = rn.acceptor().scan(None);
+    assert!(page.iter().all(|slot| slot.adopted), "an export does not count it either: {page:?}");
 }

@@ -226,8 +226,9 @@ pub struct Recovered {
     pub valid_len: u64,
     /// The damaged last unit (in a version 1 log: the damaged frames at the
     /// end), cut off. It may be a write torn by a crash, never synced, or a
-    /// synced unit damaged since: the caller must assume that the node may
-    /// have lost state it acknowledged.
+    /// synced unit damaged since (`TailKind`). For the second,
+    /// `LogFile::open` replaces it with `Record::CatchingUp`, and `records`
+    /// ends with that record.
     pub torn_tail: Option<TornTail>,
     /// True when there were no bytes at all (no header yet): a log that was
     /// never written, which `LogFile::open` initialises. `valid_len` is then
@@ -653,8 +654,16 @@ impl LogFile {
         if let Some(torn) = recovered.torn_tail {
             warn_torn_tail(&path, torn);
         }
+        if recovered.may_have_lost_acknowledged_state() {
+            // Dropping the unit and recording that the node must catch up
+            // are one step (a rename): with a crash between two steps, the
+            // next start would find a log that looks whole, and vote.
+            let mut recovered = recovered;
+            recovered.records.push(Record::CatchingUp);
+            return LogFile::rewrite(dir, recovered);
+        }
         if recovered.version != FORMAT_VERSION {
-            return LogFile::upgrade(dir, recovered);
+            return LogFile::rewrite(dir, recovered);
         }
         if let Some(torn) = recovered.torn_tail {
             truncate_torn_tail(&file, &path, torn)?;
@@ -683,11 +692,22 @@ impl LogFile {
         Ok((log, Recovered::fresh()))
     }
 
-    /// Rewrites a log of an older format, recovered as `recovered`, in the
-    /// current one, the way compaction writes a log, so that appends only
-    /// ever go to a file of the current format. A torn tail goes with the
-    /// old file.
-    fn upgrade(dir: &Path, recovered: Recovered) -> Result<(LogFile, Recovered), LogError> {
+    /// A new log holding only `Record::CatchingUp`, for a node that starts
+    /// over (its data dir was lost, or its damaged log moved aside): written
+    /// the way compaction writes a log, so that no log exists, even after a
+    /// crash, that does not say the node must catch up.
+    pub fn start_over(dir: &Path) -> Result<(LogFile, Recovered), LogError> {
+        let written = write_replacement(dir, std::iter::once(Record::CatchingUp))?;
+        let log = LogFile::at(dir, written.file, written.len, written.last_seq);
+        Ok((log, Recovered { records: vec![Record::CatchingUp], ..Recovered::fresh() }))
+    }
+
+    /// Rewrites the log, recovered as `recovered`, the way compaction writes
+    /// one: for a log of an older format (so that appends only ever go to a
+    /// file of the current format), and for one whose damaged last unit is
+    /// replaced by `Record::CatchingUp` (`recovered` ends with it). A torn
+    /// tail goes with the old file.
+    fn rewrite(dir: &Path, recovered: Recovered) -> Result<(LogFile, Recovered), LogError> {
         let written = write_replacement(dir, recovered.records.iter().cloned())?;
         log::info!(
             "acceptor log {}: rewrote format version {} as version {FORMAT_VERSION} ({} records)",

@@ -30,8 +30,11 @@ pub enum Record {
     /// (its data was lost or damaged): it votes on nothing until a
     /// `CaughtUp` record follows.
     CatchingUp,
-    /// The node caught up from a majority of its peers and votes again.
-    CaughtUp,
+    /// The node caught up from a majority of its peers in `epoch` and votes
+    /// again. What it accepted below `Ballot::floor_of(epoch)` it adopted
+    /// from its peers instead of voting for it, so it never counts as its
+    /// vote for those ballots (see `Acceptor::adopted_below`).
+    CaughtUp { epoch: Epoch },
 }
 
 /// Proof that everything appended so far is on stable storage. Only
