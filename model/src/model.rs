@@ -1,11 +1,18 @@
 //! The cluster as a stateright [`Model`]: its state, its actions, and the
 //! properties the checker tests.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::VecDeque;
 
-use stateright::{Model, Property};
+use stateright::{Model, Path, Property};
 
-use crate::node::{Accepted, Ballot, Life, Node, NodeId, Snapshot, Value};
+use crate::node::{Accepted, Ballot, Life, Node, NodeId, Nodes, Snapshot, Value};
+
+/// Safety: no two different values are ever chosen.
+pub const AGREEMENT: &str = "agreement";
+/// Some value is chosen (the model is not vacuous).
+pub const SOME_VALUE_CHOSEN: &str = "a value is chosen";
+/// The wiped node, voting again, is part of a quorum that chooses a value.
+pub const WIPED_NODE_IN_CHOOSING_QUORUM: &str = "the wiped node votes in a choosing quorum";
 
 /// What the wiped node does before it votes again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,10 +41,17 @@ pub enum Msg {
     Prepare(Ballot),
     Promise(Ballot, Accepted),
     /// A prepare or accept of `ballot` refused by the `promised` ballot.
-    Reject { ballot: Ballot, promised: Ballot },
+    Reject {
+        ballot: Ballot,
+        promised: Ballot,
+    },
     Accept(Ballot, Value),
     Fence(u8),
-    Snapshot { epoch: u8, promised: Ballot, accepted: Accepted },
+    Snapshot {
+        epoch: u8,
+        promised: Ballot,
+        accepted: Accepted,
+    },
 }
 
 /// A message in flight.
@@ -66,8 +80,10 @@ pub struct State {
     pub nodes: Vec<Node>,
     /// Messages in flight, sorted; a multiset unless the network duplicates.
     pub network: Vec<Envelope>,
+    /// Messages a node sent itself in the current step; empty between steps.
+    pub loopback: VecDeque<Envelope>,
     /// Every accept so far, for the properties only.
-    pub votes: BTreeSet<Vote>,
+    pub votes: Vec<Vote>,
     /// Whether the one wipe of the run has happened.
     pub wiped: bool,
     /// The epoch register: the last epoch issued.
@@ -97,6 +113,12 @@ pub struct PaxosModel {
     pub amnesiac: NodeId,
     pub variant: Variant,
     pub network: Network,
+    /// Whether a node handles its messages to itself within the step that
+    /// sends them, as paxosd does, rather than through the network.
+    pub loopback: bool,
+    /// Whether messages that can no longer change anything are dropped.
+    /// It only merges states; turning it off checks that it hides nothing.
+    pub prune: bool,
 }
 
 impl PaxosModel {
@@ -108,6 +130,8 @@ impl PaxosModel {
             amnesiac: 3,
             variant,
             network: Network::Unordered,
+            loopback: true,
+            prune: true,
         }
     }
 
@@ -142,34 +166,56 @@ impl PaxosModel {
         }
     }
 
-    /// Whether a message to a proposer can no longer change anything: its
-    /// ballot is neither the current attempt's nor any future one's, and
-    /// what a reject names is already seen. Dropping such messages merges
-    /// states that differ only in them. Ballots grow over a node's life, and
-    /// the wipe is the only thing that lowers them.
+    /// Whether a message can no longer change anything. Dropping such
+    /// messages merges states that differ only in them. A proposer's seen
+    /// ballot and an acceptor's promise only grow, except when the wipe
+    /// lowers them, so until the wipe nothing sent to the amnesiac is dead.
     fn dead(&self, state: &State, env: &Envelope) -> bool {
         if env.dst == self.amnesiac && !state.wiped {
             return false;
         }
-        let proposer = &state.nodes[env.dst as usize - 1].proposer;
+        let dst = &state.nodes[env.dst as usize - 1];
+        let (proposer, promise) = (&dst.proposer, dst.acceptor.effective_promise());
         match env.msg {
+            // Neither the current attempt's ballot nor a future one's.
             Msg::Promise(ballot, _) => {
                 let current = proposer.preparing.as_ref().is_some_and(|a| a.ballot == ballot);
                 !current && ballot <= proposer.seen
             }
-            Msg::Reject { promised, .. } => promised <= proposer.seen,
-            _ => false,
+            // Rejects only feed the ballots of attempts to come.
+            Msg::Reject { promised, .. } => promised <= proposer.seen || self.exhausted(state, env.dst),
+            // Refused now, refused for ever, and the reject would be dead.
+            Msg::Prepare(ballot) => ballot <= promise && self.exhausted(state, env.src),
+            Msg::Accept(ballot, _) => ballot < promise && self.exhausted(state, env.src),
+            // Late for a rejoin that is over (there is one wipe per run).
+            Msg::Snapshot { .. } => dst.votes(),
+            Msg::Fence(_) => false,
         }
     }
 
+    /// Whether a node will start no more attempts.
+    fn exhausted(&self, state: &State, id: NodeId) -> bool {
+        let bound = self.proposers.iter().find(|(p, _)| *p == id).map_or(0, |&(_, n)| n);
+        state.nodes[id as usize - 1].proposer.attempts >= bound
+    }
+
     fn drop_dead(&self, state: &mut State) {
+        if !self.prune {
+            return;
+        }
         let mut network = std::mem::take(&mut state.network);
         network.retain(|env| !self.dead(state, env));
         state.network = network;
     }
 
+    /// Sends a message. One to the sender itself is handled within the
+    /// same step, after the step's own work, as paxosd's loopback does.
     fn send(&self, state: &mut State, src: NodeId, dst: NodeId, msg: Msg) {
         let env = Envelope { src, dst, msg };
+        if src == dst && self.loopback {
+            state.loopback.push_back(env);
+            return;
+        }
         let at = state.network.partition_point(|e| *e < env);
         let duplicate = state.network.get(at) == Some(&env);
         if !(duplicate && self.network == Network::UnorderedDuplicating) {
@@ -208,7 +254,8 @@ impl PaxosModel {
     fn obtain_epoch(&self, state: &mut State, id: NodeId) {
         state.epochs_issued += 1;
         let epoch = state.epochs_issued;
-        state.nodes[id as usize - 1].life = Life::Fencing { epoch, snapshots: BTreeMap::new() };
+        let (from, merged) = Default::default();
+        state.nodes[id as usize - 1].life = Life::Fencing { epoch, from, merged };
         for dst in self.ids().filter(|&d| d != id) {
             self.send(state, id, dst, Msg::Fence(epoch));
         }
@@ -216,6 +263,16 @@ impl PaxosModel {
 
     fn deliver(&self, state: &mut State, env: Envelope) {
         self.take(state, &env);
+        self.handle(state, env);
+    }
+
+    fn drain_loopback(&self, state: &mut State) {
+        while let Some(env) = state.loopback.pop_front() {
+            self.handle(state, env);
+        }
+    }
+
+    fn handle(&self, state: &mut State, env: Envelope) {
         let Envelope { src, dst, msg } = env;
         let i = dst as usize - 1;
         match msg {
@@ -237,7 +294,10 @@ impl PaxosModel {
             Msg::Accept(ballot, value) => match state.nodes[i].acceptor.accept(ballot, value) {
                 Ok(()) => {
                     let after_wipe = state.wiped && dst == self.amnesiac;
-                    state.votes.insert(Vote { ballot, value, acceptor: dst, after_wipe });
+                    let vote = Vote { ballot, value, acceptor: dst, after_wipe };
+                    if let Err(at) = state.votes.binary_search(&vote) {
+                        state.votes.insert(at, vote);
+                    }
                 }
                 Err(promised) => self.send(state, dst, src, Msg::Reject { ballot, promised }),
             },
@@ -263,30 +323,48 @@ impl PaxosModel {
         let fenced = self.fenced();
         let quorum = self.quorum();
         let node = &mut state.nodes[dst as usize - 1];
-        let Life::Fencing { snapshots, .. } = &mut node.life else { return };
-        snapshots.insert(src, snap);
-        if snapshots.len() >= quorum {
-            let snapshots = std::mem::take(snapshots);
-            node.rejoin(epoch, &snapshots, fenced);
+        let Life::Fencing { from, merged, .. } = &mut node.life else { return };
+        from.insert(src);
+        *merged = merged.merge(snap);
+        if from.len() >= quorum {
+            let merged = *merged;
+            node.rejoin(epoch, merged, fenced);
         }
     }
 
     /// The (ballot, value) pairs accepted by a quorum of distinct
     /// acceptors, each with whether the amnesiac's vote after its wipe is
     /// among them.
-    pub fn chosen(&self, state: &State) -> Vec<(Ballot, Value, bool)> {
-        let mut tally: BTreeMap<(Ballot, Value), (BTreeSet<NodeId>, bool)> = BTreeMap::new();
-        for vote in &state.votes {
-            let entry = tally.entry((vote.ballot, vote.value)).or_default();
-            entry.0.insert(vote.acceptor);
-            entry.1 |= vote.after_wipe;
-        }
-        tally
-            .into_iter()
-            .filter(|(_, (acceptors, _))| acceptors.len() >= self.quorum())
-            .map(|((ballot, value), (_, after_wipe))| (ballot, value, after_wipe))
-            .collect()
+    pub fn chosen<'a>(&self, state: &'a State) -> impl Iterator<Item = (Ballot, Value, bool)> + 'a {
+        let quorum = self.quorum();
+        // Votes are sorted by ballot, value, then acceptor.
+        state
+            .votes
+            .chunk_by(|a, b| (a.ballot, a.value) == (b.ballot, b.value))
+            .filter(move |votes| {
+                let mut acceptors = Nodes::default();
+                votes.iter().for_each(|v| acceptors.insert(v.acceptor));
+                acceptors.len() >= quorum
+            })
+            .map(|votes| (votes[0].ballot, votes[0].value, votes.iter().any(|v| v.after_wipe)))
     }
+}
+
+/// A run as lines: each step, then the values chosen at its end.
+pub fn trace(model: &PaxosModel, path: Path<State, Action>) -> String {
+    let mut lines = Vec::new();
+    let steps = path.into_vec();
+    for (i, (_, action)) in steps.iter().enumerate() {
+        if let Some(action) = action {
+            lines.push(format!("{:3}. {}", i + 1, model.format_action(action)));
+        }
+    }
+    if let Some((last, _)) = steps.last() {
+        for (ballot, value, _) in model.chosen(last) {
+            lines.push(format!("     chosen: value {value} in ballot {ballot:?}"));
+        }
+    }
+    lines.join("\n")
 }
 
 impl Model for PaxosModel {
@@ -297,7 +375,8 @@ impl Model for PaxosModel {
         vec![State {
             nodes: vec![Node::default(); self.n as usize],
             network: Vec::new(),
-            votes: BTreeSet::new(),
+            loopback: VecDeque::new(),
+            votes: Vec::new(),
             wiped: false,
             epochs_issued: 0,
         }]
@@ -333,21 +412,32 @@ impl Model for PaxosModel {
             Action::Wipe(id) => self.wipe(&mut state, id),
             Action::ObtainEpoch(id) => self.obtain_epoch(&mut state, id),
         }
+        self.drain_loopback(&mut state);
         self.drop_dead(&mut state);
         Some(state)
     }
 
+    fn format_action(&self, action: &Action) -> String {
+        match action {
+            Action::Propose(id) => {
+                format!("proposer {id} starts an attempt (prepare to all)")
+            }
+            Action::Deliver(Envelope { src, dst, msg }) => format!("{src} -> {dst}: {msg:?}"),
+            Action::Wipe(id) => format!("node {id} loses its state"),
+            Action::ObtainEpoch(id) => format!("node {id} obtains a fresh epoch, fences its peers"),
+        }
+    }
+
     fn properties(&self) -> Vec<Property<Self>> {
         vec![
-            Property::always("agreement", |model, state| {
-                let chosen = model.chosen(state);
-                chosen.iter().all(|&(_, value, _)| value == chosen[0].1)
+            Property::always(AGREEMENT, |model, state| {
+                let mut values = model.chosen(state).map(|(_, value, _)| value);
+                let first = values.next();
+                values.all(|value| Some(value) == first)
             }),
-            Property::sometimes("a value is chosen", |model, state| {
-                !model.chosen(state).is_empty()
-            }),
-            Property::sometimes("the wiped node votes in a choosing quorum", |model, state| {
-                model.chosen(state).iter().any(|&(_, _, after_wipe)| after_wipe)
+            Property::sometimes(SOME_VALUE_CHOSEN, |model, state| model.chosen(state).next().is_some()),
+            Property::sometimes(WIPED_NODE_IN_CHOOSING_QUORUM, |model, state| {
+                model.chosen(state).any(|(_, _, after_wipe)| after_wipe)
             }),
         ]
     }

@@ -1,7 +1,6 @@
 //! One node of the model: an acceptor, a proposer, and where it stands in
 //! its life (voting, or wiped and rejoining).
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// A node's id, `1..=n`. Id 0 names no node: it only appears in the
@@ -84,12 +83,32 @@ impl Acceptor {
     }
 }
 
-/// An attempt of a proposer still in its prepare phase.
+/// A set of nodes, as a bit mask: bit `id` for node `id`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Nodes(u16);
+
+impl Nodes {
+    pub fn insert(&mut self, id: NodeId) {
+        self.0 |= 1 << id;
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// An attempt of a proposer still in its prepare phase. Of the promises it
+/// keeps only what it acts on: who promised, and the value accepted in the
+/// highest ballot among them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Attempt {
     pub ballot: Ballot,
-    /// The promises received, by acceptor: each with what it had accepted.
-    pub promises: BTreeMap<NodeId, Accepted>,
+    pub promised_by: Nodes,
+    pub highest_accepted: Accepted,
 }
 
 /// The proposer of classic paxos.
@@ -112,7 +131,7 @@ impl Proposer {
         let ballot = Ballot::next_after(self.seen, id);
         self.seen = ballot;
         self.attempts += 1;
-        self.preparing = Some(Attempt { ballot, promises: BTreeMap::new() });
+        self.preparing = Some(Attempt { ballot, promised_by: Nodes::default(), highest_accepted: None });
         ballot
     }
 
@@ -128,12 +147,12 @@ impl Proposer {
         own: Value,
     ) -> Option<(Ballot, Value)> {
         let attempt = self.preparing.as_mut().filter(|a| a.ballot == ballot)?;
-        attempt.promises.insert(from, accepted);
-        if attempt.promises.len() < quorum {
+        attempt.promised_by.insert(from);
+        attempt.highest_accepted = highest(attempt.highest_accepted, accepted);
+        if attempt.promised_by.len() < quorum {
             return None;
         }
-        let highest = attempt.promises.values().flatten().max_by_key(|(b, _)| *b);
-        let value = highest.map_or(own, |&(_, v)| v);
+        let value = attempt.highest_accepted.map_or(own, |(_, v)| v);
         self.preparing = None;
         Some((ballot, value))
     }
@@ -145,11 +164,26 @@ impl Proposer {
     }
 }
 
+/// Of two accepted values, the one of the higher ballot.
+pub fn highest(a: Accepted, b: Accepted) -> Accepted {
+    if b.map(|(ballot, _)| ballot) > a.map(|(ballot, _)| ballot) { b } else { a }
+}
+
 /// What a fenced peer reports to the rejoining node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Snapshot {
     pub promised: Ballot,
     pub accepted: Accepted,
+}
+
+impl Snapshot {
+    /// Two snapshots as one: the higher promise, the higher accepted.
+    pub fn merge(self, other: Snapshot) -> Snapshot {
+        Snapshot {
+            promised: self.promised.max(other.promised),
+            accepted: highest(self.accepted, other.accepted),
+        }
+    }
 }
 
 /// Where a node stands after a wipe.
@@ -160,8 +194,9 @@ pub enum Life {
     Voting,
     /// Lost its state; neither votes nor proposes until it has rejoined.
     Wiped,
-    /// Has its fresh epoch, has fenced its peers, collects their snapshots.
-    Fencing { epoch: u8, snapshots: BTreeMap<NodeId, Snapshot> },
+    /// Has its fresh epoch and has fenced its peers; collects their
+    /// snapshots, merged as they come, since it adopts only their maxima.
+    Fencing { epoch: u8, from: Nodes, merged: Snapshot },
 }
 
 /// A node of the cluster.
@@ -184,14 +219,12 @@ impl Node {
         self.proposer.attempts = attempts;
     }
 
-    /// Rejoins from a quorum of snapshots: the highest promise, the value
-    /// accepted in the highest ballot, and the fresh epoch for its own
+    /// Rejoins from a quorum of snapshots, merged: the highest promise, the
+    /// value accepted in the highest ballot, and the fresh epoch for its own
     /// proposals (and as its floor, if `fenced`).
-    pub fn rejoin(&mut self, epoch: u8, snapshots: &BTreeMap<NodeId, Snapshot>, fenced: bool) {
-        let promised = snapshots.values().map(|s| s.promised).max().unwrap_or_default();
-        let accepted = snapshots.values().filter_map(|s| s.accepted).max_by_key(|(b, _)| *b);
+    pub fn rejoin(&mut self, epoch: u8, merged: Snapshot, fenced: bool) {
         let floor = if fenced { epoch } else { 0 };
-        self.acceptor = Acceptor { promised, accepted, floor };
+        self.acceptor = Acceptor { promised: merged.promised, accepted: merged.accepted, floor };
         self.proposer.seen = Ballot::floor(epoch);
         self.life = Life::Voting;
     }

@@ -60,8 +60,9 @@
 //! A cluster needs three nodes or more for this: the epoch is written by a
 //! majority of the others.
 //!
-//! The model in `model/` checks this procedure exhaustively for three nodes,
-//! and finds the lost write when the node votes at once.
+//! The model in `model/` checks this procedure exhaustively for three nodes
+//! (and five, with fewer attempts), and finds two values chosen when the
+//! node votes at once, and when the peers answer without being fenced.
 //!
 //! While catching up the node neither votes nor proposes: it drops prepares,
 //! accepts and queries, refuses clients (`Refusal::CatchingUp`, remembered
