@@ -435,17 +435,9 @@ struct Unit {
 /// Decodes the unit starting at `offset`, appending its records to
 /// `records` (some may be appended even when it fails).
 fn decode_unit(bytes: &[u8], offset: usize, records: &mut Vec<Record>) -> Result<Unit, Fault> {
-    let body_bytes = checked_length(bytes, offset, limits::LOG_UNIT_BYTES_MAX)?;
-    let body_start = offset + UNIT_PREFIX_BYTES;
-    let crc_start = body_start + body_bytes;
-    let end = crc_start + CRC_BYTES;
-    if end > bytes.len() {
-        return Err(Fault::Incomplete);
-    }
+    let (body_start, crc_start, end) =
+        checked_extent(bytes, offset, UNIT_PREFIX_BYTES, limits::LOG_UNIT_BYTES_MAX)?;
     let bad = Fault::Bad { end };
-    if read_u32(bytes, crc_start) != Some(crc32fast::hash(&bytes[offset..crc_start])) {
-        return Err(bad);
-    }
     let seq = read_u64(bytes, offset + PREFIX_BYTES).ok_or(bad)?;
     let body = &bytes[body_start..crc_start];
     let mut at = 0;
@@ -469,6 +461,28 @@ fn valid_unit_from(bytes: &[u8], start: usize, last_seq: u64) -> bool {
     })
 }
 
+/// Where the unit or frame at `offset` (its prefix `prefix_bytes` long,
+/// its length at most `max`) keeps what it holds, where its CRC starts and
+/// where it ends, once its length and its CRC check out.
+fn checked_extent(
+    bytes: &[u8],
+    offset: usize,
+    prefix_bytes: usize,
+    max: usize,
+) -> Result<(usize, usize, usize), Fault> {
+    let length = checked_length(bytes, offset, max)?;
+    let start = offset + prefix_bytes;
+    let crc_start = start + length;
+    let end = crc_start + CRC_BYTES;
+    if end > bytes.len() {
+        return Err(Fault::Incomplete);
+    }
+    if read_u32(bytes, crc_start) != Some(crc32fast::hash(&bytes[offset..crc_start])) {
+        return Err(Fault::Bad { end });
+    }
+    Ok((start, crc_start, end))
+}
+
 /// The length at `offset` if it, its CRC and its bound check out.
 fn checked_length(bytes: &[u8], offset: usize, max: usize) -> Result<usize, Fault> {
     let length = read_u32(bytes, offset).ok_or(Fault::BadLength)?;
@@ -482,17 +496,9 @@ fn checked_length(bytes: &[u8], offset: usize, max: usize) -> Result<usize, Faul
 /// Decodes the frame starting at `offset` as a `T`; on success returns it
 /// and the offset just after the frame.
 fn decode_frame<T: DeserializeOwned>(bytes: &[u8], offset: usize) -> Result<(T, usize), Fault> {
-    let payload_bytes = checked_length(bytes, offset, limits::RECORD_BYTES_MAX)?;
-    let payload_start = offset + PREFIX_BYTES;
-    let crc_start = payload_start + payload_bytes;
-    let end = crc_start + CRC_BYTES;
-    if end > bytes.len() {
-        return Err(Fault::Incomplete);
-    }
+    let (payload_start, crc_start, end) =
+        checked_extent(bytes, offset, PREFIX_BYTES, limits::RECORD_BYTES_MAX)?;
     let bad = Fault::Bad { end };
-    if read_u32(bytes, crc_start) != Some(crc32fast::hash(&bytes[offset..crc_start])) {
-        return Err(bad);
-    }
     match postcard::take_from_bytes::<T>(&bytes[payload_start..crc_start]) {
         Ok((value, [])) => Ok((value, end)),
         // Trailing bytes mean the writer and this reader disagree about the
