@@ -29,6 +29,8 @@ pub struct DurableView {
     slots: BTreeMap<Key, DurableSlot>,
     /// The highest fence synced: promised for every key.
     floor: Ballot,
+    /// Whether the last catch-up mark synced says the node catches up.
+    catching_up: bool,
 }
 
 impl DurableView {
@@ -38,8 +40,15 @@ impl DurableView {
                 self.slots.insert(key.clone(), DurableSlot { promised: *promised, accepted: *accepted });
             }
             Record::Fence { epoch } => self.floor = self.floor.max(Ballot::floor_of(*epoch)),
-            _ => {}
+            Record::CatchingUp => self.catching_up = true,
+            Record::CaughtUp { .. } => self.catching_up = false,
+            Record::RoundsReserved { .. } => {}
         }
+    }
+
+    /// True when a restart would find the node catching up.
+    pub fn catching_up(&self) -> bool {
+        self.catching_up
     }
 
     pub fn slot(&self, key: &Key) -> DurableSlot {

@@ -305,9 +305,11 @@ impl SimNode {
         std::mem::take(&mut self.caught_up)
     }
 
-    /// True while the node is up and catching up after losing data.
+    /// True while the node is up and catching up after losing data, or
+    /// when a restart would find it so (it caught up, but that is not
+    /// synced yet).
     pub fn is_catching_up(&self) -> bool {
-        self.core.as_ref().is_some_and(Node::catching_up)
+        self.core.as_ref().is_some_and(Node::catching_up) || self.disk.durable().catching_up()
     }
 
     /// The records a restart starts from: the log as recovery finds it. A
