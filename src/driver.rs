@@ -154,9 +154,6 @@ impl Driver {
         }
         let lock = lock_data_dir(&me, options)?;
         let (log, recovered) = open_data_dir(&config, &me, options)?;
-        if config.nodes.len() < 3 && must_catch_up(&recovered.records) {
-            return Err(DriverError::RejoinAlone);
-        }
         info!(
             "node {}: recovered {} records ({} bytes) from {}",
             me.id,
@@ -173,6 +170,11 @@ impl Driver {
             limits: ClientLimits::default(),
         };
         let mut node = Node::new(setup);
+        // The epoch a node catches up in is written by a majority of the
+        // others: with fewer than three nodes it would wait forever.
+        if node.catching_up() && config.nodes.len() < 3 {
+            return Err(DriverError::RejoinAlone);
+        }
         node.set_log_bytes(log.len_bytes());
         let mut socket = bind(me.address)?;
         let (signals, poll) = setup_poll(&mut socket)?;
@@ -502,16 +504,6 @@ fn start_over(me: &NodeConfig) -> Result<(LogFile, Recovered), DriverError> {
         warn!("node {}: moved {} aside to {}", me.id, log_path.display(), aside.display());
     }
     LogFile::start_over(dir).map_err(DriverError::Log)
-}
-
-/// Whether the records leave the node catching up (the last of the marks
-/// says so), as `core::Node::new` reads them.
-fn must_catch_up(records: &[Record]) -> bool {
-    records.iter().rev().find_map(|r| match r {
-        Record::CatchingUp => Some(true),
-        Record::CaughtUp { .. } => Some(false),
-        _ => None,
-    }) == Some(true)
 }
 
 /// Whether recovery refuses the log (read only: nothing is changed).

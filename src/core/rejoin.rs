@@ -133,14 +133,6 @@ impl Rejoin {
         rejoin
     }
 
-    /// The epoch this node scans in, once it has one.
-    pub fn epoch(&self) -> Option<Epoch> {
-        match self.phase {
-            Phase::Epoch { .. } => None,
-            Phase::Scan { epoch, .. } => Some(epoch),
-        }
-    }
-
     /// Messages to send to peers.
     pub fn take_outbox(&mut self) -> Vec<(NodeId, Message)> {
         std::mem::take(&mut self.outbox)
@@ -249,13 +241,5 @@ impl Rejoin {
         let Phase::Scan { epoch, peers } = &self.phase else { return None };
         let done = peers.values().filter(|p| p.done).count();
         (done >= quorum::majority(self.members)).then_some(*epoch)
-    }
-
-    /// For status: peers whose scan is complete.
-    pub fn peers_done(&self) -> usize {
-        match &self.phase {
-            Phase::Epoch { .. } => 0,
-            Phase::Scan { peers, .. } => peers.values().filter(|p| p.done).count(),
-        }
     }
 }
