@@ -506,9 +506,10 @@ fn start_over(me: &NodeConfig) -> Result<(LogFile, Recovered), DriverError> {
     LogFile::start_over(dir).map_err(DriverError::Log)
 }
 
-/// Whether recovery refuses the log (read only: nothing is changed).
+/// Whether recovery refuses the log (read only: nothing is changed). A log
+/// that cannot be read at all is left in place: opening it reports why.
 fn log_is_unreadable(path: &std::path::Path) -> bool {
-    std::fs::read(path).map_or(true, |bytes| crate::storage::log::recover(&bytes).is_err())
+    std::fs::read(path).is_ok_and(|bytes| crate::storage::log::recover(&bytes).is_err())
 }
 
 /// Records, durably, that the node catches up before it votes: a torn or

@@ -153,6 +153,13 @@ impl Acceptor {
         self.adopted_below = self.adopted_below.max(Ballot::floor_of(epoch));
     }
 
+    /// Whether `slot`'s accepted state was adopted while the node caught up,
+    /// not voted for. "Nothing accepted" is the truth even then: a state
+    /// chosen with the node's forgotten vote was adopted from a peer.
+    fn holds_adopted(&self, slot: &Slot) -> bool {
+        slot.accepted < self.adopted_below && !slot.accepted.is_zero()
+    }
+
     /// The epoch the node last caught up in (0: never).
     pub fn adopted_epoch(&self) -> Epoch {
         self.adopted_below.epoch
@@ -210,7 +217,7 @@ impl Acceptor {
                 key: (*key).clone(),
                 promised: slot.promised.max(self.floor),
                 accepted: slot.accepted,
-                adopted: slot.accepted < self.adopted_below,
+                adopted: self.holds_adopted(&slot),
                 state: slot.state,
             });
             bytes += size;
@@ -299,7 +306,7 @@ impl Acceptor {
     /// did not vote for (the read then runs both phases).
     pub fn handle_query(&self, key: &Key, query: QueryId) -> Option<Message> {
         let slot = self.get(key);
-        if slot.accepted < self.adopted_below {
+        if self.holds_adopted(&slot) {
             return None;
         }
         Some(Message::QueryReply { key: key.clone(), query, accepted: slot.accepted, state: slot.state })

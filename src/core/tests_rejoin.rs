@@ -265,4 +265,16 @@ fn a_state_adopted_while_catching_up_is_never_confirmed_as_a_vote() {
     assert_eq!(out, vec![Envelope::Peer(x, reject)], "a refusal, and no answer to the query");
     let (page, _) = rn.acceptor().scan(None);
     assert!(page.iter().all(|slot| slot.adopted), "an export does not count it either: {page:?}");
+    // "Nothing accepted" stays true: a state chosen with its forgotten vote
+    // would have been adopted. So a key it holds nothing for is answered.
+    let absent = Key::from("absent");
+    rn.handle_peer(T0, y, Message::Query { key: absent.clone(), query: wire::QueryId(2) });
+    let (_, out) = drain(&mut rn);
+    let reply = Message::QueryReply {
+        key: absent,
+        query: wire::QueryId(2),
+        accepted: Ballot::ZERO,
+        state: RegisterState::default(),
+    };
+    assert_eq!(out, vec![Envelope::Peer(y, reply)]);
 }

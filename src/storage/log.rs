@@ -715,12 +715,17 @@ impl LogFile {
     /// tail goes with the old file.
     fn rewrite(dir: &Path, recovered: Recovered) -> Result<(LogFile, Recovered), LogError> {
         let written = write_replacement(dir, recovered.records.iter().cloned())?;
-        log::info!(
-            "acceptor log {}: rewrote format version {} as version {FORMAT_VERSION} ({} records)",
-            dir.join(LOG_FILE_NAME).display(),
-            recovered.version,
-            recovered.records.len()
-        );
+        let path = dir.join(LOG_FILE_NAME);
+        if recovered.version != FORMAT_VERSION {
+            log::info!(
+                "acceptor log {}: rewrote format version {} as version {FORMAT_VERSION} ({} records)",
+                path.display(),
+                recovered.version,
+                recovered.records.len()
+            );
+        } else {
+            log::info!("acceptor log {}: rewrote without its damaged last unit", path.display());
+        }
         let log = LogFile::at(dir, written.file, written.len, written.last_seq);
         Ok((log, recovered))
     }
