@@ -108,11 +108,32 @@ fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// Waits (at most 5 s) until the files of `dir` stay the same for 300 ms.
+fn wait_until_unchanged(dir: &std::path::Path) {
+    let mut last = snapshot(dir);
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = snapshot(dir);
+        if now == last {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if snapshot(dir) == now {
+                return;
+            }
+        }
+        last = snapshot(dir);
+    }
+    panic!("{} kept changing", dir.display());
+}
+
 #[test]
 fn a_second_daemon_for_a_running_node_exits_and_changes_no_file() {
     let mut cluster = TestCluster::start("second-daemon", 3);
     assert_exit(&cluster.ctl(&["propose", "k", "v"]), 0);
     let dir = cluster.data_dir(1);
+    // The write may still reach node 1 after the client's answer (a
+    // majority without it answered first): wait until it wrote it, so that
+    // every change to the files below is the second daemon's.
+    wait_until_unchanged(&dir);
     // A leftover compaction file and a torn tail: what recovery would delete
     // and truncate if it ran.
     std::fs::write(dir.join("acceptor.log.compact"), b"leftover").expect("write leftover");

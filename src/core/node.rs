@@ -367,7 +367,28 @@ impl<A: Copy + Ord> Node<A> {
         let proposals = self.proposals.values().map(Proposal::wake_at);
         let queued = self.queued.values().flat_map(|q| q.iter().map(|r| r.deadline));
         let rejoin = self.rejoin.as_ref().and_then(Rejoin::poll_timeout);
-        proposals.chain(queued).chain(rejoin).min()
+        proposals.chain(queued).chain(rejoin).chain(self.next_stall()).min()
+    }
+
+    /// The next instant at which a running proposal finds the node cut off
+    /// if it hears nothing more: checked then, not at the proposal's next
+    /// resend, so that waiting clients hear it as soon as it is true.
+    fn next_stall(&self) -> Option<Time> {
+        let after = self.stall_after_us();
+        let need = super::quorum::majority(self.members.len()).saturating_sub(1);
+        let mut heard: Vec<Time> = self.last_heard.values().copied().collect();
+        heard.sort_unstable_by(|a, b| b.cmp(a));
+        // Cut off once the need-th most recently heard peer falls silent
+        // for longer than `after`.
+        if need == 0 {
+            return None; // alone, the node is its own majority
+        }
+        let silent_from = heard.get(need - 1).map_or(Time(0), |t| t.plus_micros(after + 1));
+        self.proposals
+            .values()
+            .map(|p| p.running_since().plus_micros(after).max(silent_from))
+            .filter(|t| *t > self.clock)
+            .min()
     }
 
     /// A message from a peer (decoded, validated, and known to come from
@@ -695,7 +716,22 @@ impl<A: Copy + Ord> Node<A> {
             let queued = self.queued.remove(&key).unwrap_or_default();
             let never_ran = queued.iter().map(|r| (r.handle, Outcome::Unavailable { maybe_applied: false }));
             self.answer(never_ran.collect());
+            let waiting = self.proposals.get(&key).map(Proposal::exclusive_handles).unwrap_or_default();
             self.with_proposal(now, &key, |p, _| p.give_up_unsent());
+            self.tell_cut_off(&waiting);
+        }
+    }
+
+    /// Clients whose write ran here as the only copy wait for this node
+    /// alone, renewing their copy now and then: tell them at once that the
+    /// node is cut off, so they take the write elsewhere without waiting for
+    /// their next renewal. Once per request: `give_up_unsent` has ended the
+    /// window, so the next stalled turn finds nothing to tell.
+    fn tell_cut_off(&mut self, handles: &[ReqHandle]) {
+        for handle in handles {
+            if let Some(&(to, id)) = self.running.by_handle.get(handle) {
+                self.reply(to, id, Outcome::InProgress { exclusive: false, cut_off: true });
+            }
         }
     }
 

@@ -272,6 +272,12 @@ impl Proposal {
         exclusive
     }
 
+    /// The requests still run as the only copy of their write: those whose
+    /// clients wait for this node alone.
+    pub fn exclusive_handles(&self) -> Vec<ReqHandle> {
+        self.requests.iter().filter(|r| r.dedupe.exclusive_until.is_some()).map(|r| r.handle).collect()
+    }
+
     /// When the proposal started.
     pub fn running_since(&self) -> Time {
         self.started

@@ -437,14 +437,33 @@ fn at_the_deadline_a_request_that_sent_an_accept_has_an_unknown_outcome() {
 }
 
 /// Fires every timer up to `until` (peers stay silent) and returns the
-/// first client reply and when it came.
+/// first client reply that ends a request, and when it came.
 fn run_until_answered(node: &mut Node<u32>, until: Time) -> (Time, Envelope<u32>) {
     for _ in 0..10_000 {
         let Some(t) = node.next_deadline().filter(|t| *t <= until) else { break };
         node.handle_timeout(t);
         let (_, messages) = drain(node);
-        if let Some(reply) = messages.into_iter().find(|m| matches!(m, Envelope::Client(..))) {
+        let in_progress = |m: &Envelope<u32>| {
+            matches!(m, Envelope::Client(_, Message::Reply { outcome: Outcome::InProgress { .. }, .. }))
+        };
+        let mut to_clients = messages.into_iter().filter(|m| matches!(m, Envelope::Client(..)));
+        if let Some(reply) = to_clients.find(|m| !in_progress(m)) {
             return (t, reply);
+        }
+    }
+    panic!("no answer by {until:?}");
+}
+
+/// Runs the node's timers until one sends clients something: when, and
+/// every message to clients then.
+fn run_until_clients_hear(node: &mut Node<u32>, until: Time) -> (Time, Vec<Envelope<u32>>) {
+    for _ in 0..10_000 {
+        let Some(t) = node.next_deadline().filter(|t| *t <= until) else { break };
+        node.handle_timeout(t);
+        let (_, messages) = drain(node);
+        let to_clients: Vec<_> = messages.into_iter().filter(|m| matches!(m, Envelope::Client(..))).collect();
+        if !to_clients.is_empty() {
+            return (t, to_clients);
         }
     }
     panic!("no answer by {until:?}");
@@ -867,18 +886,26 @@ fn a_cut_off_node_gives_up_what_it_never_sent_and_keeps_the_rest_without_exclusi
     };
     send(&mut node, T0, r);
     drain(&mut node);
-    let (at, reply) = run_until_answered(&mut node, T0.plus_millis(1000));
+    let (at, replies) = run_until_clients_hear(&mut node, T0.plus_millis(1000));
     // Node 2 was last heard at T0, its promise quorum was immediate: the
-    // first timer past the shortest stall finds the node cut off.
+    // node finds itself cut off as soon as the shortest stall is over, not
+    // at its next resend.
     let stall = T0.plus_millis(limits::STALL_MS_MIN);
-    assert!(at >= stall && at <= stall.plus_millis(limits::PHASE_RESEND_MS), "{at:?}");
+    assert!(at > stall && at <= stall.plus_millis(1), "{at:?}");
     let gave_up = Message::Reply {
         id: other,
         incarnation: incarnation(&node),
         node_time: at,
         outcome: Outcome::Unavailable { maybe_applied: false },
     };
-    assert_eq!(reply, Envelope::Client(CLIENT, gave_up), "only the request that never left gives up");
+    assert!(replies.contains(&Envelope::Client(CLIENT, gave_up)), "the request that never left gives up");
+    // The client of the write that did leave hears at once that the node is
+    // cut off, without waiting to renew its copy, and hears it once.
+    let told = reply_at(&node, 1, at, Outcome::InProgress { exclusive: false, cut_off: true });
+    assert!(replies.contains(&told), "{replies:?}");
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    node.handle_timeout(at.plus_millis(limits::PHASE_RESEND_MS));
+    assert!(!drain(&mut node).1.iter().any(|m| matches!(m, Envelope::Client(..))), "told once");
     let again = request(&node, 1, Change::Put(Value::from("v")), 1000);
     send(&mut node, at, again);
     let working = Outcome::InProgress { exclusive: false, cut_off: true };
