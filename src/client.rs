@@ -282,8 +282,12 @@ impl Client {
     }
 
     fn send(&self, addr: SocketAddr, msg: &Message) -> io::Result<usize> {
-        let header =
-            Header { cluster: self.cluster, sender: NodeId::CLIENT, config: wire::ConfigDigest::NONE };
+        let header = Header {
+            cluster: self.cluster,
+            sender: NodeId::CLIENT,
+            config: wire::ConfigDigest::NONE,
+            epoch: Epoch(0),
+        };
         let datagram = wire::encode_datagram(header, std::slice::from_ref(msg));
         self.socket.send_to(&datagram, addr)
     }

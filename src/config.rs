@@ -3,6 +3,7 @@
 //! root for every setting.
 
 use crate::limits;
+use crate::members::{Member, Members};
 use crate::types::{ClusterId, NodeId};
 use crate::wire;
 use serde::Deserialize;
@@ -113,6 +114,13 @@ impl Config {
 
     pub fn member_ids(&self) -> Vec<NodeId> {
         self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// The founding configuration's members: every node of the file.
+    pub fn founding_members(&self) -> Members {
+        let members = self.nodes.iter().map(|n| Member { id: n.id, address: n.address.to_string() });
+        // `load` refuses a file that names an id twice.
+        Members::new(members.collect()).unwrap_or_default()
     }
 
     /// A digest of the member list: every node's id and address, in id

@@ -9,6 +9,7 @@
 use crate::config::{Config, NodeConfig};
 use crate::core::{ClientLimits, Envelope, Node, NodeSetup};
 use crate::limits;
+use crate::members::ConfigTag;
 use crate::storage::identity::{self, Identity, IdentityError};
 use crate::storage::log::Recovered;
 use crate::storage::log::{LogError, LogFile};
@@ -163,7 +164,7 @@ impl Driver {
         );
         let setup = NodeSetup {
             id: me.id,
-            members: config.member_ids(),
+            founding: config.founding_members(),
             records: recovered.records,
             seed: crate::seed::os_seed(),
             now: Time(0),
@@ -300,28 +301,31 @@ impl Driver {
         if self.config.node_at(from) != Some(header.sender) || header.sender == self.me.id {
             return self.drop_datagram(from, &format!("claims to be node {}", header.sender));
         }
-        if header.config != self.config.digest() {
-            return self.refuse_other_config(from, header);
+        let mine = self.node.config_tag();
+        let named = header.config != wire::ConfigDigest::NONE && mine.digest != wire::ConfigDigest::NONE;
+        if named && header.epoch == mine.epoch && header.config != mine.digest {
+            self.warn_other_config(from, header);
         }
+        let tag = ConfigTag { epoch: header.epoch, digest: header.config };
         for msg in messages {
-            self.node.handle_peer(now, header.sender, msg);
+            self.node.handle_peer_tagged(now, header.sender, tag, msg);
         }
     }
 
-    /// A peer that reads another member list could count quorums that do
-    /// not intersect with ours: its datagrams are dropped, and the operator
+    /// A peer that names another member list for the same epoch could count
+    /// quorums that do not intersect with ours: the node neither votes for
+    /// it nor counts its votes (`core::membership`), and the operator is
     /// told once per peer.
-    fn refuse_other_config(&mut self, from: SocketAddr, header: Header) {
+    fn warn_other_config(&mut self, from: SocketAddr, header: Header) {
         if self.mismatched.insert(header.sender) {
             warn!(
                 "node {} at {from} runs with another member list (config digest {}, ours {}); \
-                 ignoring it until every node reads the same config",
+                 ignoring its votes until every node reads the same config",
                 header.sender,
                 header.config,
-                self.config.digest()
+                self.node.config_tag().digest
             );
         }
-        self.drop_datagram(from, "another member list");
     }
 
     fn drop_datagram(&mut self, from: SocketAddr, why: &str) {
@@ -382,8 +386,13 @@ impl Driver {
     }
 
     fn send_to(&mut self, addr: SocketAddr, encoded: Vec<Vec<u8>>) {
-        let header =
-            Header { cluster: self.config.cluster_id, sender: self.me.id, config: self.config.digest() };
+        let tag = self.node.config_tag();
+        let header = Header {
+            cluster: self.config.cluster_id,
+            sender: self.me.id,
+            config: tag.digest,
+            epoch: tag.epoch,
+        };
         for datagram in wire::pack_datagrams(header, &encoded) {
             match self.socket.send_to(&datagram, addr) {
                 Ok(_) => {}

@@ -200,6 +200,22 @@ pub const ROUND_BLOCK: u64 = 1024;
 /// Largest cluster.
 pub const NODES_MAX: usize = 15;
 
+/// A node asks a peer that names a newer configuration for it, or tells
+/// one that names an older one its own, at most this often.
+pub const CONFIG_GOSSIP_MS: u64 = 100;
+
+/// A membership change that makes no progress for this long gives up (a
+/// later request resumes it).
+pub const MEMBER_CHANGE_TIMEOUT_MS: u64 = 30_000;
+
+/// A node frozen in a membership change asks the members for their
+/// configuration this often, so that it learns how the change ended even
+/// if its driver died or it was down when the change was installed.
+pub const FROZEN_POLL_MS: u64 = 500;
+
+/// The longest member address a configuration may name (`host:port`).
+pub const ADDRESS_BYTES_MAX: usize = 256;
+
 /// Largest record in the acceptor log: a key's whole state plus framing.
 pub const RECORD_BYTES_MAX: usize = MESSAGE_BYTES_MAX + 64;
 

@@ -17,7 +17,7 @@ use crate::change::Change;
 use crate::config::Config;
 use crate::core::client::{ClientMachine, Ending, Routing};
 use crate::limits;
-use crate::types::{ClusterId, Key, NodeId, SessionId, Time};
+use crate::types::{ClusterId, Epoch, Key, NodeId, SessionId, Time};
 use crate::wire::{self, Header, Message};
 use log::{debug, warn};
 use mio::net::UdpSocket;
@@ -430,8 +430,12 @@ impl LoadGen {
     /// Sends the queued messages, as few datagrams per node as they fit in.
     /// A failed send is like a lost datagram: the machines resend.
     fn flush(&mut self) {
-        let header =
-            Header { cluster: self.cluster, sender: NodeId::CLIENT, config: wire::ConfigDigest::NONE };
+        let header = Header {
+            cluster: self.cluster,
+            sender: NodeId::CLIENT,
+            config: wire::ConfigDigest::NONE,
+            epoch: Epoch(0),
+        };
         for (index, encoded) in self.outbox.iter_mut().enumerate() {
             if encoded.is_empty() {
                 continue;
@@ -592,7 +596,8 @@ mod tests {
                     _ => None,
                 })
                 .collect();
-            let header = Header { cluster, sender: NodeId(1), config: wire::ConfigDigest(7) };
+            let header =
+                Header { cluster, sender: NodeId(1), config: wire::ConfigDigest(7), epoch: Epoch(0) };
             let _ = socket.send_to(&wire::encode_datagram(header, &answers), from);
         }
         datagrams

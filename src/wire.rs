@@ -10,11 +10,13 @@
 //! | 6      | 8    | cluster id, little endian                            |
 //! | 14     | 2    | sender node id, little endian (0 = a client)         |
 //! | 16     | 4    | configuration digest, little endian (0 from clients) |
-//! | 20     | ..   | body: postcard `Vec<Message>` (varint count, messages)|
+//! | 20     | 8    | configuration epoch, little endian (0 from clients)  |
+//! | 28     | ..   | body: postcard `Vec<Message>` (varint count, messages)|
 //!
-//! The configuration digest (`config::Config::digest`) lets a node refuse
-//! a peer that reads another member list: two nodes that disagree on the
-//! members could count quorums that do not intersect.
+//! The configuration epoch and digest name the sender's active
+//! configuration (`core::membership`): a node votes only for, and counts
+//! only votes from, a peer that names its own, so two nodes that disagree
+//! on the members never count quorums that need not intersect.
 //!
 //! The body must use every remaining byte: a datagram with trailing bytes is
 //! dropped. Decoding never panics and never sizes an allocation from a length
@@ -23,6 +25,7 @@
 
 use crate::change::Change;
 use crate::limits;
+use crate::members::{Configuration, FreezeAnswer, MemberChange, Members};
 use crate::types::{
     Ballot, ClusterId, Epoch, Incarnation, Key, NodeId, RegisterState, RequestId, SessionId, Time, Value,
     Version,
@@ -31,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub const MAGIC: [u8; 4] = *b"PXD1";
-pub const PROTOCOL_VERSION: u8 = 3;
-pub const HEADER_BYTES: usize = 20;
+pub const PROTOCOL_VERSION: u8 = 4;
+pub const HEADER_BYTES: usize = 28;
 const _: () = assert!(HEADER_BYTES <= limits::HEADER_BYTES_MAX);
 
 /// Everything nodes and clients say to each other.
@@ -126,6 +129,70 @@ pub enum Message {
         node_time: Time,
         status: NodeStatus,
     },
+    /// A node saw a newer configuration epoch in a peer's header and asks
+    /// it for that configuration (see `core::membership`).
+    ConfigQuery,
+    /// A node's active configuration: sent to a peer that asked, or whose
+    /// header named an older one.
+    ConfigInfo {
+        config: Configuration,
+    },
+    /// The driver of a membership change asks the node to take part in it:
+    /// from then on it votes for nobody until it installs a configuration.
+    Freeze {
+        change: MemberChange,
+    },
+    /// The answer to a freeze, sent once the node's state is synced.
+    Frozen {
+        epoch: Epoch,
+        answer: FreezeAnswer,
+    },
+    /// Slots that a node frozen in the change of `epoch` adopts: the merged
+    /// scans of the old configuration, in pages as a scan sends them.
+    Seed {
+        epoch: Epoch,
+        after: Option<Key>,
+        slots: Vec<ScanSlot>,
+        done: bool,
+    },
+    /// The answer to a seed page, after the sync; `adopted` is false when
+    /// the node may not adopt (it is not frozen in that change).
+    Seeded {
+        epoch: Epoch,
+        after: Option<Key>,
+        done: bool,
+        adopted: bool,
+    },
+    /// The driver of a change installs its configuration.
+    Install {
+        config: Configuration,
+    },
+    /// The answer to an install, after the sync.
+    Installed {
+        epoch: Epoch,
+    },
+    /// A client (`paxosctl member`) asks the node to change the membership
+    /// to `target`; copies of one request share `id`.
+    MembersRequest {
+        id: u64,
+        target: Members,
+    },
+    MembersReply {
+        id: u64,
+        outcome: MembersOutcome,
+    },
+}
+
+/// How a membership change asked for by a client stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembersOutcome {
+    /// The node drives it; the text says where it stands.
+    InProgress(String),
+    /// The target configuration is installed.
+    Done(Configuration),
+    /// It could not be done now; the text says why. A later request
+    /// resumes whatever was done.
+    Failed(String),
 }
 
 /// One key's acceptor state, as a scan reports it.
@@ -219,6 +286,9 @@ pub enum Refusal {
     /// heard from it yet, or it restarted or forgot sessions since): the
     /// reply names the current one, and the client may send again.
     StaleIncarnation,
+    /// The node is not a member of the cluster's configuration (it was
+    /// removed, or has not joined yet): other nodes serve the request.
+    NotMember,
 }
 
 const _: () = assert!(limits::KEY_BYTES_MAX == 1024 && limits::VALUE_BYTES_MAX == 16384);
@@ -233,6 +303,7 @@ impl fmt::Display for Refusal {
             Refusal::ShuttingDown => "node is shutting down",
             Refusal::CatchingUp => "node is catching up after losing data",
             Refusal::StaleIncarnation => "request named another incarnation of the node",
+            Refusal::NotMember => "node is not a member of the cluster's configuration",
         };
         f.write_str(text)
     }
@@ -261,12 +332,21 @@ pub struct NodeStatus {
     /// True while the node catches up after losing data: it votes on
     /// nothing and serves no client until it has (see `core::rejoin`).
     pub catching_up: bool,
+    /// The configuration the node votes in (`core::membership`) ...
+    pub config: Configuration,
+    /// ... and the change it takes part in, if any.
+    pub frozen: Option<MemberChange>,
+    /// What the membership change this node drives is doing, if any.
+    pub driving: Option<String>,
 }
 
 impl Message {
     /// The checks a decoded message must pass before any layer acts on it.
     pub fn is_within_limits(&self) -> bool {
         let key_ok = |k: &Key| k.0.len() <= limits::KEY_BYTES_MAX;
+        let members_ok = |m: &Members| {
+            m.len() <= limits::NODES_MAX && m.iter().all(|m| m.address.len() <= limits::ADDRESS_BYTES_MAX)
+        };
         let state_ok = |s: &RegisterState| {
             s.value.as_ref().is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX)
                 && s.recent.len() <= limits::RECENT_WRITES_MAX
@@ -295,7 +375,25 @@ impl Message {
                     .is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX),
                 _ => true,
             },
-            Message::StatusReply { .. } => true,
+            Message::StatusReply { status, .. } => {
+                members_ok(&status.config.members) && status.frozen.as_ref().is_none_or(|c| members_ok(&c.to))
+            }
+            Message::ConfigQuery | Message::Frozen { .. } | Message::Installed { .. } => true,
+            Message::ConfigInfo { config } | Message::Install { config } => members_ok(&config.members),
+            Message::Freeze { change } => members_ok(&change.to),
+            Message::Seed { after, slots, .. } => {
+                after.as_ref().is_none_or(key_ok)
+                    && slots.len() <= limits::SCAN_PAGE_SLOTS_MAX
+                    && slots.iter().all(|s| key_ok(&s.key) && state_ok(&s.state))
+            }
+            Message::Seeded { after, .. } => after.as_ref().is_none_or(key_ok),
+            Message::MembersRequest { target, .. } => members_ok(target),
+            Message::MembersReply { outcome, .. } => match outcome {
+                MembersOutcome::Done(config) => members_ok(&config.members),
+                MembersOutcome::InProgress(text) | MembersOutcome::Failed(text) => {
+                    text.len() <= limits::ADDRESS_BYTES_MAX * 4
+                }
+            },
         }
     }
 }
@@ -306,22 +404,10 @@ pub struct Header {
     pub cluster: ClusterId,
     pub sender: NodeId,
     pub config: ConfigDigest,
+    pub epoch: Epoch,
 }
 
-/// A digest of the cluster's member list (ids and addresses), carried by
-/// every datagram between nodes. Clients send `ConfigDigest::NONE`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ConfigDigest(pub u32);
-
-impl ConfigDigest {
-    pub const NONE: ConfigDigest = ConfigDigest(0);
-}
-
-impl fmt::Display for ConfigDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}", self.0)
-    }
-}
+pub use crate::members::ConfigDigest;
 
 /// Why a datagram was dropped. Dropping is the protocol's answer to any bad
 /// datagram; the reason is only logged.
@@ -363,6 +449,7 @@ fn encode_header(header: Header, out: &mut Vec<u8>) {
     out.extend_from_slice(&header.cluster.0.to_le_bytes());
     out.extend_from_slice(&header.sender.0.to_le_bytes());
     out.extend_from_slice(&header.config.0.to_le_bytes());
+    out.extend_from_slice(&header.epoch.0.to_le_bytes());
 }
 
 /// Encodes one message for packing with `DatagramPacker`.
@@ -462,7 +549,10 @@ fn decode_header(cluster: ClusterId, bytes: &[u8]) -> Result<Header, DecodeError
     let mut config = [0u8; 4];
     config.copy_from_slice(field(16..20)?);
     let config = ConfigDigest(u32::from_le_bytes(config));
-    Ok(Header { cluster: found, sender: NodeId(u16::from_le_bytes(sender)), config })
+    let mut epoch = [0u8; 8];
+    epoch.copy_from_slice(field(20..28)?);
+    let epoch = Epoch(u64::from_le_bytes(epoch));
+    Ok(Header { cluster: found, sender: NodeId(u16::from_le_bytes(sender)), config, epoch })
 }
 
 #[cfg(test)]
@@ -472,7 +562,12 @@ mod tests {
     const CLUSTER: ClusterId = ClusterId(42);
 
     fn header() -> Header {
-        Header { cluster: CLUSTER, sender: NodeId(2), config: ConfigDigest(0x0a0b_0c0d) }
+        Header {
+            cluster: CLUSTER,
+            sender: NodeId(2),
+            config: ConfigDigest(0x0a0b_0c0d),
+            epoch: Epoch(0x0102_0304),
+        }
     }
 
     fn sample() -> Vec<Message> {

@@ -303,6 +303,7 @@ fn garbage_datagrams_are_dropped_and_the_node_keeps_serving() {
         cluster: paxosd::types::ClusterId(cluster.cluster_id),
         sender: paxosd::types::NodeId(2),
         config: paxosd::wire::ConfigDigest::NONE,
+        epoch: paxosd::types::Epoch(0),
     };
     let msg = paxosd::wire::Message::Prepare {
         key: Key::from("k"),

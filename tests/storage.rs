@@ -1107,7 +1107,7 @@ fn replay(records: &[Record]) -> (BTreeMap<Key, Record>, Option<u64>) {
                 slots.insert(key.clone(), rec.clone());
             }
             Record::RoundsReserved { round_limit: r } => round_limit = Some(*r),
-            Record::Fence { .. } | Record::CatchingUp | Record::CaughtUp { .. } => {}
+            Record::Fence { .. } | Record::CatchingUp | Record::CaughtUp { .. } | Record::Membership(_) => {}
         }
     }
     (slots, round_limit)

@@ -517,7 +517,9 @@ impl ClientMachine {
                 self.leave(now, index, None);
             }
             Outcome::Refused(Refusal::StaleIncarnation) => self.on_stale_incarnation(now, index, incarnation),
-            Outcome::Refused(r @ (Refusal::Overloaded | Refusal::ShuttingDown | Refusal::CatchingUp)) => {
+            Outcome::Refused(
+                r @ (Refusal::Overloaded | Refusal::ShuttingDown | Refusal::CatchingUp | Refusal::NotMember),
+            ) => {
                 self.settle(index, incarnation, Fate::Dead);
                 self.leave(now, index, Some(r));
             }

@@ -24,14 +24,18 @@
 pub mod acceptor;
 pub mod backoff;
 pub mod client;
+pub mod membership;
 pub mod node;
 pub mod proposer;
 pub mod quorum;
+pub mod reconfig;
 pub mod rejoin;
 pub mod rng;
 pub mod sessions;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_membership;
 #[cfg(test)]
 mod tests_rejoin;
 

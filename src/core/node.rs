@@ -7,15 +7,17 @@
 //! sends answers back to it.
 
 use super::acceptor::{Acceptor, Slot, Vote};
+use super::membership::{ConfigTag, Configuration, MemberChange, Members, Membership};
 use super::proposer::{Ctx, Dedupe, FastPath, Outbox, Progress, Proposal, ReqHandle, Request};
+use super::reconfig::{Reconfig, ReconfigEnding};
 use super::rejoin::{PageFate, Rejoin};
 use super::rng::Rng;
 use super::sessions::{Admission, Sessions};
 use crate::limits;
 use crate::storage::{Record, Synced};
 use crate::types::RegisterState;
-use crate::types::{Ballot, Epoch, Key, NodeId, RequestId, Time};
-use crate::wire::{self, Message, NodeStatus, Outcome, QueryId, Refusal, ScanSlot};
+use crate::types::{Ballot, Epoch, Key, NodeId, RequestId, SessionId, Time};
+use crate::wire::{self, MembersOutcome, Message, NodeStatus, Outcome, QueryId, Refusal, ScanSlot};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Where an output goes.
@@ -24,6 +26,9 @@ pub enum Envelope<A> {
     Peer(NodeId, Message),
     Client(A, Message),
 }
+
+/// The clients waiting for a membership change, with their request ids.
+type Waiting<A> = Vec<(ReplyTo<A>, u64)>;
 
 /// Where a request's answer goes: a client, or a peer that asks as a client
 /// does (a node catching up writes the epoch register so, see `rejoin`).
@@ -169,7 +174,9 @@ impl Default for ClientLimits {
 /// What a node starts from.
 pub struct NodeSetup {
     pub id: NodeId,
-    pub members: Vec<NodeId>,
+    /// The founding configuration's members (`Record::Membership` in the
+    /// log overrides it).
+    pub founding: Members,
     /// The records its log held, in log order.
     pub records: Vec<Record>,
     /// Seeds the node's randomness (jitter, incarnations).
@@ -217,6 +224,17 @@ pub struct Node<A> {
     /// Set while the node catches up after losing data: it then votes on
     /// nothing and proposes nothing.
     rejoin: Option<Rejoin>,
+    /// The configuration this node votes in, and the change it takes part
+    /// in (see `membership`); `members` is its active member ids.
+    membership: Membership,
+    /// When this node last asked each peer for its configuration, or told
+    /// it its own: once per `CONFIG_GOSSIP_MS` each.
+    config_gossip: BTreeMap<NodeId, Time>,
+    /// The membership change this node drives for clients, and the clients
+    /// (with their request ids) waiting for it.
+    reconfig: Option<(Reconfig, Waiting<A>)>,
+    /// While frozen: when to ask the members for their configuration next.
+    frozen_poll_at: Time,
     #[cfg(feature = "planted-bugs")]
     bugs: super::PlantedBugs,
 }
@@ -228,6 +246,13 @@ impl<A: Copy + Ord> Node<A> {
         let mut floor = Epoch(0);
         let mut catching_up = false;
         let mut adopted = Epoch(0);
+        // A node the founding members do not name joins a running cluster:
+        // it votes once a change installs a configuration naming it.
+        let mut membership = if setup.founding.contains(setup.id) {
+            Membership::founding(setup.founding)
+        } else {
+            Membership::joining()
+        };
         // At most one key per record; usually a few records per key.
         let keys_hint = setup.records.len() / 2;
         let slots = setup.records.into_iter().filter_map(|record| match record {
@@ -255,6 +280,10 @@ impl<A: Copy + Ord> Node<A> {
                 adopted = adopted.max(epoch);
                 None
             }
+            Record::Membership(m) => {
+                membership = m;
+                None
+            }
         });
         let mut acceptor = Acceptor::restored(slots, keys_hint);
         acceptor.raise_floor(floor);
@@ -262,10 +291,11 @@ impl<A: Copy + Ord> Node<A> {
         rounds.observe(Ballot::floor_of(floor));
         let mut rng = Rng::new(setup.seed);
         let sessions = Sessions::new(setup.limits.sessions_per_generation, Rng::new(rng.next_u64()));
-        let rejoin = catching_up.then(|| Rejoin::new(setup.now, setup.id, &setup.members, &mut rng));
+        let members = membership.active.members.ids();
+        let rejoin = catching_up.then(|| Rejoin::new(setup.now, setup.id, &members, &mut rng));
         let mut node = Node {
             id: setup.id,
-            members: setup.members,
+            members,
             acceptor,
             rounds,
             proposals: BTreeMap::new(),
@@ -288,6 +318,10 @@ impl<A: Copy + Ord> Node<A> {
             started: setup.now,
             log_bytes: 0,
             rejoin,
+            membership,
+            config_gossip: BTreeMap::new(),
+            reconfig: None,
+            frozen_poll_at: setup.now,
             #[cfg(feature = "planted-bugs")]
             bugs: super::PlantedBugs::default(),
         };
@@ -327,7 +361,8 @@ impl<A: Copy + Ord> Node<A> {
         let adopted = Record::CaughtUp { epoch: self.acceptor.adopted_epoch() };
         // Last, so that a restart replays it after the mark above.
         let catching_up = self.rejoin.is_some().then_some(Record::CatchingUp);
-        self.acceptor.live_records().chain([rounds, fence, adopted]).chain(catching_up)
+        let membership = Record::Membership(self.membership.clone());
+        self.acceptor.live_records().chain([rounds, fence, adopted, membership]).chain(catching_up)
     }
 
     pub fn requests_in_flight(&self) -> usize {
@@ -354,6 +389,9 @@ impl<A: Copy + Ord> Node<A> {
             reads_one_round: self.rounds_taken.reads_one_round,
             epoch: self.rounds.epoch.0,
             catching_up: self.catching_up(),
+            config: self.membership.active.clone(),
+            frozen: self.membership.frozen.clone(),
+            driving: self.reconfig.as_ref().map(|(r, _)| r.describe()),
         }
     }
 
@@ -367,7 +405,9 @@ impl<A: Copy + Ord> Node<A> {
         let proposals = self.proposals.values().map(Proposal::wake_at);
         let queued = self.queued.values().flat_map(|q| q.iter().map(|r| r.deadline));
         let rejoin = self.rejoin.as_ref().and_then(Rejoin::poll_timeout);
-        proposals.chain(queued).chain(rejoin).chain(self.next_stall()).min()
+        let reconfig = self.reconfig.as_ref().and_then(|(r, _)| r.poll_timeout());
+        let frozen = self.membership.frozen.is_some().then_some(self.frozen_poll_at);
+        proposals.chain(queued).chain(rejoin).chain(reconfig).chain(frozen).chain(self.next_stall()).min()
     }
 
     /// The next instant at which a running proposal finds the node cut off
@@ -394,27 +434,138 @@ impl<A: Copy + Ord> Node<A> {
     /// A message from a peer (decoded, validated, and known to come from
     /// `from`). A peer may also ask as a client does (a node catching up
     /// writes the epoch register so), and scan this node's slots.
+    /// A message from a peer whose datagram named this node's own active
+    /// configuration (tests, mostly: see `handle_peer_tagged`).
     pub fn handle_peer(&mut self, now: Time, from: NodeId, msg: Message) {
+        self.handle_peer_tagged(now, from, self.config_tag(), msg);
+    }
+
+    /// What this node's datagrams say of its configuration.
+    pub fn config_tag(&self) -> ConfigTag {
+        let tag = self.membership.active.tag();
+        // A node joining names no configuration: it has none yet.
+        if self.membership.joining { ConfigTag { digest: wire::ConfigDigest::NONE, ..tag } } else { tag }
+    }
+
+    /// A message from a peer whose datagram named the configuration `tag`.
+    /// Votes, asked or given, pass only between nodes that name the same
+    /// one (see `membership`); a node that names another learns ours, or
+    /// teaches us theirs.
+    pub fn handle_peer_tagged(&mut self, now: Time, from: NodeId, tag: ConfigTag, msg: Message) {
         self.clock = now;
         if from == self.id {
             return;
         }
         self.last_heard.insert(from, now);
+        self.gossip_config(now, from, tag);
+        if is_vote(&msg) && !self.membership.votes_with(self.id, tag) {
+            return;
+        }
         match msg {
             Message::Request(_) | Message::StatusRequest { .. } => {
                 self.client_message(now, ReplyTo::Peer(from), msg)
             }
+            // A node catching up votes on nothing and proposes nothing.
+            msg if is_vote(&msg) && self.rejoin.is_some() => {}
+            msg if is_vote(&msg) => self.dispatch(now, from, msg),
+            msg => self.membership_message(now, from, msg),
+        }
+        self.drain_loopback(now);
+    }
+
+    /// The messages of catching up and of membership changes, from a peer
+    /// or from this node itself (a change this node drives concerns it too).
+    fn membership_message(&mut self, now: Time, from: NodeId, msg: Message) {
+        match msg {
+            Message::Reply { .. } | Message::StatusReply { .. } if self.reconfig.is_some() => {
+                self.reconfig_answer(now, from, msg)
+            }
             Message::Reply { .. } | Message::StatusReply { .. } => self.rejoin_answer(now, from, msg),
             Message::Scan { epoch, after } => self.serve_scan(from, epoch, after),
+            Message::ScanPage { .. } if self.reconfig.is_some() => self.reconfig_answer(now, from, msg),
             Message::ScanPage { epoch, after, slots, done } => {
                 self.adopt_page(now, from, epoch, &after, &slots, done)
             }
-            // A node catching up votes on nothing and proposes nothing.
-            _ if self.rejoin.is_some() => {}
-            msg => {
-                self.dispatch(now, from, msg);
-                self.drain_loopback(now);
+            Message::ConfigQuery => {
+                let config = self.membership.active.clone();
+                self.send(from, Message::ConfigInfo { config });
             }
+            Message::ConfigInfo { config } => self.install(&config),
+            Message::Freeze { change } => self.freeze(from, &change),
+            Message::Seed { epoch, after, slots, done } => self.seed(from, epoch, after, &slots, done),
+            Message::Install { config } => {
+                self.install(&config);
+                if self.membership.active.epoch >= config.epoch {
+                    self.send(from, Message::Installed { epoch: config.epoch });
+                }
+            }
+            Message::Frozen { .. } | Message::Seeded { .. } | Message::Installed { .. } => {
+                self.reconfig_answer(now, from, msg)
+            }
+            _ => {}
+        }
+    }
+
+    fn reconfig_answer(&mut self, now: Time, from: NodeId, msg: Message) {
+        if let Some((machine, _)) = self.reconfig.as_mut() {
+            machine.handle_message(now, from, msg);
+            self.flush_reconfig();
+        }
+    }
+
+    /// A client asks for the membership to become `target`: this node
+    /// drives the change (or joins the waiters of the one it drives).
+    fn members_request(&mut self, now: Time, from: ReplyTo<A>, id: u64, target: Members) {
+        let refuse =
+            |why: &str| Message::MembersReply { id, outcome: MembersOutcome::Failed(why.to_string()) };
+        if self.rejoin.is_some() {
+            let reply = refuse("this node is catching up after losing data; ask another");
+            return self.ready.messages.push(from.envelope(reply));
+        }
+        if let Some((machine, waiting)) = self.reconfig.as_mut() {
+            let reply = if *machine.target() == target {
+                if !waiting.contains(&(from, id)) {
+                    waiting.push((from, id));
+                }
+                Message::MembersReply { id, outcome: MembersOutcome::InProgress(machine.describe()) }
+            } else {
+                refuse(&format!(
+                    "this node is changing the members to {} already; try again later",
+                    machine.target()
+                ))
+            };
+            return self.ready.messages.push(from.envelope(reply));
+        }
+        let session = SessionId((u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64()));
+        log::info!("node {}: asked to change the members to {target}", self.id);
+        let machine = Reconfig::new(now, self.status(), target, session);
+        self.reconfig = Some((machine, vec![(from, id)]));
+        self.flush_reconfig();
+        let describe = self.reconfig.as_ref().map(|(r, _)| r.describe());
+        if let Some(text) = describe {
+            let reply = Message::MembersReply { id, outcome: MembersOutcome::InProgress(text) };
+            self.ready.messages.push(from.envelope(reply));
+        }
+    }
+
+    /// Sends the change's messages (those to this node come back through
+    /// the loopback), and answers its clients once it ended.
+    fn flush_reconfig(&mut self) {
+        let Some((machine, _)) = self.reconfig.as_mut() else { return };
+        let out = machine.take_outbox();
+        let ending = machine.take_ending();
+        for (to, msg) in out {
+            self.send(to, msg);
+        }
+        let Some(ending) = ending else { return };
+        let Some((_, waiting)) = self.reconfig.take() else { return };
+        let outcome = match ending {
+            ReconfigEnding::Done(config) => MembersOutcome::Done(config),
+            ReconfigEnding::Failed(why) => MembersOutcome::Failed(why),
+        };
+        for (to, id) in waiting {
+            let reply = Message::MembersReply { id, outcome: outcome.clone() };
+            self.ready.messages.push(to.envelope(reply));
         }
     }
 
@@ -432,6 +583,7 @@ impl<A: Copy + Ord> Node<A> {
                 let reply = Message::StatusReply { session, probe, node_time: now, status };
                 self.ready.messages.push(from.envelope(reply));
             }
+            Message::MembersRequest { id, target } => self.members_request(now, from, id, target),
             // A client lists keys (`paxosctl export`): it fences nothing.
             Message::Scan { epoch: Epoch(0), after } if self.rejoin.is_none() => {
                 let (slots, done) = self.acceptor.scan(after.as_ref());
@@ -457,6 +609,97 @@ impl<A: Copy + Ord> Node<A> {
         self.rounds.observe(Ballot::floor_of(epoch));
         let (slots, done) = self.acceptor.scan(after.as_ref());
         self.send(from, Message::ScanPage { epoch, after, slots, done });
+    }
+
+    /// A peer that names a newer configuration is asked for it; one that
+    /// names an older one is told ours. At most once per peer per
+    /// `CONFIG_GOSSIP_MS`, so that a stale peer's stream costs little.
+    fn gossip_config(&mut self, now: Time, from: NodeId, tag: ConfigTag) {
+        let mine = self.membership.active.epoch;
+        if tag.epoch == mine {
+            return;
+        }
+        let due = self
+            .config_gossip
+            .get(&from)
+            .is_none_or(|t| now.micros_since(*t) >= limits::CONFIG_GOSSIP_MS * 1000);
+        if !due {
+            return;
+        }
+        self.config_gossip.insert(from, now);
+        if tag.epoch > mine {
+            self.send(from, Message::ConfigQuery);
+        } else {
+            let config = self.membership.active.clone();
+            self.send(from, Message::ConfigInfo { config });
+        }
+    }
+
+    /// A frozen node hears of the change's end only from others: it asks
+    /// the old and the new members for their configuration now and then.
+    fn poll_while_frozen(&mut self, now: Time) {
+        let Some(change) = self.membership.frozen.as_ref() else { return };
+        if now < self.frozen_poll_at {
+            return;
+        }
+        self.frozen_poll_at = now.plus_millis(limits::FROZEN_POLL_MS);
+        let nodes: std::collections::BTreeSet<NodeId> =
+            self.membership.active.members.ids().into_iter().chain(change.to.ids()).collect();
+        let me = self.id;
+        for node in nodes.into_iter().filter(|n| *n != me) {
+            self.send(node, Message::ConfigQuery);
+        }
+    }
+
+    /// Installs `config` if it is newer than the active one: the node votes
+    /// in it from now on, refusing every ballot of an older epoch.
+    fn install(&mut self, config: &Configuration) {
+        if !self.membership.install(config) {
+            return;
+        }
+        self.ready.records.push(Record::Membership(self.membership.clone()));
+        self.ready.records.extend(self.acceptor.raise_floor(config.epoch));
+        self.rounds.observe(Ballot::floor_of(config.epoch));
+        self.members = config.members.ids();
+        self.fast_paths.clear();
+        let role = if self.membership.removed(self.id) { "not a member" } else { "a member" };
+        log::info!(
+            "node {}: installed configuration {} of epoch {}; {role}",
+            self.id,
+            config.members,
+            config.epoch
+        );
+    }
+
+    /// The driver of a change asks this node to take part: it answers once
+    /// the frozen state is synced (the answer goes out after this turn's
+    /// sync).
+    fn freeze(&mut self, from: NodeId, change: &MemberChange) {
+        let (answer, changed) = self.membership.freeze(change);
+        if changed {
+            self.ready.records.push(Record::Membership(self.membership.clone()));
+            self.fast_paths.clear();
+            log::info!("node {}: frozen for the change to {} in epoch {}", self.id, change.to, change.epoch);
+        }
+        self.send(from, Message::Frozen { epoch: change.epoch, answer });
+    }
+
+    /// A page of the change's merged scans: adopted only by a node frozen
+    /// in that change, which votes for nobody, so below no promise it made
+    /// in the new configuration. Adopted states are marked as such, as a
+    /// rejoin's are: never confirmed as this node's own vote.
+    fn seed(&mut self, from: NodeId, epoch: Epoch, after: Option<Key>, slots: &[ScanSlot], done: bool) {
+        let adopted = self.membership.may_adopt(epoch) && self.rejoin.is_none();
+        if adopted {
+            for slot in slots {
+                self.ready.records.extend(self.acceptor.adopt(slot));
+            }
+            if !slots.is_empty() && self.acceptor.adopted_epoch() < epoch {
+                self.acceptor.mark_adopted_below(epoch);
+                self.ready.records.push(Record::CaughtUp { epoch });
+            }
+        }
+        self.send(from, Message::Seeded { epoch, after, done, adopted });
     }
 
     fn rejoin_answer(&mut self, now: Time, from: NodeId, msg: Message) {
@@ -530,6 +773,8 @@ impl<A: Copy + Ord> Node<A> {
         };
         let refusal = if self.rejoin.is_some() {
             Some(Refusal::CatchingUp)
+        } else if self.membership.joining || self.membership.removed(self.id) {
+            Some(Refusal::NotMember)
         } else {
             self.is_overloaded(&request.key).then_some(Refusal::Overloaded)
         };
@@ -593,11 +838,19 @@ impl<A: Copy + Ord> Node<A> {
 
     fn drain_loopback(&mut self, now: Time) {
         while let Some(msg) = self.loopback.pop_front() {
-            self.dispatch(now, self.id, msg);
+            if is_vote(&msg) {
+                self.dispatch(now, self.id, msg);
+            } else {
+                self.membership_message(now, self.id, msg);
+            }
         }
     }
 
     fn dispatch(&mut self, now: Time, from: NodeId, msg: Message) {
+        // A frozen, joining or removed node votes for nobody, itself included.
+        if is_vote_request(&msg) && !self.membership.votes(self.id) {
+            return;
+        }
         match msg {
             // Ballots seen as an acceptor raise the node's own round counter
             // too: a node that becomes the proposer for a key (a client moved
@@ -650,7 +903,17 @@ impl<A: Copy + Ord> Node<A> {
             | Message::StatusRequest { .. }
             | Message::StatusReply { .. }
             | Message::Scan { .. }
-            | Message::ScanPage { .. } => {}
+            | Message::ScanPage { .. }
+            | Message::ConfigQuery
+            | Message::ConfigInfo { .. }
+            | Message::Freeze { .. }
+            | Message::Frozen { .. }
+            | Message::Seed { .. }
+            | Message::Seeded { .. }
+            | Message::Install { .. }
+            | Message::Installed { .. }
+            | Message::MembersRequest { .. }
+            | Message::MembersReply { .. } => {}
         }
     }
 
@@ -671,6 +934,11 @@ impl<A: Copy + Ord> Node<A> {
         for key in due {
             self.with_proposal(now, &key, |p, ctx| p.on_timer(now, ctx));
         }
+        if let Some((machine, _)) = self.reconfig.as_mut() {
+            machine.handle_timeout(now);
+            self.flush_reconfig();
+        }
+        self.poll_while_frozen(now);
         if self.is_cut_off(now) {
             self.give_up_stalled(now);
         }
@@ -994,4 +1262,21 @@ fn bad_input(request: &wire::Request) -> Option<Refusal> {
     } else {
         None
     }
+}
+
+/// Messages that ask for or carry a vote: they pass only between nodes of
+/// one configuration.
+fn is_vote(msg: &Message) -> bool {
+    is_vote_request(msg)
+        || matches!(
+            msg,
+            Message::Promise { .. }
+                | Message::Accepted { .. }
+                | Message::Reject { .. }
+                | Message::QueryReply { .. }
+        )
+}
+
+fn is_vote_request(msg: &Message) -> bool {
+    matches!(msg, Message::Prepare { .. } | Message::Accept { .. } | Message::Query { .. })
 }

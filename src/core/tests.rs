@@ -3,6 +3,7 @@
 use super::node::{ClientLimits, Envelope, Node, NodeSetup, Ready};
 use crate::change::Change;
 use crate::limits;
+use crate::members::Members;
 use crate::storage::{Record, Synced};
 use crate::types::{
     Ballot, Evaluation, Fingerprint, Incarnation, Key, NodeId, RegisterState, RequestId, SessionId, Time,
@@ -66,7 +67,7 @@ fn written_on(mut state: RegisterState, ballot: Ballot, parent: &RegisterState) 
 fn setup(members: u16, records: Vec<Record>) -> NodeSetup {
     NodeSetup {
         id: n(1),
-        members: (1..=members).map(NodeId).collect(),
+        founding: Members::named(&(1..=members).map(NodeId).collect::<Vec<_>>()),
         records,
         seed: 7,
         now: Time(0),

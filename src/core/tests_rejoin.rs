@@ -3,6 +3,7 @@
 
 use super::node::{ClientLimits, Envelope, Node, NodeSetup};
 use super::rejoin::EPOCH_KEY;
+use crate::members::Members;
 use crate::storage::{Record, Synced};
 use crate::types::{Ballot, Epoch, Incarnation, Key, NodeId, RegisterState, Time, Value, Version};
 use crate::wire::{self, Message, Outcome, Refusal, ScanSlot};
@@ -16,7 +17,7 @@ fn n(id: u16) -> NodeId {
 fn node(records: Vec<Record>) -> Node<u32> {
     Node::new(NodeSetup {
         id: n(1),
-        members: vec![n(1), n(2), n(3)],
+        founding: Members::named(&[n(1), n(2), n(3)]),
         records,
         seed: 11,
         now: Time(0),
@@ -239,7 +240,7 @@ fn a_state_adopted_while_catching_up_is_never_confirmed_as_a_vote() {
     ay.handle_accept(&k, p, &st("t", 1), Ballot::ZERO);
     let mut rn = Node::new(NodeSetup {
         id: r,
-        members: vec![r, x, y, z, w],
+        founding: Members::named(&[r, x, y, z, w]),
         records: vec![Record::CatchingUp],
         seed: 11,
         now: Time(0),

@@ -42,7 +42,7 @@ impl DurableView {
             Record::Fence { epoch } => self.floor = self.floor.max(Ballot::floor_of(*epoch)),
             Record::CatchingUp => self.catching_up = true,
             Record::CaughtUp { .. } => self.catching_up = false,
-            Record::RoundsReserved { .. } => {}
+            Record::RoundsReserved { .. } | Record::Membership(_) => {}
         }
     }
 

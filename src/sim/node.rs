@@ -13,6 +13,7 @@ use super::disk::SimDisk;
 use super::net::{ClientAddr, Endpoint};
 use crate::core::rng::Rng;
 use crate::core::{ClientLimits, Envelope, Node, NodeSetup, Ready};
+use crate::members::Members;
 use crate::storage::log::RecoveryError;
 use crate::storage::{Record, Storage};
 use crate::types::{Ballot, Key, NodeId, Time};
@@ -68,8 +69,14 @@ pub struct SimNode {
 
 impl SimNode {
     pub fn new(id: NodeId, members: Vec<NodeId>, limits: ClientLimits, seed: u64) -> SimNode {
-        let setup =
-            NodeSetup { id, members: members.clone(), records: Vec::new(), seed, now: Time(0), limits };
+        let setup = NodeSetup {
+            id,
+            founding: Members::named(&members),
+            records: Vec::new(),
+            seed,
+            now: Time(0),
+            limits,
+        };
         SimNode {
             id,
             core: Some(Node::new(setup)),
@@ -339,7 +346,7 @@ impl SimNode {
         self.origin = now;
         let setup = NodeSetup {
             id: self.id,
-            members: self.members.clone(),
+            founding: Members::named(&self.members),
             records,
             seed,
             now: Time(0),

@@ -478,7 +478,7 @@ impl Workload {
         let busy = matches!(
             ending,
             Ending::NotRun(NotRun::Refused(
-                Refusal::Overloaded | Refusal::CatchingUp | Refusal::ShuttingDown
+                Refusal::Overloaded | Refusal::CatchingUp | Refusal::ShuttingDown | Refusal::NotMember
             ))
         );
         if let (true, Some(left)) = (busy, process.final_reads.as_mut()) {

@@ -10,6 +10,7 @@
 pub mod identity;
 pub mod log;
 
+use crate::members::Membership;
 use crate::types::{Ballot, Epoch, Key, RegisterState};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,10 @@ pub enum Record {
     /// from its peers instead of voting for it, so it never counts as its
     /// vote for those ballots (see `Acceptor::adopted_below`).
     CaughtUp { epoch: Epoch },
+    /// The node's configuration and the change it takes part in (see
+    /// `core::membership`). The last such record wins; without one, the
+    /// node is a founding member.
+    Membership(Membership),
 }
 
 /// Proof that everything appended so far is on stable storage. Only
