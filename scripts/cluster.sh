@@ -10,6 +10,9 @@
 #   scripts/cluster.sh rejoin N         start node N with --rejoin after its data
 #                                       was lost or damaged, and wait (60 s at
 #                                       most) until it has caught up
+#   scripts/cluster.sh join N           start node N (joins = true in the config)
+#                                       with --join; `paxosctl member add N ADDR`
+#                                       then adds it
 #
 # Node N keeps its state in data/nodeN/ (data_dir in the config), its log in
 # data/nodeN.log and its PID in data/nodeN.pid. Starting a running node does
@@ -17,7 +20,7 @@
 # that the process is still that node.
 #
 # A brand-new cluster (no node has a data dir yet) is started with
-# --bootstrap. A node whose data dir is missing while others have theirs is
+# --bootstrap (--join for nodes that say joins = true). A node whose data dir is missing while others have theirs is
 # NOT bootstrapped: it refuses to start, naming `rejoin` (see "Replacing a
 # node's data" in the README).
 set -euo pipefail
@@ -67,11 +70,19 @@ cluster_is_new() {
     return 0
 }
 
+joins() {
+    # True when node $1 says joins = true.
+    awk -v want="$1" '/^\[\[node\]\]/{id=""; next} /^[[:space:]]*id[[:space:]]*=/{v=$0; gsub(/[^0-9]/,"",v); id=v}
+        /^[[:space:]]*joins[[:space:]]*=[[:space:]]*true/{ if (id==want) found=1 } END { exit !found }' "$CONFIG"
+}
+
 start_node() {
     local id=$1 bootstrap=$2 pid
     if pid=$(pid_of "$id"); then echo "node $id already running (pid $pid)"; return 0; fi
     local args=(--config "$CONFIG" --id "$id")
+    if [ "$bootstrap" = yes ] && joins "$id"; then bootstrap=join; fi
     [ "$bootstrap" = yes ] && args+=(--bootstrap)
+    [ "$bootstrap" = join ] && args+=(--join)
     [ "$bootstrap" = rejoin ] && args+=(--rejoin)
     nohup "$BIN/paxosd" "${args[@]}" >>"$RUN/node$id.log" 2>&1 &
     pid=$!
@@ -147,6 +158,13 @@ case "$cmd" in
         done
         die "node $node has not caught up after 60 s (it needs a majority of the other nodes); see $RUN/node$node.log"
         ;;
+    join)
+        [ -n "$node" ] || die "usage: cluster.sh join N"
+        check_id "$node"
+        joins "$node" || die "node $node does not say joins = true in $CONFIG"
+        build
+        start_node "$node" join
+        ;;
     status)
         for id in $(node_ids); do
             if pid=$(pid_of "$id"); then echo "node $id running (pid $pid)"; else echo "node $id not running"; fi
@@ -154,7 +172,7 @@ case "$cmd" in
         if [ -x "$BIN/paxosctl" ]; then "$BIN/paxosctl" --config "$CONFIG" --timeout-ms 500 status || true; fi
         ;;
     *)
-        sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
         [ -z "$cmd" ] && exit 2
         die "unknown command: $cmd"
         ;;

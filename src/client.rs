@@ -11,8 +11,9 @@
 use crate::change::Change;
 use crate::config::Config;
 use crate::core::client::{ClientMachine, Ending, NotRun, Routing, Unknown};
+use crate::members::{Configuration, Members};
 use crate::types::{ClusterId, Epoch, Key, NodeId, SessionId, Time, Value, Version};
-use crate::wire::{self, Header, Message, NodeStatus, Refusal, ScanSlot};
+use crate::wire::{self, Header, MembersOutcome, Message, NodeStatus, Refusal, ScanSlot};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -45,6 +46,8 @@ pub enum ClientError {
         tried: Vec<NodeId>,
     },
     UnknownNode(NodeId),
+    /// A membership change could not be made; the text says why.
+    MembersFailed(String),
     Io(io::Error),
 }
 
@@ -74,6 +77,7 @@ impl fmt::Display for ClientError {
                 write!(f, "no node answered (tried node {})", ids.join(", "))
             }
             ClientError::UnknownNode(id) => write!(f, "node {id} is not in the config"),
+            ClientError::MembersFailed(why) => write!(f, "membership change failed: {why}"),
             ClientError::Io(e) => write!(f, "network error: {e}"),
         }
     }
@@ -97,6 +101,8 @@ pub struct Client {
     origin: Instant,
     next_probe: u64,
     buf: Vec<u8>,
+    /// Why the last node asked for a membership change could not make it.
+    members_failure: Option<String>,
 }
 
 impl Client {
@@ -124,6 +130,7 @@ impl Client {
             origin: Instant::now(),
             next_probe: 0,
             buf: vec![0u8; 64 * 1024],
+            members_failure: None,
         })
     }
 
@@ -224,6 +231,83 @@ impl Client {
             .zip(answers)
             .map(|((id, addr), s)| (id, addr, s.ok_or(ClientError::Unreachable { tried: vec![id] })))
             .collect()
+    }
+
+    /// Changes the cluster's members to `target` and waits until a node
+    /// says it is installed, for at most `within`. A node drives the change;
+    /// one silent for `MEMBER_DRIVER_SILENCE_MS` is left for the next, which
+    /// resumes the change where it stands. A node that first finished
+    /// another change in progress is asked again.
+    pub fn change_members(
+        &mut self,
+        target: &Members,
+        within: Duration,
+    ) -> Result<Configuration, ClientError> {
+        let deadline = Instant::now() + within;
+        let silence = Duration::from_millis(crate::limits::MEMBER_DRIVER_SILENCE_MS);
+        let order: Vec<(NodeId, SocketAddr)> = match self.pinned {
+            Some(id) => self.nodes.iter().filter(|(n, _)| *n == id).copied().collect(),
+            None => self.nodes.clone(),
+        };
+        let mut last_failure = None;
+        let mut turn = 0usize;
+        while Instant::now() < deadline {
+            let Some(&(node, addr)) = order.get(turn % order.len().max(1)) else { break };
+            turn += 1;
+            match self.drive_members(node, addr, target, deadline, silence)? {
+                Some(config) if &config.members == target => return Ok(config),
+                // It finished another change first: ask again.
+                Some(_) => turn -= 1,
+                None => {}
+            }
+            if let Some(why) = self.members_failure.take() {
+                last_failure = Some(why);
+                std::thread::sleep(STATUS_RETRY_INTERVAL);
+            }
+        }
+        Err(match last_failure {
+            Some(why) => ClientError::MembersFailed(why),
+            None => ClientError::Unreachable { tried: order.iter().map(|(n, _)| *n).collect() },
+        })
+    }
+
+    /// Asks `node` to drive the change until it answers done (the
+    /// configuration it installed), fails (`None`, the reason kept in
+    /// `members_failure`), or falls silent for `silence` (`None`).
+    fn drive_members(
+        &mut self,
+        node: NodeId,
+        addr: SocketAddr,
+        target: &Members,
+        deadline: Instant,
+        silence: Duration,
+    ) -> Result<Option<Configuration>, ClientError> {
+        self.next_probe += 1;
+        let id = self.next_probe;
+        let request = Message::MembersRequest { id, target: target.clone() };
+        let mut heard = Instant::now();
+        while Instant::now() < deadline && heard.elapsed() < silence {
+            let _ = self.send(addr, &request);
+            let until = self.time_of((Instant::now() + STATUS_RETRY_INTERVAL * 5).min(deadline));
+            while let Some((from, messages)) = self.receive_until(until)? {
+                for msg in messages {
+                    let Message::MembersReply { id: got, outcome } = msg else { continue };
+                    if from != node || got != id {
+                        continue;
+                    }
+                    heard = Instant::now();
+                    match outcome {
+                        MembersOutcome::InProgress(_) => {}
+                        MembersOutcome::Done(config) => return Ok(Some(config)),
+                        MembersOutcome::Failed(why) => {
+                            self.members_failure = Some(format!("node {node}: {why}"));
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// One page of node `node`'s acceptor slots: those of the keys after

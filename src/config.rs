@@ -34,6 +34,10 @@ struct RawNode {
     id: u16,
     address: String,
     data_dir: PathBuf,
+    /// Not a founding member: the node joins when `paxosctl member add`
+    /// adds it.
+    #[serde(default)]
+    joins: bool,
 }
 
 /// A validated cluster description.
@@ -51,6 +55,9 @@ pub struct NodeConfig {
     pub address: SocketAddr,
     /// Resolved against the config file's directory when relative.
     pub data_dir: PathBuf,
+    /// Not a founding member (`joins = true`): it starts as a joiner and
+    /// votes once a membership change adds it.
+    pub joins: bool,
 }
 
 #[derive(Debug)]
@@ -116,9 +123,12 @@ impl Config {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
-    /// The founding configuration's members: every node of the file.
+    /// The founding configuration's members: the nodes of the file that do
+    /// not say `joins = true`. Once a membership change is installed, the
+    /// nodes keep the configuration in their logs and this is not read.
     pub fn founding_members(&self) -> Members {
-        let members = self.nodes.iter().map(|n| Member { id: n.id, address: n.address.to_string() });
+        let founding = self.nodes.iter().filter(|n| !n.joins);
+        let members = founding.map(|n| Member { id: n.id, address: n.address.to_string() });
         // `load` refuses a file that names an id twice.
         Members::new(members.collect()).unwrap_or_default()
     }
@@ -175,7 +185,10 @@ fn validate_nodes(raw: &[RawNode], base: &Path) -> Result<Vec<NodeConfig>, Strin
         }
         let data_dir =
             if node.data_dir.is_absolute() { node.data_dir.clone() } else { base.join(&node.data_dir) };
-        nodes.push(NodeConfig { id: NodeId(node.id), address, data_dir });
+        nodes.push(NodeConfig { id: NodeId(node.id), address, data_dir, joins: node.joins });
+    }
+    if nodes.iter().all(|n| n.joins) {
+        return Err("every node says joins = true: name the founding members (without it)".into());
     }
     Ok(nodes)
 }

@@ -60,6 +60,12 @@ pub enum DriverError {
     },
     /// `--rejoin` in a cluster with no other node to catch up from.
     RejoinAlone,
+    /// `--join` for a founding member, or `--bootstrap` for a node that
+    /// joins (`joins = true` in the config).
+    JoinMismatch {
+        id: NodeId,
+        joins: bool,
+    },
     Identity(IdentityError),
     Log(LogError),
     Io {
@@ -101,6 +107,16 @@ impl fmt::Display for DriverError {
                  changed nothing",
                 path.display()
             ),
+            DriverError::JoinMismatch { id, joins: true } => write!(
+                f,
+                "node {id} says joins = true in the config: start it with --join (it votes once \
+                 `paxosctl member add {id} ADDR` adds it), not --bootstrap"
+            ),
+            DriverError::JoinMismatch { id, joins: false } => write!(
+                f,
+                "node {id} is a founding member (no joins = true in the config): --join is for \
+                 nodes added to a running cluster"
+            ),
             DriverError::RejoinAlone => {
                 write!(f, "--rejoin needs other nodes to catch up from, and the config names only this one")
             }
@@ -126,6 +142,9 @@ pub struct Options {
     /// Start on a wiped or damaged data dir (damaged files are kept aside),
     /// and catch up from the peers before voting (`core::rejoin`).
     pub rejoin: bool,
+    /// Initialise an empty data dir for a node that joins a running cluster
+    /// (`joins = true`): it votes once a membership change adds it.
+    pub join: bool,
 }
 
 pub struct Driver {
@@ -144,6 +163,8 @@ pub struct Driver {
     mismatched: HashSet<NodeId>,
     /// Held for the life of the process: no second daemon for this node.
     _lock: File,
+    /// See `crash_if_told`.
+    crash_while_driving: Option<String>,
 }
 
 impl Driver {
@@ -152,6 +173,9 @@ impl Driver {
         let me = config.node(options.id).cloned().ok_or(DriverError::UnknownNode(options.id))?;
         if options.rejoin && config.nodes.len() < 3 {
             return Err(DriverError::RejoinAlone);
+        }
+        if (options.join && !me.joins) || (options.bootstrap && me.joins) {
+            return Err(DriverError::JoinMismatch { id: me.id, joins: me.joins });
         }
         let lock = lock_data_dir(&me, options)?;
         let (log, recovered) = open_data_dir(&config, &me, options)?;
@@ -193,6 +217,7 @@ impl Driver {
             dropped: 0,
             mismatched: HashSet::new(),
             _lock: lock,
+            crash_while_driving: std::env::var("PAXOSD_CRASH_WHILE_DRIVING").ok().filter(|s| !s.is_empty()),
         })
     }
 
@@ -202,6 +227,19 @@ impl Driver {
     pub fn plant_bugs(&mut self, bugs: crate::core::PlantedBugs) {
         warn!("node {}: running with planted bugs {bugs:?}", self.me.id);
         self.node.set_bugs(bugs);
+    }
+
+    /// Dies at once, as a crash would, when the membership change this node
+    /// drives has reached the step named by `PAXOSD_CRASH_WHILE_DRIVING`
+    /// (a prefix of what `paxosctl status` shows as `driving`, e.g.
+    /// "seeding"): the tests use it to kill a driver mid-step exactly where
+    /// they mean to, which a signal sent from outside cannot.
+    fn crash_if_told(&self) {
+        let Some(step) = &self.crash_while_driving else { return };
+        if self.node.driving().is_some_and(|d| d.starts_with(step.as_str())) {
+            warn!("node {}: crashing while {step} (PAXOSD_CRASH_WHILE_DRIVING)", self.me.id);
+            std::process::abort();
+        }
     }
 
     /// Runs until SIGTERM or SIGINT, or until storage fails.
@@ -228,6 +266,7 @@ impl Driver {
                 self.node.handle_timeout(now);
             }
             self.commit_turn()?;
+            self.crash_if_told();
         }
         info!(
             "node {}: stopping, answering {} requests in flight",
@@ -411,7 +450,7 @@ impl Driver {
 /// feet of the first.
 fn lock_data_dir(me: &NodeConfig, options: &Options) -> Result<File, DriverError> {
     let dir = &me.data_dir;
-    if !dir.is_dir() && (options.bootstrap || options.rejoin) {
+    if !dir.is_dir() && (options.bootstrap || options.rejoin || options.join) {
         identity::create_dir(dir).map_err(DriverError::Identity)?;
     }
     if !dir.is_dir() {
@@ -456,7 +495,7 @@ fn open_data_dir(
     let expected = Identity { cluster_id: config.cluster_id, node_id: me.id };
     let dir = &me.data_dir;
     let had_marker = dir.join(identity::IDENTITY_FILE_NAME).exists();
-    if !had_marker && (options.bootstrap || options.rejoin) {
+    if !had_marker && (options.bootstrap || options.rejoin || options.join) {
         if options.bootstrap && dir.join(crate::storage::log::LOG_FILE_NAME).exists() {
             warn!(
                 "data dir {} holds an acceptor log but no identity marker; bootstrapping keeps the \

@@ -213,6 +213,10 @@ pub const MEMBER_CHANGE_TIMEOUT_MS: u64 = 30_000;
 /// if its driver died or it was down when the change was installed.
 pub const FROZEN_POLL_MS: u64 = 500;
 
+/// `paxosctl member` leaves a node that drives its change for the next
+/// one after this long without an answer (the next resumes the change).
+pub const MEMBER_DRIVER_SILENCE_MS: u64 = 2_000;
+
 /// The longest member address a configuration may name (`host:port`).
 pub const ADDRESS_BYTES_MAX: usize = 256;
 

@@ -638,7 +638,7 @@ mod tests {
             path: "test.toml".into(),
             cluster_id: cluster,
             client_timeout_ms: 1000,
-            nodes: vec![NodeConfig { id: NodeId(1), address, data_dir: "unused".into() }],
+            nodes: vec![NodeConfig { id: NodeId(1), address, data_dir: "unused".into(), joins: false }],
         };
         let (stop, stopped) = std::sync::mpsc::channel();
         let fake = std::thread::spawn(move || fake_node(node, cluster, stopped));

@@ -88,7 +88,33 @@ enum Command {
     /// value limit.
     Append { key: String, value: String },
     /// Show which nodes answer, with their id and address.
+    ///
+    /// Each line shows the node's state (up, CATCHING UP, FROZEN while it
+    /// takes part in a membership change, JOINING, NOT A MEMBER), the
+    /// configuration it votes in (config=EPOCH:{ids}), a change in progress
+    /// (changing_to) and a change it drives (driving).
     Status,
+    /// List, add or remove members while the cluster serves.
+    ///
+    /// A change moves the cluster from one configuration to the next: the
+    /// old members stop voting, their keys are copied into a majority of the
+    /// new members, and the new configuration is installed at a fresh epoch.
+    /// Requests wait (or move to other nodes) for as long as the copy takes.
+    /// Any node may drive a change; if it dies, run the same command again:
+    /// the next node finishes the change where it stands. One change at a
+    /// time: a command that finds another change in progress finishes that
+    /// one first, then makes its own.
+    ///
+    /// A new node must be in paxosd.toml (on every host, with joins = true
+    /// on a node that was not a founding member) and running before it is
+    /// added: it votes once the change that adds it is installed.
+    ///
+    /// Examples:
+    ///   paxosctl member list
+    ///   paxosctl member add 4 127.0.0.1:7004
+    ///   paxosctl member remove 2
+    #[command(subcommand, verbatim_doc_comment)]
+    Member(MemberCommand),
     /// Write every live key of the cluster, one JSON object per line.
     ///
     /// Each line is {"key":"..","value":"..","version":N}, in key order;
@@ -339,6 +365,21 @@ fn main() -> ExitCode {
     ExitCode::from(run(cli))
 }
 
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Print the newest configuration any node answering votes in, and
+    /// each node's view (exit 4 when no node answers).
+    List,
+    /// Add node ID, reachable at ADDR (host:port, as in paxosd.toml).
+    Add {
+        id: u16,
+        #[arg(value_name = "ADDR")]
+        address: String,
+    },
+    /// Remove node ID. The node stops voting; stop it afterwards.
+    Remove { id: u16 },
+}
+
 fn run(cli: Cli) -> u8 {
     match &cli.command {
         Command::Check { history } => return check(history),
@@ -377,6 +418,7 @@ fn run(cli: Cli) -> u8 {
         Command::Delete { key } => print_version(client.delete(&Key::from(key.as_str()))),
         Command::Append { key, value } => append(&mut client, &key, &value),
         Command::Status => status(&mut client, config.nodes.len()),
+        Command::Member(cmd) => member(&config, &mut client, cmd),
         Command::Torture(args) => torture(&config, cli.node.map(NodeId), args),
         Command::Bench(args) => bench(&config, cli.node.map(NodeId), timeout, args),
         Command::Check { .. } | Command::Timeline { .. } => EXIT_USAGE,
@@ -1072,10 +1114,13 @@ fn status(client: &mut Client, members: usize) -> u8 {
         match result {
             Ok(s) => {
                 answered += 1;
-                let state = if s.catching_up { "CATCHING UP (votes on nothing yet)" } else { "up" };
                 println!(
-                    "node {id}  {addr}  {state}  epoch={} keys={} in_flight={} sessions={} log_bytes={} \
+                    "node {id}  {addr}  {}  config={}:{} {}epoch={} keys={} in_flight={} sessions={} log_bytes={} \
                      uptime_s={} incarnation={} writes_one_round={} writes_two_rounds={} reads_one_round={}",
+                    node_state(&s),
+                    s.config.epoch,
+                    s.config.members,
+                    change_text(&s),
                     s.epoch,
                     s.keys,
                     s.requests_in_flight,
@@ -1096,4 +1141,121 @@ fn status(client: &mut Client, members: usize) -> u8 {
         "{answered} of {asked} nodes asked answer; the cluster has {members}, a quorum needs {majority}"
     );
     if answered == 0 { EXIT_OTHER } else { EXIT_OK }
+}
+
+/// How a node stands, in a word or two.
+fn node_state(s: &paxosd::wire::NodeStatus) -> &'static str {
+    if s.catching_up {
+        "CATCHING UP (votes on nothing yet)"
+    } else if s.frozen.is_some() {
+        "FROZEN (in a membership change)"
+    } else if s.config.members.is_empty() {
+        "JOINING (votes once added)"
+    } else if !s.config.members.contains(s.node) {
+        "NOT A MEMBER"
+    } else {
+        "up"
+    }
+}
+
+/// A membership change the node takes part in or drives, if any.
+fn change_text(s: &paxosd::wire::NodeStatus) -> String {
+    let mut text = String::new();
+    if let Some(change) = &s.frozen {
+        text += &format!("changing_to={}:{} ", change.epoch, change.to);
+    }
+    if let Some(driving) = &s.driving {
+        text += &format!("driving=\"{driving}\" ");
+    }
+    text
+}
+
+fn member(config: &Config, client: &mut Client, cmd: MemberCommand) -> u8 {
+    use paxosd::members::{Member, Members};
+    let statuses: Vec<_> = client.status_all().into_iter().filter_map(|(_, _, s)| s.ok()).collect();
+    // A node joining answers with no configuration: it names no members.
+    let configs = statuses.iter().map(|s| s.config.clone()).filter(|c| !c.members.is_empty());
+    let Some(current) = configs.max_by_key(|c| c.epoch) else {
+        return fail(EXIT_OTHER, "no node answered: cannot tell the current members");
+    };
+    let mut list: Vec<Member> = current.members.iter().cloned().collect();
+    match cmd {
+        MemberCommand::List => {
+            println!("epoch {}: {} members", current.epoch, list.len());
+            for m in &list {
+                println!("  node {}  {}", m.id, m.address);
+            }
+            for s in statuses.iter().filter(|s| s.frozen.is_some() || s.config.epoch != current.epoch) {
+                println!(
+                    "  node {} sees {}: {}config={}:{}",
+                    s.node,
+                    node_state(s),
+                    change_text(s),
+                    s.config.epoch,
+                    s.config.members
+                );
+            }
+            return EXIT_OK;
+        }
+        MemberCommand::Add { id, address } => {
+            let id = NodeId(id);
+            if address.parse::<std::net::SocketAddr>().is_err() {
+                return fail(
+                    EXIT_USAGE,
+                    &format!("{address} is not an address (host:port, e.g. 127.0.0.1:7004)"),
+                );
+            }
+            match config.node(id) {
+                Some(n) if n.address.to_string() == address => {}
+                Some(n) => {
+                    return fail(
+                        EXIT_USAGE,
+                        &format!("node {id} is at {} in {}, not {address}", n.address, config.path.display()),
+                    );
+                }
+                None => {
+                    return fail(
+                        EXIT_USAGE,
+                        &format!(
+                            "node {id} is not in {}: add it there on every host first (joins = true)",
+                            config.path.display()
+                        ),
+                    );
+                }
+            }
+            if let Some(m) = current.members.get(id) {
+                if m.address == address {
+                    println!("node {id} is a member already (epoch {})", current.epoch);
+                    return EXIT_OK;
+                }
+                return fail(
+                    EXIT_USAGE,
+                    &format!("node {id} is a member at {} already; remove it first", m.address),
+                );
+            }
+            list.push(Member { id, address });
+        }
+        MemberCommand::Remove { id } => {
+            let id = NodeId(id);
+            if !current.members.contains(id) {
+                println!("node {id} is not a member (epoch {})", current.epoch);
+                return EXIT_OK;
+            }
+            list.retain(|m| m.id != id);
+            if list.is_empty() {
+                return fail(EXIT_USAGE, "cannot remove the last member");
+            }
+        }
+    }
+    let Some(target) = Members::new(list) else {
+        return fail(EXIT_USAGE, "a member id appears twice");
+    };
+    let within = Duration::from_millis(paxosd::limits::MEMBER_CHANGE_TIMEOUT_MS * 2);
+    match client.change_members(&target, within) {
+        Ok(config) => {
+            println!("members {} installed at epoch {}", config.members, config.epoch);
+            EXIT_OK
+        }
+        Err(e) => fail(EXIT_NO_QUORUM, &format!("{e}; run the command again to resume the change")),
+    }
 }

@@ -27,8 +27,14 @@ struct Args {
     /// Initialise an empty data dir as a founding member of a NEW cluster.
     /// Never use it for a node of a running cluster that lost its data: it
     /// could break promises that node made before (see the README).
-    #[arg(long, conflicts_with = "rejoin")]
+    #[arg(long, conflicts_with_all = ["rejoin", "join"])]
     bootstrap: bool,
+    /// Initialise an empty data dir for a node that joins a running
+    /// cluster (`joins = true` in the config): it votes on nothing until
+    /// `paxosctl member add ID ADDR` adds it. Never use it for a node that
+    /// was a member and lost its data: use --rejoin.
+    #[arg(long, conflicts_with = "rejoin")]
+    join: bool,
     /// Bring back a node of a running cluster whose data was lost or
     /// damaged: a damaged log is moved aside (acceptor.log.damaged-TIME), and
     /// the node catches up from a majority of the other nodes before it
@@ -48,7 +54,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let options = Options { id: NodeId(args.id), bootstrap: args.bootstrap, rejoin: args.rejoin };
+    let options =
+        Options { id: NodeId(args.id), bootstrap: args.bootstrap, rejoin: args.rejoin, join: args.join };
     let driver = match Driver::open(config, &options) {
         Ok(d) => d,
         Err(e) => {

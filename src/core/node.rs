@@ -329,6 +329,11 @@ impl<A: Copy + Ord> Node<A> {
         node
     }
 
+    /// What the membership change this node drives is doing, if any.
+    pub fn driving(&self) -> Option<String> {
+        self.reconfig.as_ref().map(|(r, _)| r.describe())
+    }
+
     /// True while the node catches up after losing data (see `rejoin`).
     pub fn catching_up(&self) -> bool {
         self.rejoin.is_some()

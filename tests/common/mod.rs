@@ -115,12 +115,22 @@ impl TestCluster {
         self.spawn(id, &config, flags);
     }
 
+    /// Starts node `id` with extra flags and environment variables.
+    pub fn start_node_env(&mut self, id: u16, flags: &[&str], env: &[(&str, &str)]) {
+        let config = self.config_path.clone();
+        self.spawn_env(id, &config, flags, env);
+    }
+
     /// Starts node `id` reading another config file.
     pub fn start_node_config(&mut self, id: u16, config: &Path) {
         self.spawn(id, config, &[]);
     }
 
     fn spawn(&mut self, id: u16, config: &Path, flags: &[&str]) {
+        self.spawn_env(id, config, flags, &[]);
+    }
+
+    fn spawn_env(&mut self, id: u16, config: &Path, flags: &[&str], env: &[(&str, &str)]) {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -130,6 +140,7 @@ impl TestCluster {
         cmd.arg("--config").arg(config).arg("--id").arg(id.to_string());
         cmd.args(flags);
         cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(stderr);
+        cmd.envs(env.iter().copied());
         let child = cmd.spawn().expect("spawn paxosd");
         self.children[id as usize - 1] = Some(child);
     }
