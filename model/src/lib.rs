@@ -85,9 +85,13 @@
 //!
 //! The checks run breadth-first over the whole state space with two
 //! threads (see `tests/amnesia.rs`; `cargo test --release` in this crate).
+//!
+//! A second model, [`reconfig`], checks single-register paxos across one
+//! membership change (see its own documentation and `tests/reconfig.rs`).
 
 pub mod model;
 pub mod node;
+pub mod reconfig;
 
 pub use model::{
     AGREEMENT, Action, Envelope, Msg, Network, PaxosModel, SOME_VALUE_CHOSEN, State, Variant, Vote,

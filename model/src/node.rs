@@ -99,6 +99,32 @@ impl Nodes {
     pub fn is_empty(&self) -> bool {
         self.0 == 0
     }
+
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.0 & (1 << id) != 0
+    }
+
+    /// The ids in the set, in increasing order.
+    pub fn ids(self) -> impl Iterator<Item = NodeId> {
+        (0..16).filter(move |&id| self.contains(id))
+    }
+
+    /// A majority of the set.
+    pub fn majority(&self) -> usize {
+        self.len() / 2 + 1
+    }
+
+    pub fn union(self, other: Nodes) -> Nodes {
+        Nodes(self.0 | other.0)
+    }
+}
+
+impl FromIterator<NodeId> for Nodes {
+    fn from_iter<I: IntoIterator<Item = NodeId>>(ids: I) -> Nodes {
+        let mut nodes = Nodes::default();
+        ids.into_iter().for_each(|id| nodes.insert(id));
+        nodes
+    }
 }
 
 /// An attempt of a proposer still in its prepare phase. Of the promises it
