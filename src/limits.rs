@@ -217,6 +217,15 @@ pub const FROZEN_POLL_MS: u64 = 500;
 /// one after this long without an answer (the next resumes the change).
 pub const MEMBER_DRIVER_SILENCE_MS: u64 = 2_000;
 
+/// A membership change's driver waits this long at most for a majority of
+/// the old members and a majority of the new ones to answer its survey,
+/// before anything is frozen.
+pub const MEMBER_SURVEY_MS: u64 = 5_000;
+
+/// A node frozen this long in a change without learning its end drives the
+/// change to its end itself (its driver may have died).
+pub const FROZEN_RESUME_MS: u64 = 10_000;
+
 /// The longest member address a configuration may name (`host:port`).
 pub const ADDRESS_BYTES_MAX: usize = 256;
 

@@ -233,8 +233,10 @@ pub struct Node<A> {
     /// The membership change this node drives for clients, and the clients
     /// (with their request ids) waiting for it.
     reconfig: Option<(Reconfig, Waiting<A>)>,
-    /// While frozen: when to ask the members for their configuration next.
+    /// While frozen: when to ask the members for their configuration next,
+    /// and since when it has been frozen (in this life).
     frozen_poll_at: Time,
+    frozen_since: Option<Time>,
     #[cfg(feature = "planted-bugs")]
     bugs: super::PlantedBugs,
 }
@@ -322,6 +324,7 @@ impl<A: Copy + Ord> Node<A> {
             config_gossip: BTreeMap::new(),
             reconfig: None,
             frozen_poll_at: setup.now,
+            frozen_since: None,
             #[cfg(feature = "planted-bugs")]
             bugs: super::PlantedBugs::default(),
         };
@@ -466,6 +469,12 @@ impl<A: Copy + Ord> Node<A> {
         if is_vote(&msg) && !self.membership.votes_with(self.id, tag) {
             return;
         }
+        // A node catching up adopts pages only from peers of its own
+        // configuration: one that names a newer one is asked for it, and
+        // the catching up starts over among its members (`install`).
+        if self.rejoin.is_some() && matches!(msg, Message::ScanPage { .. }) && tag != self.config_tag() {
+            return;
+        }
         match msg {
             Message::Request(_) | Message::StatusRequest { .. } => {
                 self.client_message(now, ReplyTo::Peer(from), msg)
@@ -523,6 +532,13 @@ impl<A: Copy + Ord> Node<A> {
     fn members_request(&mut self, now: Time, from: ReplyTo<A>, id: u64, target: Members) {
         let refuse =
             |why: &str| Message::MembersReply { id, outcome: MembersOutcome::Failed(why.to_string()) };
+        // Decoded members skip `Members::new`: check they are sorted and
+        // unique, and that there are some.
+        let list: Vec<_> = target.iter().cloned().collect();
+        if target.is_empty() || Members::new(list).as_ref() != Some(&target) {
+            let reply = refuse("the target must name one member or more, each id once");
+            return self.ready.messages.push(from.envelope(reply));
+        }
         if self.rejoin.is_some() {
             let reply = refuse("this node is catching up after losing data; ask another");
             return self.ready.messages.push(from.envelope(reply));
@@ -640,10 +656,35 @@ impl<A: Copy + Ord> Node<A> {
         }
     }
 
+    /// Every proposal's attempt in progress counted its quorum in the
+    /// configuration just left: abandoned, to start again in the new one.
+    fn abandon_attempts(&mut self) {
+        let now = self.clock;
+        let keys: Vec<Key> = self.proposals.keys().cloned().collect();
+        for key in keys {
+            self.with_proposal(now, &key, |p, ctx| p.on_configuration_change(now, ctx.rng));
+        }
+    }
+
     /// A frozen node hears of the change's end only from others: it asks
     /// the old and the new members for their configuration now and then.
     fn poll_while_frozen(&mut self, now: Time) {
-        let Some(change) = self.membership.frozen.as_ref() else { return };
+        let Some(change) = self.membership.frozen.clone() else { return };
+        let since = *self.frozen_since.get_or_insert(now);
+        let stuck = now.micros_since(since) >= limits::FROZEN_RESUME_MS * 1000;
+        if stuck && self.reconfig.is_none() && self.rejoin.is_none() {
+            // No driver brought the change to its end: drive it here.
+            log::warn!(
+                "node {}: frozen for the change of epoch {} too long; driving it to its end",
+                self.id,
+                change.epoch
+            );
+            self.frozen_since = Some(now);
+            let session =
+                SessionId((u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64()));
+            self.reconfig = Some((Reconfig::new(now, self.status(), change.to.clone(), session), Vec::new()));
+            self.flush_reconfig();
+        }
         if now < self.frozen_poll_at {
             return;
         }
@@ -662,11 +703,20 @@ impl<A: Copy + Ord> Node<A> {
         if !self.membership.install(config) {
             return;
         }
+        self.frozen_since = None;
         self.ready.records.push(Record::Membership(self.membership.clone()));
         self.ready.records.extend(self.acceptor.raise_floor(config.epoch));
         self.rounds.observe(Ballot::floor_of(config.epoch));
         self.members = config.members.ids();
         self.fast_paths.clear();
+        self.abandon_attempts();
+        // A node catching up counted its majority among the old members:
+        // it starts over among the new ones.
+        if self.rejoin.is_some() {
+            log::info!("node {}: catching up again among the members of epoch {}", self.id, config.epoch);
+            self.rejoin = Some(Rejoin::new(self.clock, self.id, &self.members, &mut self.rng));
+            self.flush_rejoin();
+        }
         let role = if self.membership.removed(self.id) { "not a member" } else { "a member" };
         log::info!(
             "node {}: installed configuration {} of epoch {}; {role}",
@@ -684,6 +734,8 @@ impl<A: Copy + Ord> Node<A> {
         if changed {
             self.ready.records.push(Record::Membership(self.membership.clone()));
             self.fast_paths.clear();
+            self.frozen_since = Some(self.clock);
+            self.abandon_attempts();
             log::info!("node {}: frozen for the change to {} in epoch {}", self.id, change.to, change.epoch);
         }
         self.send(from, Message::Frozen { epoch: change.epoch, answer });
@@ -697,11 +749,17 @@ impl<A: Copy + Ord> Node<A> {
         let adopted = self.membership.may_adopt(epoch) && self.rejoin.is_none();
         if adopted {
             for slot in slots {
+                self.rounds.observe(slot.promised);
                 self.ready.records.extend(self.acceptor.adopt(slot));
             }
-            if !slots.is_empty() && self.acceptor.adopted_epoch() < epoch {
-                self.acceptor.mark_adopted_below(epoch);
-                self.ready.records.push(Record::CaughtUp { epoch });
+            // Marked adopted: below the change's epoch, and above any later
+            // epoch a state was accepted in (a rejoin may have handed one
+            // out after the change's), so none counts as this node's vote.
+            let top = slots.iter().map(|s| s.accepted.epoch).max().unwrap_or_default();
+            let mark = if top >= epoch { Epoch(top.0.saturating_add(1)) } else { epoch };
+            if !slots.is_empty() && self.acceptor.adopted_epoch() < mark {
+                self.acceptor.mark_adopted_below(mark);
+                self.ready.records.push(Record::CaughtUp { epoch: mark });
             }
         }
         self.send(from, Message::Seeded { epoch, after, done, adopted });

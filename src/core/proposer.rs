@@ -686,6 +686,15 @@ impl Proposal {
         Progress::Pending
     }
 
+    /// The node installed another configuration (or froze for a change):
+    /// the attempt in progress counted its quorum among the old members, so
+    /// it is abandoned, and the next one starts with a fresh ballot among
+    /// the new members. Accepts it sent stay judged as any abandoned
+    /// attempt's are.
+    pub fn on_configuration_change(&mut self, now: Time, rng: &mut Rng) -> Progress {
+        if matches!(self.phase, Phase::Idle) { Progress::Pending } else { self.abandon_attempt(now, rng) }
+    }
+
     fn abandon_attempt(&mut self, now: Time, rng: &mut Rng) -> Progress {
         self.phase = Phase::Idle;
         if self.attempts >= limits::PROPOSAL_ATTEMPTS_MAX {

@@ -61,7 +61,7 @@ pub struct Reconfig {
 }
 
 enum Phase {
-    Survey { replies: BTreeMap<NodeId, NodeStatus>, probe: u64, resend_at: Time },
+    Survey { replies: BTreeMap<NodeId, NodeStatus>, probe: u64, resend_at: Time, until: Time },
     Begin { client: Box<ClientMachine>, step: BeginStep, retry_at: Option<Time> },
     Freeze { change: MemberChange, from: Members, answers: BTreeMap<NodeId, FreezeAnswer>, resend_at: Time },
     Scan { work: Work, scans: BTreeMap<NodeId, PeerScan>, merged: BTreeMap<Key, ScanSlot> },
@@ -171,18 +171,24 @@ impl Reconfig {
         self.active = own.config.clone();
         let mut replies = BTreeMap::new();
         replies.insert(self.me, own);
-        self.phase = Phase::Survey { replies, probe: now.0, resend_at: now };
+        let until = now.plus_millis(limits::MEMBER_SURVEY_MS);
+        self.phase = Phase::Survey { replies, probe: now.0, resend_at: now, until };
         self.handle_timeout(now);
     }
 
     pub fn poll_timeout(&self) -> Option<Time> {
         let phase = match &self.phase {
-            Phase::Survey { resend_at, .. } | Phase::Freeze { resend_at, .. } => Some(*resend_at),
+            Phase::Survey { resend_at, until, .. } => Some((*resend_at).min(*until)),
+            Phase::Freeze { resend_at, .. } => Some(*resend_at),
             Phase::Begin { client, retry_at, .. } => retry_at.or_else(|| client.poll_timeout()),
             Phase::Scan { scans, .. } => scans.values().filter(|s| !s.done).map(|s| s.resend_at).min(),
-            Phase::Seed { work, progress, .. } => {
-                progress.values().map(|p| p.resend_at).min().map(|t| t.min(work.resend_at))
-            }
+            Phase::Seed { work, progress, .. } => Some(
+                progress
+                    .values()
+                    .map(|p| p.resend_at)
+                    .min()
+                    .map_or(work.resend_at, |t| t.min(work.resend_at)),
+            ),
             Phase::Install { resend_at, .. } => Some(*resend_at),
             Phase::Over => return None,
         };
@@ -200,7 +206,17 @@ impl Reconfig {
         let resend = now.plus_millis(limits::REJOIN_RESEND_MS);
         let known = self.known_nodes();
         match &mut self.phase {
-            Phase::Survey { replies, probe, resend_at } => {
+            Phase::Survey { replies, until, .. } if *until <= now => {
+                let silent: Vec<String> =
+                    known.iter().filter(|n| !replies.contains_key(n)).map(|n| n.to_string()).collect();
+                let why = format!(
+                    "no answer from a majority of the old and of the new members (silent: node {}); \
+                     start the new nodes first",
+                    silent.join(", ")
+                );
+                self.fail(why);
+            }
+            Phase::Survey { replies, probe, resend_at, .. } => {
                 if *resend_at <= now {
                     *resend_at = resend;
                     for node in known.iter().filter(|n| !replies.contains_key(n)) {
@@ -260,7 +276,19 @@ impl Reconfig {
     }
 
     /// A message from `from` (this node itself included) for the change.
+    /// Answers of the steps push the deadline back: a change that moves
+    /// (a large store scanned and seeded page by page) is not given up.
     pub fn handle_message(&mut self, now: Time, from: NodeId, msg: Message) {
+        if matches!(
+            msg,
+            Message::Frozen { .. }
+                | Message::ScanPage { .. }
+                | Message::Seeded { .. }
+                | Message::Installed { .. }
+        ) && !self.is_over()
+        {
+            self.deadline = self.deadline.max(now.plus_millis(limits::MEMBER_CHANGE_TIMEOUT_MS));
+        }
         match msg {
             Message::StatusReply { session, status, .. }
                 if session == self.session && matches!(self.phase, Phase::Survey { .. }) =>
@@ -288,9 +316,12 @@ impl Reconfig {
     fn on_status(&mut self, now: Time, from: NodeId, status: NodeStatus) {
         let Phase::Survey { replies, .. } = &mut self.phase else { return };
         replies.insert(from, status);
-        let members = self.active.members.clone();
-        let heard = members.iter().filter(|m| replies.contains_key(&m.id)).count();
-        if heard < majority(members.len()) {
+        // Nothing is frozen until a majority of the old members and one of
+        // the new members answer: a change to nodes that are not there would
+        // leave the old ones frozen with nowhere to go.
+        let heard =
+            |m: &Members| m.iter().filter(|m| replies.contains_key(&m.id)).count() >= majority(m.len());
+        if !heard(&self.active.members) || !heard(&self.target) {
             return;
         }
         let replies = std::mem::take(replies);

@@ -287,3 +287,67 @@ fn a_second_change_asked_of_another_node_finishes_the_first_before_its_own() {
     assert_done(c.change_members(2, &[1, 2, 3, 5], 20_000), &[1, 2, 3, 5]);
     assert_eq!(c.read(&[1, 2, 3, 5], "k"), Some(Value::from("v")));
 }
+
+#[test]
+fn a_member_that_loses_its_data_after_a_change_catches_up_from_the_new_members() {
+    let mut c = Cluster::new(&[1, 2, 3], &[4, 5]);
+    let epoch = assert_done(c.change_members(1, &[1, 2, 3, 4, 5], 20_000), &[1, 2, 3, 4, 5]);
+    assert_eq!(c.settle(&[1, 2, 3, 4, 5]), epoch);
+    c.crash(n(1));
+    c.crash(n(2));
+    // Chosen by {3, 4, 5}, a majority of the five.
+    c.put(&[3, 4, 5], "k", "v");
+    c.start(n(1));
+    c.start(n(2));
+    // Node 3 loses its data, and with it the configuration: it must catch
+    // up from a majority of the five, not of the founding three.
+    c.crash(n(3));
+    c.disks.insert(n(3), vec![Record::CatchingUp]);
+    c.start(n(3));
+    for _ in 0..5_000 {
+        if !c.nodes[&n(3)].catching_up() {
+            break;
+        }
+        c.step();
+    }
+    assert!(!c.nodes[&n(3)].catching_up(), "node 3 never caught up");
+    c.settle(&[1, 2, 3]);
+    c.crash(n(4));
+    c.crash(n(5));
+    assert_eq!(c.read(&[1, 2, 3], "k"), Some(Value::from("v")), "an acknowledged write is lost");
+}
+
+#[test]
+fn a_change_to_no_members_or_to_unreachable_ones_is_refused_before_anything_freezes() {
+    let mut c = Cluster::new(&[1, 2, 3], &[]);
+    c.put(&[1, 2, 3], "k", "v");
+    // Six members of which three answer: no majority of the new ones.
+    for target in [&[][..], &[1, 2, 3, 7, 8, 9][..]] {
+        let outcome = c.change_members(1, target, 60_000);
+        assert!(matches!(outcome, Some(MembersOutcome::Failed(_))), "{target:?}: {outcome:?}");
+        let frozen: Vec<bool> = [1, 2, 3].iter().map(|i| c.nodes[&n(*i)].status().frozen.is_some()).collect();
+        assert_eq!(frozen, [false, false, false], "{target:?}");
+    }
+    c.put(&[1, 2, 3], "k", "w");
+    assert_eq!(c.read(&[1, 2, 3], "k"), Some(Value::from("w")));
+}
+
+#[test]
+fn a_change_left_frozen_by_a_dead_driver_is_finished_by_a_frozen_node_on_its_own() {
+    let mut c = Cluster::new(&[1, 2, 3], &[4]);
+    c.put(&[1, 2, 3], "k", "v");
+    c.send_client(ADMIN, n(1), Message::MembersRequest { id: 1, target: members(&[1, 2, 3, 4]) });
+    let frozen = |c: &Cluster| [2, 3].iter().all(|i| c.nodes[&n(*i)].status().frozen.is_some());
+    assert!((0..5_000).any(|_| c.step_until(frozen)), "the change never froze nodes 2 and 3");
+    c.crash(n(1));
+    // Nobody asks again; within the resume delay and a little, a frozen
+    // node drives the change to its end.
+    for _ in 0..(crate::limits::FROZEN_RESUME_MS + 2_000) {
+        c.step();
+    }
+    let configs: Vec<Vec<NodeId>> =
+        [2, 3, 4].iter().map(|i| c.nodes[&n(*i)].status().config.members.ids()).collect();
+    assert!(configs.iter().all(|m| *m == members(&[1, 2, 3, 4]).ids()), "{configs:?}");
+    c.start(n(1));
+    assert_eq!(c.read(&[1, 2, 3, 4], "k"), Some(Value::from("v")));
+}
