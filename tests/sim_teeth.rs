@@ -78,6 +78,12 @@ fn one_round_reads_that_trust_one_acceptor_are_caught() {
 }
 
 #[test]
+fn a_membership_change_that_installs_before_seeding_is_caught() {
+    let bugs = PlantedBugs { install_before_seed: true, ..PlantedBugs::default() };
+    assert_caught("install_before_seed", bugs, 1000);
+}
+
+#[test]
 fn a_node_that_votes_before_catching_up_after_losing_data_is_caught() {
     let bugs = PlantedBugs { vote_while_catching_up: true, ..PlantedBugs::default() };
     assert_caught("vote_while_catching_up", bugs, 1000);

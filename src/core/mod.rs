@@ -77,4 +77,8 @@ pub struct PlantedBugs {
     /// A node that lost its data votes at once with what it has left,
     /// instead of catching up first: it may break promises it forgot.
     pub vote_while_catching_up: bool,
+    /// A membership change installs its configuration right after the
+    /// scan, without seeding the new members: what the old ones chose may
+    /// be missing from every quorum of the new ones.
+    pub install_before_seed: bool,
 }

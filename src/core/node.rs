@@ -237,6 +237,9 @@ pub struct Node<A> {
     /// and since when it has been frozen (in this life).
     frozen_poll_at: Time,
     frozen_since: Option<Time>,
+    /// Lost its data while it knew no members: it catches up once it
+    /// installs a configuration (and votes on nothing until it has).
+    rejoin_pending: bool,
     #[cfg(feature = "planted-bugs")]
     bugs: super::PlantedBugs,
 }
@@ -294,7 +297,11 @@ impl<A: Copy + Ord> Node<A> {
         let mut rng = Rng::new(setup.seed);
         let sessions = Sessions::new(setup.limits.sessions_per_generation, Rng::new(rng.next_u64()));
         let members = membership.active.members.ids();
-        let rejoin = catching_up.then(|| Rejoin::new(setup.now, setup.id, &members, &mut rng));
+        // A node that knows no members yet (joining) starts catching up
+        // once it installs a configuration that names some.
+        let rejoin_pending = catching_up && members.is_empty();
+        let rejoin =
+            (catching_up && !rejoin_pending).then(|| Rejoin::new(setup.now, setup.id, &members, &mut rng));
         let mut node = Node {
             id: setup.id,
             members,
@@ -325,6 +332,7 @@ impl<A: Copy + Ord> Node<A> {
             reconfig: None,
             frozen_poll_at: setup.now,
             frozen_since: None,
+            rejoin_pending,
             #[cfg(feature = "planted-bugs")]
             bugs: super::PlantedBugs::default(),
         };
@@ -339,7 +347,7 @@ impl<A: Copy + Ord> Node<A> {
 
     /// True while the node catches up after losing data (see `rejoin`).
     pub fn catching_up(&self) -> bool {
-        self.rejoin.is_some()
+        self.rejoin.is_some() || self.rejoin_pending
     }
 
     pub fn id(&self) -> NodeId {
@@ -368,7 +376,7 @@ impl<A: Copy + Ord> Node<A> {
         let fence = Record::Fence { epoch: self.acceptor.floor() };
         let adopted = Record::CaughtUp { epoch: self.acceptor.adopted_epoch() };
         // Last, so that a restart replays it after the mark above.
-        let catching_up = self.rejoin.is_some().then_some(Record::CatchingUp);
+        let catching_up = self.catching_up().then_some(Record::CatchingUp);
         let membership = Record::Membership(self.membership.clone());
         self.acceptor.live_records().chain([rounds, fence, adopted, membership]).chain(catching_up)
     }
@@ -559,7 +567,12 @@ impl<A: Copy + Ord> Node<A> {
         }
         let session = SessionId((u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64()));
         log::info!("node {}: asked to change the members to {target}", self.id);
-        let machine = Reconfig::new(now, self.status(), target, session);
+        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
+        let mut machine = Reconfig::new(now, self.status(), target, session);
+        #[cfg(feature = "planted-bugs")]
+        {
+            machine.bugs = self.bugs;
+        }
         self.reconfig = Some((machine, vec![(from, id)]));
         self.flush_reconfig();
         let describe = self.reconfig.as_ref().map(|(r, _)| r.describe());
@@ -682,7 +695,13 @@ impl<A: Copy + Ord> Node<A> {
             self.frozen_since = Some(now);
             let session =
                 SessionId((u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64()));
-            self.reconfig = Some((Reconfig::new(now, self.status(), change.to.clone(), session), Vec::new()));
+            #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
+            let mut machine = Reconfig::new(now, self.status(), change.to.clone(), session);
+            #[cfg(feature = "planted-bugs")]
+            {
+                machine.bugs = self.bugs;
+            }
+            self.reconfig = Some((machine, Vec::new()));
             self.flush_reconfig();
         }
         if now < self.frozen_poll_at {
@@ -712,7 +731,7 @@ impl<A: Copy + Ord> Node<A> {
         self.abandon_attempts();
         // A node catching up counted its majority among the old members:
         // it starts over among the new ones.
-        if self.rejoin.is_some() {
+        if self.rejoin.is_some() || std::mem::take(&mut self.rejoin_pending) {
             log::info!("node {}: catching up again among the members of epoch {}", self.id, config.epoch);
             self.rejoin = Some(Rejoin::new(self.clock, self.id, &self.members, &mut self.rng));
             self.flush_rejoin();

@@ -58,6 +58,9 @@ pub struct Reconfig {
     deadline: Time,
     session: SessionId,
     ending: Option<ReconfigEnding>,
+    /// Deliberate bugs (tests only).
+    #[cfg(feature = "planted-bugs")]
+    pub bugs: super::PlantedBugs,
 }
 
 enum Phase {
@@ -114,6 +117,8 @@ impl Reconfig {
             deadline: now.plus_millis(limits::MEMBER_CHANGE_TIMEOUT_MS),
             session,
             ending: None,
+            #[cfg(feature = "planted-bugs")]
+            bugs: super::PlantedBugs::default(),
         };
         machine.survey(now, own);
         machine
@@ -143,7 +148,18 @@ impl Reconfig {
             Phase::Survey { .. } => "surveying the nodes".into(),
             Phase::Begin { .. } => "beginning the change".into(),
             Phase::Freeze { change, .. } => format!("freezing for epoch {}", change.epoch),
-            Phase::Scan { work, .. } => format!("scanning for epoch {}", work.change.epoch),
+            Phase::Scan { work, scans, .. } => {
+                let done: Vec<String> =
+                    scans.iter().filter(|(_, s)| s.done).map(|(n, _)| n.to_string()).collect();
+                let left: Vec<String> =
+                    scans.iter().filter(|(_, s)| !s.done).map(|(n, _)| n.to_string()).collect();
+                format!(
+                    "scanning for epoch {} (done: {}; waiting: {})",
+                    work.change.epoch,
+                    done.join(","),
+                    left.join(",")
+                )
+            }
             Phase::Seed { work, .. } => format!("seeding for epoch {}", work.change.epoch),
             Phase::Install { work, .. } => format!("installing epoch {}", work.change.epoch),
             Phase::Over => "over".into(),
@@ -182,13 +198,10 @@ impl Reconfig {
             Phase::Freeze { resend_at, .. } => Some(*resend_at),
             Phase::Begin { client, retry_at, .. } => retry_at.or_else(|| client.poll_timeout()),
             Phase::Scan { scans, .. } => scans.values().filter(|s| !s.done).map(|s| s.resend_at).min(),
-            Phase::Seed { work, progress, .. } => Some(
-                progress
-                    .values()
-                    .map(|p| p.resend_at)
-                    .min()
-                    .map_or(work.resend_at, |t| t.min(work.resend_at)),
-            ),
+            Phase::Seed { work, pages, progress } => {
+                let waiting = progress.values().filter(|p| !p.refused && p.next < pages.len());
+                Some(waiting.map(|p| p.resend_at).min().map_or(work.resend_at, |t| t.min(work.resend_at)))
+            }
             Phase::Install { resend_at, .. } => Some(*resend_at),
             Phase::Over => return None,
         };
@@ -249,16 +262,17 @@ impl Reconfig {
                     let msg = Message::Scan { epoch: work.change.epoch, after: scan.after.clone() };
                     self.outbox.push((*node, msg));
                 }
-                refreeze_new_members(work, now, &mut self.outbox);
+                refreeze_silent_members(work, now, &mut self.outbox);
             }
             Phase::Seed { work, pages, progress } => {
-                for (node, p) in progress.iter_mut().filter(|(_, p)| !p.refused && p.resend_at <= now) {
+                let waiting = progress.iter_mut().filter(|(_, p)| !p.refused && p.next < pages.len());
+                for (node, p) in waiting.filter(|(_, p)| p.resend_at <= now) {
                     p.resend_at = resend;
                     if let Some(msg) = seed_page(work.change.epoch, pages, p.next) {
                         self.outbox.push((*node, msg));
                     }
                 }
-                refreeze_new_members(work, now, &mut self.outbox);
+                refreeze_silent_members(work, now, &mut self.outbox);
                 self.start_seeding_new_answers(now);
             }
             Phase::Install { work, acks, resend_at } => {
@@ -467,7 +481,16 @@ impl Reconfig {
                 }
                 self.handle_timeout(now);
             }
-            Phase::Scan { work, .. } | Phase::Seed { work, .. } if work.change.epoch == epoch => {
+            Phase::Scan { work, scans, .. } if work.change.epoch == epoch => {
+                // A late old member, frozen, is scanned too: the first
+                // majority to answer may hold a node that cannot be scanned.
+                if answer == FreezeAnswer::Frozen && work.from.contains(from) {
+                    scans.entry(from).or_insert(PeerScan { after: None, done: false, resend_at: now });
+                }
+                work.answers.insert(from, answer);
+                self.handle_timeout(now);
+            }
+            Phase::Seed { work, .. } if work.change.epoch == epoch => {
                 work.answers.insert(from, answer);
             }
             _ => {}
@@ -502,7 +525,10 @@ impl Reconfig {
         for slot in slots {
             merge(merged, slot);
         }
-        if scans.values().all(|s| s.done) {
+        // Any majority of the old members, frozen, will do: a frozen node
+        // that cannot answer (one catching up after losing its data) is
+        // not waited for.
+        if scans.values().filter(|s| s.done).count() >= majority(work.from.len()) {
             self.start_seed(now);
         } else {
             self.handle_timeout(now);
@@ -513,6 +539,11 @@ impl Reconfig {
         let Phase::Scan { work, merged, .. } = std::mem::replace(&mut self.phase, Phase::Over) else {
             return;
         };
+        #[cfg(feature = "planted-bugs")]
+        if self.bugs.install_before_seed {
+            self.phase = Phase::Install { work, acks: BTreeSet::new(), resend_at: now };
+            return self.handle_timeout(now);
+        }
         let pages = paginate(merged.into_values());
         log::info!("node {}: seeding {} pages for epoch {}", self.me, pages.len(), work.change.epoch);
         self.phase = Phase::Seed { work, pages, progress: BTreeMap::new() };
@@ -585,15 +616,16 @@ impl Reconfig {
     }
 }
 
-/// New members that have not answered the freeze are asked again: a
-/// member that was down may come up and be seeded.
-fn refreeze_new_members(work: &mut Work, now: Time, outbox: &mut Vec<(NodeId, Message)>) {
+/// Members that have not answered the freeze are asked again: an old one
+/// that was down may be scanned, a new one seeded.
+fn refreeze_silent_members(work: &mut Work, now: Time, outbox: &mut Vec<(NodeId, Message)>) {
     if work.resend_at > now {
         return;
     }
     work.resend_at = now.plus_millis(limits::REJOIN_RESEND_MS);
-    for m in work.change.to.iter().filter(|m| !work.answers.contains_key(&m.id)) {
-        outbox.push((m.id, Message::Freeze { change: work.change.clone() }));
+    let all: BTreeSet<NodeId> = work.from.ids().into_iter().chain(work.change.to.ids()).collect();
+    for id in all.into_iter().filter(|id| !work.answers.contains_key(id)) {
+        outbox.push((id, Message::Freeze { change: work.change.clone() }));
     }
 }
 

@@ -30,6 +30,9 @@ pub struct FaultPlan {
     pub pauses: bool,
     /// Wiped data dirs and damaged logs, each followed by a rejoin.
     pub disk_faults: bool,
+    /// Membership changes: two more nodes start as joiners, and the nemesis
+    /// adds and removes members (`core::reconfig`).
+    pub membership: bool,
     /// Quiet time between two nemesis actions (ms).
     pub nemesis_gap_ms: (u64, u64),
     /// Log size (bytes) above which a node compacts its log.
@@ -75,6 +78,7 @@ impl FaultPlan {
             } else {
                 limits::REQUESTS_IN_FLIGHT_MAX
             },
+            membership: rng.chance(0.4),
         }
     }
 
@@ -133,6 +137,9 @@ pub struct FaultCounts {
     /// Copies refused for naming another incarnation: the node restarted or
     /// forgot sessions under pressure since the client last heard from it.
     pub stale_incarnation: u64,
+    /// Membership changes asked for, and configurations installed at a node.
+    pub member_changes: u64,
+    pub installs: u64,
 }
 
 impl FaultCounts {
@@ -142,7 +149,7 @@ impl FaultCounts {
         }
     }
 
-    fn fields(&self) -> [u64; 15] {
+    fn fields(&self) -> [u64; 17] {
         [
             self.lost,
             self.duplicated,
@@ -159,10 +166,12 @@ impl FaultCounts {
             self.resent,
             self.overloaded,
             self.stale_incarnation,
+            self.member_changes,
+            self.installs,
         ]
     }
 
-    fn fields_mut(&mut self) -> [&mut u64; 15] {
+    fn fields_mut(&mut self) -> [&mut u64; 17] {
         [
             &mut self.lost,
             &mut self.duplicated,
@@ -179,6 +188,8 @@ impl FaultCounts {
             &mut self.resent,
             &mut self.overloaded,
             &mut self.stale_incarnation,
+            &mut self.member_changes,
+            &mut self.installs,
         ]
     }
 
@@ -201,7 +212,7 @@ impl FaultCounts {
     }
 }
 
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 17] = [
     "lost",
     "duplicated",
     "delayed_long",
@@ -217,6 +228,8 @@ const NAMES: [&str; 15] = [
     "resent",
     "overloaded",
     "stale_incarnation",
+    "member_changes",
+    "installs",
 ];
 
 impl fmt::Display for FaultCounts {

@@ -3,13 +3,15 @@
 //! ending after a random time; when the workload reaches its operation
 //! count, everything heals at once and liveness is demanded.
 
-use super::net::Partition;
-use super::node::Power;
+use super::net::{Endpoint, Partition};
+use super::node::{Power, SimNode};
 use super::workload::ClientOut;
 use super::world::{Event, LIVENESS_BOUND_US, World};
 use crate::core::quorum::majority;
 use crate::core::rng::Rng;
+use crate::members::Members;
 use crate::types::NodeId;
+use crate::wire::Message;
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -17,7 +19,12 @@ enum Kind {
     Crash,
     Pause,
     Disk,
+    Membership,
 }
+
+/// The client address membership changes are asked from: no workload
+/// client has it, so the answers are dropped.
+const ADMIN: super::net::ClientAddr = u32::MAX;
 
 impl World {
     pub(super) fn nemesis(&mut self) {
@@ -29,6 +36,7 @@ impl World {
             (self.plan.crashes, Kind::Crash),
             (self.plan.pauses, Kind::Pause),
             (self.plan.disk_faults, Kind::Disk),
+            (self.plan.membership, Kind::Membership),
         ]
         .into_iter()
         .filter_map(|(on, kind)| on.then_some(kind))
@@ -41,6 +49,7 @@ impl World {
             Kind::Crash => self.crash_some(),
             Kind::Pause => self.pause_some(),
             Kind::Disk => self.damage_disk(),
+            Kind::Membership => self.change_members(),
         }
         let (lo, hi) = self.plan.nemesis_gap_ms;
         let gap_ms = self.rng.range(lo, hi);
@@ -151,6 +160,56 @@ impl World {
         self.push(until, Event::Restart { node: i, life });
     }
 
+    /// Asks a running node to add or remove one member: the members go
+    /// between three and every node, founding ones included. The change
+    /// runs (or is refused) as `paxosctl member` would have it.
+    fn change_members(&mut self) {
+        let statuses: Vec<_> = self.nodes.iter().filter_map(SimNode::status).collect();
+        let configs = statuses.iter().map(|s| s.config.clone()).filter(|c| !c.members.is_empty());
+        let Some(current) = configs.max_by_key(|c| c.epoch) else { return };
+        let ids = current.members.ids();
+        let outside: Vec<NodeId> = self.nodes.iter().map(|n| n.id).filter(|id| !ids.contains(id)).collect();
+        let grow = !outside.is_empty() && (ids.len() <= 3 || self.rng.chance(0.5));
+        let target: Vec<NodeId> = if outside.len() >= 2 && self.rng.chance(0.3) {
+            // Replace two members at once (`paxosctl member` makes one
+            // change at a time, a client may ask for any target): only here
+            // does a quorum of the new members miss the old ones' majority,
+            // so only here are the seeds what carries the keys over.
+            let mut kept = shuffled(ids.clone(), &mut self.rng);
+            kept.truncate(ids.len().saturating_sub(2));
+            let added = shuffled(outside.clone(), &mut self.rng);
+            kept.into_iter().chain(added.into_iter().take(2)).collect()
+        } else if grow {
+            let add = outside[self.rng.below(outside.len() as u64) as usize];
+            ids.iter().copied().chain([add]).collect()
+        } else if ids.len() > 3 {
+            let drop = ids[self.rng.below(ids.len() as u64) as usize];
+            ids.iter().copied().filter(|id| *id != drop).collect()
+        } else {
+            return;
+        };
+        let up: Vec<NodeId> = self.nodes.iter().filter(|n| n.power == Power::Up).map(|n| n.id).collect();
+        let Some(&via) = shuffled(up, &mut self.rng).first() else { return };
+        self.counts.member_changes += 1;
+        let request = Message::MembersRequest { id: self.rng.next_u64(), target: Members::named(&target) };
+        self.send(Endpoint::Client(ADMIN), vec![(Endpoint::Node(via), vec![request])]);
+    }
+
+    /// As an operator would, asks a node to finish a change some node is
+    /// frozen in (its driver may have died).
+    fn finish_member_change(&mut self) {
+        let frozen =
+            self.nodes.iter().filter_map(SimNode::status).filter_map(|s| s.frozen).max_by_key(|c| c.epoch);
+        let Some(change) = frozen else { return };
+        let Some(via) =
+            self.nodes.iter().find(|n| n.power == Power::Up && change.to.contains(n.id)).map(|n| n.id)
+        else {
+            return;
+        };
+        let request = Message::MembersRequest { id: self.rng.next_u64(), target: change.to };
+        self.send(Endpoint::Client(ADMIN), vec![(Endpoint::Node(via), vec![request])]);
+    }
+
     fn pause_some(&mut self) {
         let room = self.outage_room();
         let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].power == Power::Up).collect();
@@ -196,6 +255,7 @@ impl World {
             self.restart_if_down(i, None);
             self.resume_if_paused(i, None);
         }
+        self.finish_member_change();
         let mut out = ClientOut::default();
         self.workload.finish(self.now, &mut self.rng, &mut out);
         self.apply_client_out(out);

@@ -13,7 +13,7 @@ use super::disk::SimDisk;
 use super::net::{ClientAddr, Endpoint};
 use crate::core::rng::Rng;
 use crate::core::{ClientLimits, Envelope, Node, NodeSetup, Ready};
-use crate::members::Members;
+use crate::members::{ConfigTag, Members};
 use crate::storage::log::RecoveryError;
 use crate::storage::{Record, Storage};
 use crate::types::{Ballot, Key, NodeId, Time};
@@ -37,7 +37,7 @@ pub struct SimNode {
     core: Option<Node<ClientAddr>>,
     disk: SimDisk,
     limits: ClientLimits,
-    inbox: Vec<(Endpoint, Message)>,
+    inbox: Vec<(Endpoint, Option<ConfigTag>, Message)>,
     /// The turn whose records are being synced.
     syncing: Option<Ready<ClientAddr>>,
     /// The sync completed while the node was paused; it releases on resume.
@@ -110,10 +110,20 @@ impl SimNode {
     }
 
     /// A datagram arrived. A node that is down loses it.
-    pub fn deliver(&mut self, from: Endpoint, msgs: Vec<Message>) {
+    pub fn deliver(&mut self, from: Endpoint, tag: Option<ConfigTag>, msgs: Vec<Message>) {
         if self.power != Power::Down {
-            self.inbox.extend(msgs.into_iter().map(|m| (from, m)));
+            self.inbox.extend(msgs.into_iter().map(|m| (from, tag, m)));
         }
+    }
+
+    /// What this node's datagrams say of its configuration (none while down).
+    pub fn config_tag(&self) -> Option<ConfigTag> {
+        self.core.as_ref().map(Node::config_tag)
+    }
+
+    /// The node's status, while it runs.
+    pub fn status(&self) -> Option<crate::wire::NodeStatus> {
+        self.core.as_ref().map(Node::status)
     }
 
     /// Free to start a turn: running and not waiting for a sync.
@@ -143,10 +153,11 @@ impl SimNode {
         let Some(core) = self.core.as_mut() else {
             return (Vec::new(), false);
         };
-        for (from, msg) in std::mem::take(&mut self.inbox) {
-            match from {
-                Endpoint::Client(addr) => core.handle_client(local, addr, msg),
-                Endpoint::Node(peer) => core.handle_peer(local, peer, msg),
+        for (from, tag, msg) in std::mem::take(&mut self.inbox) {
+            match (from, tag) {
+                (Endpoint::Client(addr), _) => core.handle_client(local, addr, msg),
+                (Endpoint::Node(peer), Some(tag)) => core.handle_peer_tagged(local, peer, tag, msg),
+                (Endpoint::Node(peer), None) => core.handle_peer(local, peer, msg),
             }
         }
         if core.next_deadline().is_some_and(|d| d <= local) {
@@ -420,9 +431,9 @@ mod tests {
     fn a_promise_leaves_only_after_its_sync_and_later_inputs_wait() {
         let mut n = node();
         let mut violations = Vec::new();
-        n.deliver(Endpoint::Node(NodeId(2)), vec![prepare(5, 2)]);
+        n.deliver(Endpoint::Node(NodeId(2)), None, vec![prepare(5, 2)]);
         assert_eq!(n.turn(Time(10), &mut violations), (Vec::new(), true));
-        n.deliver(Endpoint::Node(NodeId(3)), vec![prepare(6, 3)]);
+        n.deliver(Endpoint::Node(NodeId(3)), None, vec![prepare(6, 3)]);
         assert!(!n.is_idle());
         let out = n.finish_sync(Time(20), u64::MAX, &mut violations);
         assert_eq!(out, vec![(Endpoint::Node(NodeId(2)), vec![promise(5, 2)])]);
@@ -434,14 +445,14 @@ mod tests {
     fn a_crash_before_the_sync_forgets_the_promise_it_never_sent() {
         let mut n = node();
         let mut violations = Vec::new();
-        n.deliver(Endpoint::Node(NodeId(2)), vec![prepare(5, 2)]);
+        n.deliver(Endpoint::Node(NodeId(2)), None, vec![prepare(5, 2)]);
         assert!(n.turn(Time(10), &mut violations).1);
         // This random source keeps none of the unsynced bytes.
         n.crash(&mut Rng::new(0), false);
-        n.deliver(Endpoint::Node(NodeId(3)), vec![prepare(6, 3)]);
+        n.deliver(Endpoint::Node(NodeId(3)), None, vec![prepare(6, 3)]);
         n.restart(Time(30), 2, &mut violations);
         assert!(n.inbox.is_empty(), "a node that is down loses what is sent to it");
-        n.deliver(Endpoint::Node(NodeId(3)), vec![prepare(4, 3)]);
+        n.deliver(Endpoint::Node(NodeId(3)), None, vec![prepare(4, 3)]);
         assert!(n.turn(Time(40), &mut violations).1);
         let out = n.finish_sync(Time(50), u64::MAX, &mut violations);
         assert_eq!(out, vec![(Endpoint::Node(NodeId(3)), vec![promise(4, 3)])]);
@@ -451,7 +462,7 @@ mod tests {
     /// The incarnation a status probe reports.
     fn incarnation(n: &mut SimNode, now: Time) -> Option<Incarnation> {
         let probe = Message::StatusRequest { session: SessionId(1), probe: 1 };
-        n.deliver(Endpoint::Client(9), vec![probe]);
+        n.deliver(Endpoint::Client(9), None, vec![probe]);
         let (out, _) = n.turn(now, &mut Vec::new());
         match out.as_slice() {
             [(_, msgs)] => match msgs.as_slice() {
@@ -478,13 +489,13 @@ mod tests {
             resent: false,
             floor: crate::types::Version(0),
         });
-        n.deliver(Endpoint::Client(9), vec![request.clone()]);
+        n.deliver(Endpoint::Client(9), None, vec![request.clone()]);
         assert!(n.turn(Time(10), &mut violations).1, "the request runs: records to sync");
         n.crash(&mut Rng::new(0), false);
         n.restart(Time(30), 2, &mut violations);
         let new = incarnation(&mut n, Time(35)).unwrap_or_default();
         assert_ne!(old, new);
-        n.deliver(Endpoint::Client(9), vec![request]);
+        n.deliver(Endpoint::Client(9), None, vec![request]);
         let outcome = Outcome::Refused(Refusal::StaleIncarnation);
         // The restarted node's clock began at zero when it started, at 30.
         let reply = Message::Reply { id, incarnation: new, node_time: Time(10), outcome };

@@ -10,6 +10,7 @@ use super::node::{Outgoing, SimNode};
 use super::trace::TraceHash;
 use super::workload::{ClientOut, Workload, WorkloadPlan};
 use crate::core::rng::Rng;
+use crate::members::ConfigTag;
 use crate::types::{NodeId, Time};
 use crate::wire::Message;
 use std::cmp::Ordering;
@@ -28,15 +29,42 @@ pub const LIVENESS_BOUND_US: u64 = 30_000_000;
 const VIRTUAL_TIME_MAX_US: u64 = 4 * 3600 * 1_000_000;
 
 pub(super) enum Event {
-    Deliver { from: Endpoint, to: Endpoint, msgs: Vec<Message> },
-    NodeWake { node: usize, life: u32 },
-    SyncDone { node: usize, life: u32 },
-    Crash { node: usize, life: u32 },
-    ClientWake { addr: ClientAddr, generation: u64 },
+    /// A datagram; `tag` is what its header says of the sending node's
+    /// configuration (none from clients).
+    Deliver {
+        from: Endpoint,
+        to: Endpoint,
+        tag: Option<ConfigTag>,
+        msgs: Vec<Message>,
+    },
+    NodeWake {
+        node: usize,
+        life: u32,
+    },
+    SyncDone {
+        node: usize,
+        life: u32,
+    },
+    Crash {
+        node: usize,
+        life: u32,
+    },
+    ClientWake {
+        addr: ClientAddr,
+        generation: u64,
+    },
     Nemesis,
-    Restart { node: usize, life: u32 },
-    Resume { node: usize, life: u32 },
-    HealPartition { generation: u64 },
+    Restart {
+        node: usize,
+        life: u32,
+    },
+    Resume {
+        node: usize,
+        life: u32,
+    },
+    HealPartition {
+        generation: u64,
+    },
     LivenessDeadline,
 }
 
@@ -89,10 +117,13 @@ impl World {
         let mut rng = Rng::new(options.seed);
         let plan = FaultPlan::choose(&mut rng);
         let workload_plan = WorkloadPlan::choose(&mut rng);
-        let members: Vec<NodeId> = (1..=nodes as u16).map(NodeId).collect();
+        let founding: Vec<NodeId> = (1..=nodes as u16).map(NodeId).collect();
+        // With membership changes, two more nodes start as joiners.
+        let slots = if plan.membership { nodes + 2 } else { nodes };
+        let members: Vec<NodeId> = (1..=slots as u16).map(NodeId).collect();
         let nodes: Vec<SimNode> = members
             .iter()
-            .map(|&id| SimNode::new(id, members.clone(), plan.client_limits(), rng.next_u64()))
+            .map(|&id| SimNode::new(id, founding.clone(), plan.client_limits(), rng.next_u64()))
             .collect();
         #[cfg(feature = "planted-bugs")]
         let nodes = nodes
@@ -102,6 +133,8 @@ impl World {
                 n
             })
             .collect();
+        let mut workload = Workload::new(workload_plan, members.clone(), options.ops);
+        workload.retry_no_quorum = plan.membership;
         World {
             now: Time(0),
             queue: BinaryHeap::new(),
@@ -109,7 +142,7 @@ impl World {
             rng,
             net: Net::new(members.len(), plan.clone()),
             plan,
-            workload: Workload::new(workload_plan, members, options.ops),
+            workload,
             nodes,
             counts: FaultCounts::default(),
             trace: TraceHash::default(),
@@ -159,14 +192,14 @@ impl World {
 
     fn dispatch(&mut self, event: Event) {
         match event {
-            Event::Deliver { from, to: Endpoint::Node(id), msgs } => {
+            Event::Deliver { from, to: Endpoint::Node(id), tag, msgs } => {
                 let i = usize::from(id.0) - 1;
                 if let Some(node) = self.nodes.get_mut(i) {
-                    node.deliver(from, msgs);
+                    node.deliver(from, tag, msgs);
                     self.schedule_turn(i);
                 }
             }
-            Event::Deliver { from, to: Endpoint::Client(addr), msgs } => {
+            Event::Deliver { from, to: Endpoint::Client(addr), msgs, .. } => {
                 self.deliver_to_client(from, addr, msgs)
             }
             Event::NodeWake { node, life } => self.node_wake(node, life),
@@ -191,16 +224,34 @@ impl World {
                 }
             }
             Event::LivenessDeadline => self.violations.push(format!(
-                "t={}us liveness: not done {} ms after every fault healed: {}",
+                "t={}us liveness: not done {} ms after every fault healed: {}; nodes: {}",
                 self.now.0,
                 LIVENESS_BOUND_US / 1000,
-                self.workload.describe_pending()
+                self.workload.describe_pending(),
+                self.describe_nodes()
             )),
         }
     }
 }
 
 impl World {
+    /// Each node's membership and catching-up state, for a liveness report.
+    fn describe_nodes(&self) -> String {
+        let describe = |n: &SimNode| match n.status() {
+            None => format!("{} down", n.id),
+            Some(s) => format!(
+                "{} config={}:{}{}{}{}",
+                n.id,
+                s.config.epoch,
+                s.config.members,
+                s.frozen.map(|c| format!(" frozen={}:{}", c.epoch, c.to)).unwrap_or_default(),
+                if s.catching_up { " catching-up" } else { "" },
+                s.driving.map(|d| format!(" driving={d}")).unwrap_or_default()
+            ),
+        };
+        self.nodes.iter().map(describe).collect::<Vec<_>>().join(", ")
+    }
+
     fn deliver_to_client(&mut self, from: Endpoint, addr: ClientAddr, msgs: Vec<Message>) {
         let Endpoint::Node(node) = from else {
             return;
@@ -223,12 +274,18 @@ impl World {
     }
 
     /// Puts each datagram on the network: lost, delivered, or delivered twice.
+    /// A node's datagrams name its configuration as it is when they leave.
     pub(super) fn send(&mut self, from: Endpoint, out: Outgoing) {
+        let tag = match from {
+            Endpoint::Node(id) => self.nodes.get(usize::from(id.0) - 1).and_then(SimNode::config_tag),
+            Endpoint::Client(_) => None,
+        };
         for (to, msgs) in out {
             msgs.iter().for_each(|m| self.counts.note_client_traffic(m));
             let delays = self.net.transmit(&mut self.rng, from, to, &mut self.counts);
             for delay in delays {
-                self.push(self.now.plus_micros(delay), Event::Deliver { from, to, msgs: msgs.clone() });
+                let event = Event::Deliver { from, to, tag, msgs: msgs.clone() };
+                self.push(self.now.plus_micros(delay), event);
             }
         }
     }
@@ -265,9 +322,13 @@ impl World {
         if !node.is_idle() {
             return;
         }
+        let epoch = node.config_tag().map(|t| t.epoch);
         let (out, needs_sync) = node.turn(now, &mut self.violations);
         if node.take_caught_up() {
             self.counts.caught_up += 1;
+        }
+        if node.config_tag().map(|t| t.epoch) > epoch {
+            self.counts.installs += 1;
         }
         let (from, life) = (Endpoint::Node(node.id), node.life);
         self.send(from, out);
@@ -301,7 +362,7 @@ impl World {
         let h = &mut self.trace;
         h.u64(self.now.0);
         let words: [u64; 3] = match event {
-            Event::Deliver { from, to, msgs } => {
+            Event::Deliver { from, to, msgs, .. } => {
                 msgs.iter().for_each(|m| h.message(m));
                 [1, endpoint_word(from), endpoint_word(to)]
             }
