@@ -18,7 +18,10 @@
 #   --disk-faults also wipe a node's data dir or flip a byte in the middle
 #                 of its log (one node at a time): the node must refuse to
 #                 start on the damaged log, naming --rejoin, and catch up
-#                 with --rejoin before the next fault
+#                 with --rejoin before the next fault; and change the
+#                 members: two more nodes start with --join, and
+#                 `paxosctl member add|remove` grows and shrinks the
+#                 cluster (three members or more) while torture runs
 #   --broken BUG  run a deliberately broken build (cargo feature
 #                 planted-bugs; BUG: ignore_accepted_state,
 #                 accept_below_promise or vote_while_catching_up), to show
@@ -45,7 +48,7 @@ DISK_FAULTS=no
 CLIENTS=8
 KEYS=4
 
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 cannot() { echo "chaos: cannot run: $*" >&2; exit 3; }
 
 while [ $# -gt 0 ]; do
@@ -107,12 +110,16 @@ in_ns iptables -N CHAOS || cannot "iptables does not work in the namespace"
 in_ns iptables -A INPUT -j CHAOS
 
 addr() { echo "127.0.0.$((10 + $1))"; }
+# With --disk-faults, two more nodes join and leave by membership changes.
+SLOTS=$NODES
+[ "$DISK_FAULTS" = no ] || SLOTS=$((NODES + 2))
 {
     echo "cluster_id = $((SEED + 1))"
     echo "[client]"
     echo "timeout_ms = 1000"
-    for i in $(seq 1 "$NODES"); do
+    for i in $(seq 1 "$SLOTS"); do
         printf '[[node]]\nid = %d\naddress = "%s:7001"\ndata_dir = "data/node%d"\n' "$i" "$(addr "$i")" "$i"
+        [ "$i" -le "$NODES" ] || echo "joins = true"
     done
 } >"$CFG"
 mkdir -p "$ART/data"
@@ -268,7 +275,8 @@ wait_caught_up() {
     local i=$1 line
     for _ in $(seq 1 300); do
         line=$(in_ns "$BIN/paxosctl" --config "$CFG" --node "$i" --timeout-ms 200 status 2>/dev/null | grep "^node $i " || true)
-        if grep -q "  up  " <<<"$line"; then
+        # A node removed by a membership change catches up all the same.
+        if grep -q "  up  \|  NOT A MEMBER  " <<<"$line"; then
             REJOINS=$((REJOINS + 1))
             log "node $i caught up: ${line%% in_flight*}"
             return 0
@@ -277,6 +285,31 @@ wait_caught_up() {
     done
     log "node $i did not catch up within 30 s"
     STUCK=$((STUCK + 1))
+}
+
+# Adds a node that is not a member, or removes one (keeping three), by
+# `paxosctl member` through any node.
+member_change() {
+    local members=() outside=() i out
+    mapfile -t members < <(in_ns "$BIN/paxosctl" --config "$CFG" --timeout-ms 500 member list 2>/dev/null \
+        | awk '/^  node [0-9]+  /{print $2}')
+    for i in $(seq 1 "$SLOTS"); do [[ " ${members[*]} " == *" $i "* ]] || outside+=("$i"); done
+    pick 2
+    if [ "${#outside[@]}" -gt 0 ] && { [ "${#members[@]}" -le 3 ] || [ "$PICK" = 0 ]; }; then
+        pick "${#outside[@]}"; i=${outside[$PICK]}
+        set -- add "$i" "$(addr "$i"):7001"
+    elif [ "${#members[@]}" -gt 3 ]; then
+        pick "${#members[@]}"; i=${members[$PICK]}
+        set -- remove "$i"
+    else
+        WHAT="no membership change possible (members: ${members[*]:-none answered})"; return 0
+    fi
+    if out=$(in_ns timeout 90 "$BIN/paxosctl" --config "$CFG" member "$@" 2>&1); then
+        MEMBER_CHANGES=$((MEMBER_CHANGES + 1))
+    else
+        MEMBER_FAILURES=$((MEMBER_FAILURES + 1))
+    fi
+    WHAT="member $* (was ${members[*]}): $(tail -n 1 <<<"$out")"
 }
 
 heal() {
@@ -293,16 +326,17 @@ heal() {
 echo "chaos: seed=$SEED nodes=$NODES duration=${DURATION}s${BROKEN:+ broken=$BROKEN} artifacts=$ART"
 START_MS=$(now_ms)
 for i in $(seq 1 "$NODES"); do start_node "$i" --bootstrap; done
-for i in $(seq 1 "$NODES"); do wait_answers "$i"; done
+for i in $(seq $((NODES + 1)) "$SLOTS"); do start_node "$i" --join; done
+for i in $(seq 1 "$SLOTS"); do wait_answers "$i"; done
 
 ip netns exec "$NS" "$BIN/paxosctl" --config "$CFG" torture --clients "$CLIENTS" --keys "$KEYS" --duration "$DURATION" \
     --seed "$SEED" --history "$ART/history.jsonl" >"$ART/torture.out" 2>"$ART/torture.err" &
 TORTURE_PID=$!
 
-declare -A COUNT=([partition]=0 [loss]=0 [kill]=0 [pause]=0 [disk]=0)
+declare -A COUNT=([partition]=0 [loss]=0 [kill]=0 [pause]=0 [disk]=0 [member]=0)
 KINDS=(partition loss kill pause)
-[ "$DISK_FAULTS" = no ] || KINDS+=(disk)
-REJOINS=0; REFUSALS_MISSED=0; STUCK=0
+[ "$DISK_FAULTS" = no ] || KINDS+=(disk member)
+REJOINS=0; REFUSALS_MISSED=0; STUCK=0; MEMBER_CHANGES=0; MEMBER_FAILURES=0
 # A seeded shuffle of the kinds, repeated: every kind comes up once in any
 # run of that many consecutive faults.
 for ((i = ${#KINDS[@]} - 1; i > 0; i--)); do pick $((i + 1)); t=${KINDS[$i]}; KINDS[$i]=${KINDS[$PICK]}; KINDS[$PICK]=$t; done
@@ -319,6 +353,7 @@ while [ $(( $(now_ms) + 2500 )) -lt "$END_MS" ]; do
         kill) kill_nodes ;;
         pause) pause_nodes ;;
         disk) disk_fault ;;
+        member) member_change ;;
     esac
     COUNT[$kind]=$(( COUNT[$kind] + 1 ))
     log "$kind: $WHAT"
@@ -340,7 +375,7 @@ summary=$(tail -n 1 "$ART/torture.out" || true)
 in_ns "$BIN/paxosctl" timeline --history "$ART/history.jsonl" --faults "$ART/faults.log" \
     --out "$ART/timeline.svg" --title "chaos: nodes=$NODES seed=$SEED ${BROKEN:+broken=$BROKEN }$summary" || true
 faults="partition:${COUNT[partition]},loss:${COUNT[loss]},kill:${COUNT[kill]},pause:${COUNT[pause]}"
-[ "$DISK_FAULTS" = no ] || faults="$faults,disk:${COUNT[disk]},rejoined:$REJOINS"
+[ "$DISK_FAULTS" = no ] || faults="$faults,disk:${COUNT[disk]},rejoined:$REJOINS,member_changes:$MEMBER_CHANGES,member_failures:$MEMBER_FAILURES"
 ops=$(grep -o 'ops=[0-9]*' <<<"$summary" || echo "ops=0")
 lin=$(grep -o 'linearizable=[a-z]*' <<<"$summary" || echo "linearizable=unknown")
 lost=$(grep -o 'lost_acked=[0-9]*' <<<"$summary" || echo "lost_acked=unknown")
@@ -352,6 +387,10 @@ passed=no
 [ "$lin" = linearizable=yes ] && [ "$lost" = lost_acked=0 ] && passed=yes
 if [ "$STUCK" -gt 0 ] || [ "$REFUSALS_MISSED" -gt 0 ]; then
     echo "chaos: $STUCK rejoins did not catch up; $REFUSALS_MISSED damaged logs were not refused naming --rejoin" >&2
+    passed=no
+fi
+if [ "$DISK_FAULTS" = yes ] && [ "${COUNT[member]}" -gt 0 ] && [ "$MEMBER_CHANGES" = 0 ]; then
+    echo "chaos: no membership change succeeded (of ${COUNT[member]} asked; see faults.log)" >&2
     passed=no
 fi
 all_kinds=yes

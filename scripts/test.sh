@@ -28,8 +28,8 @@ stage "model: the rejoin procedure is safe, votes after a wipe are not (staterig
 stage "simulator: each planted bug is caught" cargo test --features planted-bugs --test sim_teeth
 stage "quick-start smoke test" scripts/smoke.sh
 stage "chaos: 5 nodes, fixed seed" scripts/chaos.sh --nodes 5 --duration 40 --seed 2026
-stage "chaos: wiped data dirs and damaged logs, each followed by a rejoin" \
-    scripts/chaos.sh --nodes 3 --duration 40 --seed 7 --disk-faults
+stage "chaos: wiped data dirs and damaged logs, each followed by a rejoin, and membership changes" \
+    scripts/chaos.sh --nodes 3 --duration 60 --seed 7 --disk-faults
 stage "chaos: a broken build is caught" \
     scripts/chaos.sh --nodes 3 --duration 20 --seed 5 --broken ignore_accepted_state --expect-failure
 echo "test.sh: $passed passed, 0 failed"
