@@ -10,7 +10,8 @@
 //! - A node votes (answers a prepare, accept or query) only when it is a
 //!   member of its active configuration, not frozen and not waiting to join,
 //!   and only for a peer whose datagrams name the same active configuration
-//!   (epoch and digest); it counts votes only from such peers.
+//!   (epoch and digest); it counts votes only from such peers (`Node`
+//!   compares the datagram's tag with its own).
 //! - `freeze`: a node whose active epoch is the change's `from` (or a node
 //!   joining, which has voted in nothing) takes part in the change and votes
 //!   for nobody from then on. Freezing again in the same change is a no-op;
@@ -43,12 +44,6 @@ impl Membership {
     /// for good (unless a later change adds it again).
     pub fn removed(&self, me: NodeId) -> bool {
         !self.joining && !self.active.members.contains(me)
-    }
-
-    /// Whether a vote may be cast for, or counted from, a peer whose
-    /// datagram carries `tag`.
-    pub fn votes_with(&self, me: NodeId, tag: ConfigTag) -> bool {
-        self.votes(me) && tag == self.active.tag()
     }
 
     /// Takes part in `change` if the node's state allows; true in the
@@ -126,15 +121,15 @@ mod tests {
         let me = NodeId(1);
         let mut m = Membership::founding(members(&[1, 2, 3]));
         let peer = m.active.tag();
-        assert!(m.votes_with(me, peer));
+        assert!(m.votes(me) && m.active.tag() == peer);
         let c = change(5, 0, &[1, 2, 3, 4]);
         assert_eq!(m.freeze(&c), (FreezeAnswer::Frozen, true));
         assert_eq!(m.freeze(&c), (FreezeAnswer::Frozen, false), "again: nothing to record");
-        assert!(!m.votes_with(me, peer), "frozen");
+        assert!(!m.votes(me), "frozen");
         assert!(m.may_adopt(Epoch(5)) && !m.may_adopt(Epoch(6)));
         assert!(m.install(&c.target()));
-        assert!(!m.votes_with(me, peer), "the old configuration's peers no longer count");
-        assert!(m.votes_with(me, m.active.tag()));
+        assert!(m.active.tag() != peer, "the old configuration's peers no longer count");
+        assert!(m.votes(me));
         assert!(!m.may_adopt(Epoch(5)), "installed: it votes, so it adopts nothing more");
         assert_eq!(m.freeze(&c), (FreezeAnswer::Installed, false));
         assert!(!m.install(&c.target()), "installing again changes nothing");

@@ -7,7 +7,7 @@
 //! sends answers back to it.
 
 use super::acceptor::{Acceptor, Slot, Vote};
-use super::membership::{ConfigTag, Configuration, MemberChange, Members, Membership};
+use super::membership::{ConfigTag, Configuration, FreezeAnswer, MemberChange, Members, Membership};
 use super::proposer::{Ctx, Dedupe, FastPath, Outbox, Progress, Proposal, ReqHandle, Request};
 use super::reconfig::{Reconfig, ReconfigEnding};
 use super::rejoin::{PageFate, Rejoin};
@@ -240,6 +240,11 @@ pub struct Node<A> {
     /// Lost its data while it knew no members: it catches up once it
     /// installs a configuration (and votes on nothing until it has).
     rejoin_pending: bool,
+    /// A peer named a later configuration than this node's: a node catching
+    /// up does not finish before it has installed one that late.
+    newer_config_seen: bool,
+    /// `compute_tag` of the membership, kept up to date by `install`.
+    tag: ConfigTag,
     #[cfg(feature = "planted-bugs")]
     bugs: super::PlantedBugs,
 }
@@ -297,6 +302,7 @@ impl<A: Copy + Ord> Node<A> {
         let mut rng = Rng::new(setup.seed);
         let sessions = Sessions::new(setup.limits.sessions_per_generation, Rng::new(rng.next_u64()));
         let members = membership.active.members.ids();
+        let tag = Self::compute_tag(&membership);
         // A node that knows no members yet (joining) starts catching up
         // once it installs a configuration that names some.
         let rejoin_pending = catching_up && members.is_empty();
@@ -333,6 +339,8 @@ impl<A: Copy + Ord> Node<A> {
             frozen_poll_at: setup.now,
             frozen_since: None,
             rejoin_pending,
+            newer_config_seen: false,
+            tag,
             #[cfg(feature = "planted-bugs")]
             bugs: super::PlantedBugs::default(),
         };
@@ -458,9 +466,14 @@ impl<A: Copy + Ord> Node<A> {
 
     /// What this node's datagrams say of its configuration.
     pub fn config_tag(&self) -> ConfigTag {
-        let tag = self.membership.active.tag();
-        // A node joining names no configuration: it has none yet.
-        if self.membership.joining { ConfigTag { digest: wire::ConfigDigest::NONE, ..tag } } else { tag }
+        self.tag
+    }
+
+    /// What the node's datagrams name, kept rather than computed for every
+    /// datagram. A node joining names no configuration: it has none yet.
+    fn compute_tag(membership: &Membership) -> ConfigTag {
+        let tag = membership.active.tag();
+        if membership.joining { ConfigTag { digest: wire::ConfigDigest::NONE, ..tag } } else { tag }
     }
 
     /// A message from a peer whose datagram named the configuration `tag`.
@@ -474,13 +487,15 @@ impl<A: Copy + Ord> Node<A> {
         }
         self.last_heard.insert(from, now);
         self.gossip_config(now, from, tag);
-        if is_vote(&msg) && !self.membership.votes_with(self.id, tag) {
+        if is_vote(&msg) && !(self.membership.votes(self.id) && tag == self.tag) {
             return;
         }
         // A node catching up adopts pages only from peers of its own
         // configuration: one that names a newer one is asked for it, and
         // the catching up starts over among its members (`install`).
-        if self.rejoin.is_some() && matches!(msg, Message::ScanPage { .. }) && tag != self.config_tag() {
+        let answer =
+            matches!(msg, Message::ScanPage { .. } | Message::Reply { .. } | Message::StatusReply { .. });
+        if self.rejoin.is_some() && answer && tag != self.config_tag() {
             return;
         }
         match msg {
@@ -547,7 +562,7 @@ impl<A: Copy + Ord> Node<A> {
             let reply = refuse("the target must name one member or more, each id once");
             return self.ready.messages.push(from.envelope(reply));
         }
-        if self.rejoin.is_some() {
+        if self.catching_up() {
             let reply = refuse("this node is catching up after losing data; ask another");
             return self.ready.messages.push(from.envelope(reply));
         }
@@ -619,7 +634,7 @@ impl<A: Copy + Ord> Node<A> {
             }
             Message::MembersRequest { id, target } => self.members_request(now, from, id, target),
             // A client lists keys (`paxosctl export`): it fences nothing.
-            Message::Scan { epoch: Epoch(0), after } if self.rejoin.is_none() => {
+            Message::Scan { epoch: Epoch(0), after } if !self.catching_up() => {
                 let (slots, done) = self.acceptor.scan(after.as_ref());
                 let page = Message::ScanPage { epoch: Epoch(0), after, slots, done };
                 self.ready.messages.push(from.envelope(page));
@@ -633,8 +648,11 @@ impl<A: Copy + Ord> Node<A> {
     /// `after` (see `rejoin`). The page leaves after the fence is synced.
     /// A node that is catching up itself has nothing trustworthy to tell.
     fn serve_scan(&mut self, from: NodeId, epoch: Epoch, after: Option<Key>) {
-        if self.rejoin.is_some() {
+        if self.catching_up() {
             return;
+        }
+        if self.membership.frozen.as_ref().is_some_and(|c| c.epoch == epoch) {
+            self.frozen_since = Some(self.clock); // a driver is at work
         }
         if let Some(record) = self.acceptor.raise_floor(epoch) {
             log::info!("node {}: fenced at epoch {epoch} by node {from}, which is catching up", self.id);
@@ -652,6 +670,12 @@ impl<A: Copy + Ord> Node<A> {
         let mine = self.membership.active.epoch;
         if tag.epoch == mine {
             return;
+        }
+        if tag.epoch > mine {
+            // A node catching up does not finish before it has installed a
+            // configuration that late: it may have voted in it before it
+            // lost its data.
+            self.newer_config_seen = true;
         }
         let due = self
             .config_gossip
@@ -685,7 +709,7 @@ impl<A: Copy + Ord> Node<A> {
         let Some(change) = self.membership.frozen.clone() else { return };
         let since = *self.frozen_since.get_or_insert(now);
         let stuck = now.micros_since(since) >= limits::FROZEN_RESUME_MS * 1000;
-        if stuck && self.reconfig.is_none() && self.rejoin.is_none() {
+        if stuck && self.reconfig.is_none() && !self.catching_up() && !self.membership.joining {
             // No driver brought the change to its end: drive it here.
             log::warn!(
                 "node {}: frozen for the change of epoch {} too long; driving it to its end",
@@ -723,6 +747,8 @@ impl<A: Copy + Ord> Node<A> {
             return;
         }
         self.frozen_since = None;
+        self.newer_config_seen = false;
+        self.tag = Self::compute_tag(&self.membership);
         self.ready.records.push(Record::Membership(self.membership.clone()));
         self.ready.records.extend(self.acceptor.raise_floor(config.epoch));
         self.rounds.observe(Ballot::floor_of(config.epoch));
@@ -749,7 +775,15 @@ impl<A: Copy + Ord> Node<A> {
     /// the frozen state is synced (the answer goes out after this turn's
     /// sync).
     fn freeze(&mut self, from: NodeId, change: &MemberChange) {
+        // A node that lost its data has nothing trustworthy to be scanned
+        // for, nor to be seeded on top of: it takes part in no change.
+        if self.catching_up() {
+            return self.send(from, Message::Frozen { epoch: change.epoch, answer: FreezeAnswer::Refused });
+        }
         let (answer, changed) = self.membership.freeze(change);
+        if answer == FreezeAnswer::Frozen {
+            self.frozen_since = Some(self.clock); // a driver is at work
+        }
         if changed {
             self.ready.records.push(Record::Membership(self.membership.clone()));
             self.fast_paths.clear();
@@ -765,7 +799,10 @@ impl<A: Copy + Ord> Node<A> {
     /// in the new configuration. Adopted states are marked as such, as a
     /// rejoin's are: never confirmed as this node's own vote.
     fn seed(&mut self, from: NodeId, epoch: Epoch, after: Option<Key>, slots: &[ScanSlot], done: bool) {
-        let adopted = self.membership.may_adopt(epoch) && self.rejoin.is_none();
+        let adopted = self.membership.may_adopt(epoch) && !self.catching_up();
+        if adopted {
+            self.frozen_since = Some(self.clock); // a driver is at work
+        }
         if adopted {
             for slot in slots {
                 self.rounds.observe(slot.promised);
@@ -808,7 +845,8 @@ impl<A: Copy + Ord> Node<A> {
             }
         }
         self.flush_rejoin();
-        if let Some(epoch) = self.rejoin.as_ref().and_then(Rejoin::caught_up) {
+        let caught_up = self.rejoin.as_ref().and_then(Rejoin::caught_up);
+        if let Some(epoch) = caught_up.filter(|_| !self.newer_config_seen) {
             self.finish_rejoin(epoch);
         }
     }

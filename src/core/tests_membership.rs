@@ -351,3 +351,26 @@ fn a_change_left_frozen_by_a_dead_driver_is_finished_by_a_frozen_node_on_its_own
     c.start(n(1));
     assert_eq!(c.read(&[1, 2, 3, 4], "k"), Some(Value::from("v")));
 }
+
+#[test]
+fn a_member_that_lost_its_data_takes_part_in_no_change_until_it_caught_up() {
+    let mut c = Cluster::new(&[1, 2, 3], &[4]);
+    assert_done(c.change_members(1, &[1, 2, 3, 4], 20_000), &[1, 2, 3, 4]);
+    c.settle(&[1, 2, 3, 4]);
+    // Node 4, a joiner once, loses its data: it knows no configuration now.
+    c.crash(n(4));
+    c.disks.insert(n(4), vec![Record::CatchingUp]);
+    c.start(n(4));
+    let tag = c.nodes[&n(1)].config_tag();
+    let change =
+        crate::members::MemberChange { epoch: Epoch(99), from: tag.epoch, to: members(&[1, 2, 3, 4, 5]) };
+    let node = c.nodes.get_mut(&n(4)).expect("node 4");
+    assert!(node.catching_up());
+    node.handle_peer_tagged(c.now, n(1), tag, Message::Freeze { change });
+    node.handle_peer_tagged(c.now, n(1), tag, Message::Scan { epoch: Epoch(99), after: None });
+    let out = node.take_ready().release(Synced(()));
+    let refused = Message::Frozen { epoch: Epoch(99), answer: crate::members::FreezeAnswer::Refused };
+    assert!(out.contains(&Envelope::Peer(n(1), refused)), "{out:?}");
+    assert!(!out.iter().any(|e| matches!(e, Envelope::Peer(_, Message::ScanPage { .. }))), "{out:?}");
+    assert!(node.status().frozen.is_none());
+}

@@ -144,7 +144,12 @@ impl World {
     /// majority of its peers, and two nodes of three losing data at once
     /// can lose an acknowledged write for good.
     fn damage_disk(&mut self) {
-        let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].power == Power::Up).collect();
+        // Members only: a joiner that loses its data before it is added has
+        // nothing to catch up on until it is (it then catches up first).
+        let member = |n: &SimNode| n.status().is_some_and(|s| s.config.members.contains(n.id));
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].power == Power::Up && member(&self.nodes[i]))
+            .collect();
         let Some(&i) = shuffled(up, &mut self.rng).first() else { return };
         if !self.others_whole(i) || self.nodes[i].is_catching_up() {
             return;
