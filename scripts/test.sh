@@ -23,7 +23,7 @@ stage "unit and integration tests" cargo test --all-targets -- --skip ci_sweep
 stage "simulator: 500 seeds over 3 and 5 nodes and every kind of fault" cargo test --release --test sim
 stage "a client whose node is cut off moves on (network namespace)" \
     cargo test --test partition -- --ignored
-stage "model: the rejoin procedure is safe, votes after a wipe are not (stateright)" \
+stage "model: the rejoin and membership change procedures are safe, their broken variants are not (stateright)" \
     cargo test --release --manifest-path model/Cargo.toml
 stage "simulator: each planted bug is caught" cargo test --features planted-bugs --test sim_teeth
 stage "quick-start smoke test" scripts/smoke.sh
