@@ -1,73 +1,24 @@
 //! Exhaustive checks of the three variants. Each check uses two threads, and
 //! the checks take turns, since the machine they are sized for has two cores.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+mod common;
 
+use common::{Outcome, bfs, dfs_until_violation};
 use paxosd_model::{
     AGREEMENT, Network, PaxosModel, SOME_VALUE_CHOSEN, Variant, WIPED_NODE_IN_CHOOSING_QUORUM, trace,
 };
-use stateright::{Checker, HasDiscoveries, Model};
+use stateright::Checker;
 
-static ONE_CHECK_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// What a check found, and what it cost.
-struct Outcome<C> {
-    checker: C,
-    elapsed: Duration,
-}
-
-/// Breadth-first search over the whole state space, or until a safety
-/// violation is found if `stop_at_violation`.
-fn bfs(model: PaxosModel, stop_at_violation: bool) -> Outcome<impl Checker<PaxosModel>> {
-    let _turn = ONE_CHECK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let start = Instant::now();
-    let builder = model.checker().threads(2);
-    let builder = if stop_at_violation { builder.finish_when(HasDiscoveries::AnyFailures) } else { builder };
-    let checker = builder.spawn_bfs().join();
-    Outcome { checker, elapsed: start.elapsed() }
-}
-
-/// Depth-first search until a safety violation is found: far quicker than
-/// breadth-first where the violation lies deep, at the price of a longer
-/// counterexample.
-fn dfs_until_violation(model: PaxosModel) -> Outcome<impl Checker<PaxosModel>> {
-    let _turn = ONE_CHECK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let start = Instant::now();
-    let checker = model.checker().threads(2).finish_when(HasDiscoveries::AnyFailures).spawn_dfs().join();
-    Outcome { checker, elapsed: start.elapsed() }
-}
-
-fn report<C: Checker<PaxosModel>>(name: &str, outcome: &Outcome<C>) {
-    let checker = &outcome.checker;
-    println!(
-        "{name}: {} unique states ({} generated), depth {}, {:.1} s",
-        checker.unique_state_count(),
-        checker.state_count(),
-        checker.max_depth(),
-        outcome.elapsed.as_secs_f64(),
-    );
-}
-
-/// Asserts that the checker found two different values chosen, and prints
-/// how.
 fn assert_unsafe<C: Checker<PaxosModel>>(name: &str, outcome: Outcome<C>) {
-    report(name, &outcome);
-    let checker = outcome.checker;
-    let path = checker.discovery(AGREEMENT).expect("two different values chosen");
-    println!("counterexample:\n{}", trace(checker.model(), path));
+    common::assert_unsafe(name, outcome, AGREEMENT, trace);
 }
 
 /// Asserts that the whole state space was explored with no violation, and
 /// that values are chosen in it (and, if `rejoined_votes`, chosen with the
 /// vote of the wiped node after it rejoined).
 fn assert_safe<C: Checker<PaxosModel>>(name: &str, outcome: Outcome<C>, rejoined_votes: bool) {
-    report(name, &outcome);
     let checker = outcome.checker;
-    assert!(checker.is_done(), "the state space was not exhausted");
-    if let Some(path) = checker.discovery(AGREEMENT) {
-        panic!("two different values chosen:\n{}", trace(checker.model(), path));
-    }
+    common::assert_exhausted_and_safe(name, &checker, outcome.elapsed, AGREEMENT, trace);
     assert!(checker.discovery(SOME_VALUE_CHOSEN).is_some(), "no value is ever chosen");
     if rejoined_votes {
         let path = checker.discovery(WIPED_NODE_IN_CHOOSING_QUORUM);
