@@ -572,10 +572,14 @@ impl Reconfig {
     ) {
         let Phase::Seed { work, pages, progress } = &mut self.phase else { return };
         let Some(p) = progress.get_mut(&from) else { return };
+        // The answer to the page this node waits for: its place, and
+        // whether it was the last.
+        let last = p.next + 1 == pages.len();
         if epoch != work.change.epoch
             || p.refused
             || p.next >= pages.len()
             || page_after(pages, p.next) != *after
+            || (adopted && done != last)
         {
             return;
         }
@@ -584,13 +588,11 @@ impl Reconfig {
         } else {
             p.next += 1;
             p.resend_at = now;
-            let _ = done;
         }
         let seeded = progress.values().filter(|p| !p.refused && p.next >= pages.len()).count();
         let to = work.change.to.len();
         if seeded >= majority(to) {
-            let work = std::mem::replace(work, empty_work());
-            self.phase = Phase::Install { work, acks: BTreeSet::new(), resend_at: now };
+            return self.start_install(now);
         } else if progress.values().filter(|p| p.refused).count() > to - majority(to) {
             let why = format!(
                 "too many of {} refused the seeds of epoch {epoch} (not frozen in the change): try again",
@@ -598,6 +600,13 @@ impl Reconfig {
             );
             return self.fail(why);
         }
+        self.handle_timeout(now);
+    }
+
+    /// A majority of the new members holds the seeds: install.
+    fn start_install(&mut self, now: Time) {
+        let Phase::Seed { work, .. } = std::mem::replace(&mut self.phase, Phase::Over) else { return };
+        self.phase = Phase::Install { work, acks: BTreeSet::new(), resend_at: now };
         self.handle_timeout(now);
     }
 
@@ -627,11 +636,6 @@ fn refreeze_silent_members(work: &mut Work, now: Time, outbox: &mut Vec<(NodeId,
     for id in all.into_iter().filter(|id| !work.answers.contains_key(id)) {
         outbox.push((id, Message::Freeze { change: work.change.clone() }));
     }
-}
-
-fn empty_work() -> Work {
-    let change = MemberChange { epoch: Epoch(0), from: Epoch(0), to: Members::default() };
-    Work { change, from: Members::default(), answers: BTreeMap::new(), resend_at: Time(0) }
 }
 
 /// Keeps, per key, the highest promise and the highest accepted ballot with
