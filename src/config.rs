@@ -5,7 +5,6 @@
 use crate::limits;
 use crate::members::{Member, Members};
 use crate::types::{ClusterId, NodeId};
-use crate::wire;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -131,24 +130,6 @@ impl Config {
         let members = founding.map(|n| Member { id: n.id, address: n.address.to_string() });
         // `load` refuses a file that names an id twice.
         Members::new(members.collect()).unwrap_or_default()
-    }
-
-    /// A digest of the member list: every node's id and address, in id
-    /// order. Peers put it in every datagram and refuse one that carries
-    /// another (see `wire`), so nodes started from configs that disagree on
-    /// the members never count each other's votes. Never 0, which marks a
-    /// client's datagram.
-    pub fn digest(&self) -> wire::ConfigDigest {
-        let mut nodes: Vec<(NodeId, String)> =
-            self.nodes.iter().map(|n| (n.id, n.address.to_string())).collect();
-        nodes.sort();
-        let mut hasher = crc32fast::Hasher::new();
-        for (id, address) in nodes {
-            hasher.update(&id.0.to_le_bytes());
-            hasher.update(address.as_bytes());
-            hasher.update(b"\n");
-        }
-        wire::ConfigDigest(hasher.finalize().max(1))
     }
 
     /// The node whose address is `addr`, for checking a peer datagram's

@@ -51,6 +51,12 @@ impl Members {
         self.0.iter().map(|m| m.id).collect()
     }
 
+    /// The ids of these members and of `other`'s: every node a change
+    /// from one to the other concerns.
+    pub fn ids_with(&self, other: &Members) -> std::collections::BTreeSet<NodeId> {
+        self.ids().into_iter().chain(other.ids()).collect()
+    }
+
     pub fn contains(&self, id: NodeId) -> bool {
         self.0.iter().any(|m| m.id == id)
     }

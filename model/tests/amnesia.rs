@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Outcome, bfs, dfs_until_violation};
+use common::{Outcome, bfs, dfs_until_violation, verdicts};
 use paxosd_model::{
     AGREEMENT, Network, PaxosModel, SOME_VALUE_CHOSEN, Variant, WIPED_NODE_IN_CHOOSING_QUORUM, trace,
 };
@@ -113,13 +113,7 @@ fn pruning_changes_no_verdict() {
     for variant in [Variant::Naive, Variant::Rejoin, Variant::MajorityNoFence] {
         let small = PaxosModel { proposers: vec![(1, 1), (2, 1)], ..PaxosModel::new(variant) };
         let unpruned = PaxosModel { prune: false, ..small.clone() };
-        let verdicts = [small, unpruned].map(|model| {
-            let checker = bfs(model, false).checker;
-            assert!(checker.is_done());
-            let mut found: Vec<_> = checker.discoveries().into_keys().collect();
-            found.sort();
-            found
-        });
+        let verdicts = [small, unpruned].map(verdicts);
         assert_eq!(verdicts[0], verdicts[1], "{variant:?}");
     }
 }

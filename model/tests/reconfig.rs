@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Outcome, bfs};
+use common::{Outcome, bfs, verdicts};
 use paxosd_model::reconfig::{
     AGREEMENT, CARRIED_OVER, CHOSEN_IN_C0_BEFORE_FREEZE, CHOSEN_IN_C1, ReconfigModel, Variant, trace,
 };
@@ -105,13 +105,7 @@ fn pruning_changes_no_verdict() {
     for variant in variants {
         let small = ReconfigModel { late_epoch: Some(1), ..ReconfigModel::replace(variant) };
         let unpruned = ReconfigModel { prune: false, ..small.clone() };
-        let verdicts = [small, unpruned].map(|model| {
-            let checker = bfs(model, false).checker;
-            assert!(checker.is_done());
-            let mut found: Vec<_> = checker.discoveries().into_keys().collect();
-            found.sort();
-            found
-        });
+        let verdicts = [small, unpruned].map(verdicts);
         assert_eq!(verdicts[0], verdicts[1], "{variant:?}");
     }
 }

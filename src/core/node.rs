@@ -732,8 +732,7 @@ impl<A: Copy + Ord> Node<A> {
             return;
         }
         self.frozen_poll_at = now.plus_millis(limits::FROZEN_POLL_MS);
-        let nodes: std::collections::BTreeSet<NodeId> =
-            self.membership.active.members.ids().into_iter().chain(change.to.ids()).collect();
+        let nodes = self.membership.active.members.ids_with(&change.to);
         let me = self.id;
         for node in nodes.into_iter().filter(|n| *n != me) {
             self.send(node, Message::ConfigQuery);
@@ -787,7 +786,6 @@ impl<A: Copy + Ord> Node<A> {
         if changed {
             self.ready.records.push(Record::Membership(self.membership.clone()));
             self.fast_paths.clear();
-            self.frozen_since = Some(self.clock);
             self.abandon_attempts();
             log::info!("node {}: frozen for the change to {} in epoch {}", self.id, change.to, change.epoch);
         }

@@ -180,7 +180,7 @@ impl Reconfig {
 
     /// Every node the change may concern: the active members and the target.
     fn known_nodes(&self) -> BTreeSet<NodeId> {
-        self.active.members.ids().into_iter().chain(self.target.ids()).collect()
+        self.active.members.ids_with(&self.target)
     }
 
     fn survey(&mut self, now: Time, own: NodeStatus) {
@@ -250,7 +250,7 @@ impl Reconfig {
             Phase::Freeze { change, from, answers, resend_at } => {
                 if *resend_at <= now {
                     *resend_at = resend;
-                    let all: BTreeSet<NodeId> = from.ids().into_iter().chain(change.to.ids()).collect();
+                    let all = from.ids_with(&change.to);
                     for node in all.iter().filter(|n| !answers.contains_key(n)) {
                         self.outbox.push((*node, Message::Freeze { change: change.clone() }));
                     }
@@ -278,8 +278,7 @@ impl Reconfig {
             Phase::Install { work, acks, resend_at } => {
                 if *resend_at <= now {
                     *resend_at = resend;
-                    let all: BTreeSet<NodeId> =
-                        work.from.ids().into_iter().chain(work.change.to.ids()).collect();
+                    let all = work.from.ids_with(&work.change.to);
                     for node in all.iter().filter(|n| !acks.contains(n)) {
                         self.outbox.push((*node, Message::Install { config: work.change.target() }));
                     }
@@ -632,7 +631,7 @@ fn refreeze_silent_members(work: &mut Work, now: Time, outbox: &mut Vec<(NodeId,
         return;
     }
     work.resend_at = now.plus_millis(limits::REJOIN_RESEND_MS);
-    let all: BTreeSet<NodeId> = work.from.ids().into_iter().chain(work.change.to.ids()).collect();
+    let all = work.from.ids_with(&work.change.to);
     for id in all.into_iter().filter(|id| !work.answers.contains_key(id)) {
         outbox.push((id, Message::Freeze { change: work.change.clone() }));
     }

@@ -22,35 +22,56 @@ pub struct Outcome<C> {
     pub elapsed: Duration,
 }
 
-/// Breadth-first search over the whole state space, or until a safety
-/// violation is found if `stop_at_violation`.
-pub fn bfs<M>(model: M, stop_at_violation: bool) -> Outcome<impl Checker<M>>
+/// The bounds a model's states and actions need for a checker to run.
+pub trait Checkable: Model<State = Self::S, Action = Self::A> + Send + Sync + 'static {
+    type S: Clone + Debug + Eq + Hash + Send + Sync + 'static;
+    type A: Clone + Debug + Eq + Send + Sync + 'static;
+}
+
+impl<M> Checkable for M
 where
     M: Model + Send + Sync + 'static,
     M::State: Clone + Debug + Eq + Hash + Send + Sync + 'static,
     M::Action: Clone + Debug + Eq + Send + Sync + 'static,
 {
+    type S = M::State;
+    type A = M::Action;
+}
+
+/// Runs `check` alone (one check at a time) and times it.
+fn timed<C>(check: impl FnOnce() -> C) -> Outcome<C> {
     let _turn = ONE_CHECK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let start = Instant::now();
-    let builder = model.checker().threads(2);
-    let builder = if stop_at_violation { builder.finish_when(HasDiscoveries::AnyFailures) } else { builder };
-    let checker = builder.spawn_bfs().join();
+    let checker = check();
     Outcome { checker, elapsed: start.elapsed() }
+}
+
+/// Breadth-first search over the whole state space, or until a safety
+/// violation is found if `stop_at_violation`.
+pub fn bfs<M: Checkable>(model: M, stop_at_violation: bool) -> Outcome<impl Checker<M>> {
+    timed(|| {
+        let builder = model.checker().threads(2);
+        let builder =
+            if stop_at_violation { builder.finish_when(HasDiscoveries::AnyFailures) } else { builder };
+        builder.spawn_bfs().join()
+    })
 }
 
 /// Depth-first search until a safety violation is found: far quicker than
 /// breadth-first where the violation lies deep, at the price of a longer
 /// counterexample.
-pub fn dfs_until_violation<M>(model: M) -> Outcome<impl Checker<M>>
-where
-    M: Model + Send + Sync + 'static,
-    M::State: Clone + Debug + Eq + Hash + Send + Sync + 'static,
-    M::Action: Clone + Debug + Eq + Send + Sync + 'static,
-{
-    let _turn = ONE_CHECK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let start = Instant::now();
-    let checker = model.checker().threads(2).finish_when(HasDiscoveries::AnyFailures).spawn_dfs().join();
-    Outcome { checker, elapsed: start.elapsed() }
+pub fn dfs_until_violation<M: Checkable>(model: M) -> Outcome<impl Checker<M>> {
+    timed(|| model.checker().threads(2).finish_when(HasDiscoveries::AnyFailures).spawn_dfs().join())
+}
+
+/// The properties a whole exploration of `model` finds something for,
+/// sorted: what it concludes.
+pub fn verdicts<M: Checkable>(model: M) -> Vec<&'static str> {
+    let checker = bfs(model, false).checker;
+    assert!(checker.is_done());
+    let mut found: Vec<_> = checker.discoveries().into_keys().collect();
+    found.sort();
+    found
 }
 
 pub fn report<M: Model, C: Checker<M>>(name: &str, checker: &C, elapsed: Duration) {
