@@ -244,6 +244,12 @@ fn export_goes_on_without_a_dead_node_reads_what_the_others_disagree_on_and_need
     let mut cluster = TestCluster::start("export-dead", 3);
     let early = numbered("early", 100);
     put_all(&cluster, &early);
+    // A write is answered once a majority holds it: wait until node 3 holds
+    // every early key, so that later only the late ones are in dispute.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cluster.status_line(3).contains(" keys=100 ") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     cluster.kill(3);
     let late = numbered("late", 50);
     put_all(&cluster, &late);
