@@ -29,6 +29,10 @@ pub enum Change {
     /// Append bytes to the current value (to nothing if absent); fails,
     /// changing nothing, if the result would exceed the value limit.
     Append(Value),
+    /// Delete if the current version is `expect`: a lock's holder releases
+    /// it this way, so a release that arrives after the lock changed hands
+    /// cannot free it from under the next holder.
+    DeleteVersion { expect: Version },
 }
 
 /// The result of applying a change to a state.
@@ -70,6 +74,7 @@ impl Change {
             Change::CasValue { expect, new } => (current.value == *expect).then(|| Some(new.clone())),
             Change::CasVersion { expect, new } => (current.version == *expect).then(|| Some(new.clone())),
             Change::Delete => Some(None),
+            Change::DeleteVersion { expect } => (current.version == *expect).then_some(None),
             Change::Append(tail) => {
                 let head = current.value.as_ref().map_or(&[][..], |v| v.as_bytes());
                 let fits = head.len() + tail.0.len() <= limits::VALUE_BYTES_MAX;
@@ -86,7 +91,7 @@ impl Change {
             Change::Put(v) | Change::CasValue { new: v, .. } | Change::CasVersion { new: v, .. } => {
                 Some(Some(v.clone()))
             }
-            Change::Delete => Some(None),
+            Change::Delete | Change::DeleteVersion { .. } => Some(None),
             Change::Read | Change::Append(_) => None,
         }
     }
@@ -100,7 +105,7 @@ impl Change {
     /// The largest value this change carries, for limit checks.
     pub fn value_bytes(&self) -> usize {
         match self {
-            Change::Read | Change::Delete => 0,
+            Change::Read | Change::Delete | Change::DeleteVersion { .. } => 0,
             Change::Put(v) | Change::CasVersion { new: v, .. } | Change::Append(v) => v.0.len(),
             Change::CasValue { expect, new } => new.0.len().max(expect.as_ref().map_or(0, |e| e.0.len())),
         }
@@ -167,6 +172,13 @@ mod tests {
     fn delete_leaves_tombstone_with_next_version() {
         assert_eq!(Change::Delete.apply(&st(Some("a"), 3), R), applied(after(None, 4, 4, true), true));
         assert_eq!(Change::Delete.apply(&st(None, 4), R), applied(after(None, 5, 5, true), true));
+    }
+
+    #[test]
+    fn delete_version_deletes_only_at_the_expected_version() {
+        let c = Change::DeleteVersion { expect: Version(3) };
+        assert_eq!(c.apply(&st(Some("a"), 3), R), applied(after(None, 4, 4, true), true));
+        assert_eq!(c.apply(&st(Some("b"), 5), R), applied(after(Some("b"), 5, 5, false), false));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use crate::change::Change;
 use crate::config::Config;
-use crate::core::client::{ClientMachine, Ending, NotRun, Routing, Unknown};
+use crate::core::client::{ClientMachine, NotRun, Routing, Unknown};
 use crate::members::{Configuration, Members};
 use crate::types::{ClusterId, Epoch, Key, NodeId, SessionId, Time, Value, Version};
 use crate::wire::{self, Header, MembersOutcome, Message, NodeStatus, Refusal, ScanSlot};
@@ -19,7 +19,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-pub use crate::core::client::Answer;
+pub use crate::core::client::{Answer, Ending};
 
 /// How often `status_all` asks again the nodes that have not answered.
 const STATUS_RETRY_INTERVAL: Duration = Duration::from_millis(crate::limits::STATUS_RETRY_MS);
@@ -164,13 +164,25 @@ impl Client {
 
     /// Runs `change` on `key`, within the client's timeout.
     pub fn execute(&mut self, key: &Key, change: Change) -> Result<Answer, ClientError> {
-        let timeout_ms = self.timeout.as_millis().min(u128::from(u64::MAX)) as u64;
+        let ending = self.run(key, change, self.timeout)?;
+        self.judge(ending)
+    }
+
+    /// The client's timeout for one operation.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs `change` on `key` within `timeout`, and says how it ended as
+    /// the session machine judged it (`core::lease` reads endings so).
+    pub fn run(&mut self, key: &Key, change: Change, timeout: Duration) -> Result<Ending, ClientError> {
+        let timeout_ms = timeout.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
         // A blocking client is idle between calls, so `start` cannot be busy.
         let _ = self.machine.start(self.now(), key.clone(), change, timeout_ms);
         loop {
             self.flush()?;
             if let Some(ending) = self.machine.poll_ending() {
-                return self.judge(ending);
+                return Ok(ending);
             }
             let wake = self.machine.poll_timeout().unwrap_or(self.now());
             if let Some((from, messages)) = self.receive_until(wake)? {
@@ -182,7 +194,8 @@ impl Client {
         }
     }
 
-    fn judge(&self, ending: Ending) -> Result<Answer, ClientError> {
+    /// The error (or answer) an ending is for a caller of `execute`.
+    pub fn judge(&self, ending: Ending) -> Result<Answer, ClientError> {
         let timeout = self.timeout;
         match ending {
             Ending::Done(answer) => Ok(answer),

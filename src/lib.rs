@@ -23,6 +23,7 @@ pub mod driver;
 pub mod export;
 pub mod limits;
 pub mod loadgen;
+pub mod lock;
 pub mod members;
 pub mod seed;
 pub mod sim;

@@ -302,3 +302,36 @@ pub const REJOIN_RESEND_MS: u64 = 100;
 pub const REJOIN_EPOCH_RETRY_MS: u64 = 500;
 /// How long one attempt to get a fresh epoch may take.
 pub const REJOIN_EPOCH_TIMEOUT_MS: u64 = 5_000;
+
+/// The shortest and longest lease a lock may be held for per write
+/// (`core::lease`). Below the minimum a renewal could not come back in
+/// time on a loaded cluster; the maximum bounds how long a dead holder
+/// keeps a lock.
+pub const LEASE_TTL_MS_MIN: u64 = 100;
+pub const LEASE_TTL_MS_MAX: u64 = 3_600_000;
+
+/// A holder renews this many times per TTL, so that two renewals in a row
+/// may fail before its lease runs out.
+pub const LEASE_RENEWALS_PER_TTL: u64 = 3;
+
+/// An acquirer waiting out another's lease reads the lock this often, to
+/// notice a release (or a renewal, which restarts the wait) promptly.
+pub const LEASE_POLL_MS: u64 = 100;
+
+/// After a lease write that was not run or whose outcome is unknown, the
+/// machine looks again this much later.
+pub const LEASE_RETRY_MS: u64 = 50;
+
+/// A release that keeps failing is given up after this many attempts: the
+/// lease then runs out by itself.
+pub const LEASE_RELEASE_ATTEMPTS_MAX: u32 = 3;
+
+/// Send times a lease machine keeps, one per version its writes expected.
+pub const LEASE_SENT_REMEMBERED_MAX: usize = 16;
+
+const _: () = assert!(LEASE_TTL_MS_MIN / LEASE_RENEWALS_PER_TTL >= LEASE_RETRY_MS / 2);
+const _: () = assert!(LEASE_TTL_MS_MIN < LEASE_TTL_MS_MAX);
+
+/// A fenced write that keeps meeting concurrent writes of the protected
+/// key gives up after this many compare-and-set attempts.
+pub const FENCED_PUT_ATTEMPTS_MAX: u32 = 16;

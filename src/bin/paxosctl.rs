@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[path = "paxosctl/locks.rs"]
+mod locks;
+
 const EXIT_OK: u8 = 0;
 const EXIT_OTHER: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -47,6 +50,8 @@ const EXIT_UNDECIDED: u8 = 5;
 ///      the change was not applied or its outcome is unknown; export: fewer
 ///      than a majority of the nodes could be scanned
 ///   5  check: the history could not be decided within the search budget
+///   6  lock, elect: the lease was lost (the command was sent SIGTERM)
+///   7  lock: not acquired within --wait
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -179,6 +184,59 @@ enum Command {
         #[arg(value_name = "FILE.jsonl")]
         file: PathBuf,
     },
+    /// Hold a lock while a command runs.
+    ///
+    /// Waits until the lock NAME is free (or its holder's lease has run
+    /// out), takes it, and runs CMD with the lock's fencing token in
+    /// $PAXOSD_LOCK_TOKEN (and its name in $PAXOSD_LOCK_NAME). Renews the
+    /// lease while CMD runs, releases the lock when CMD exits, and exits
+    /// with CMD's exit code (128 + N if a signal N ended it). SIGINT or
+    /// SIGTERM is passed on to CMD.
+    ///
+    /// If the lease is lost while CMD runs (no renewal came back within the
+    /// TTL: this process was paused, or cut off from a majority), CMD is
+    /// sent SIGTERM (SIGKILL after --grace) and the exit code is 6.
+    ///
+    /// Timing alone cannot stop a holder that was paused past its lease
+    /// from acting once it resumes: the token can. Tokens grow with every
+    /// acquisition; have what CMD writes to check it (fenced-put does, for
+    /// a key of this cluster), and the old holder is refused.
+    ///
+    /// Examples:
+    ///   paxosctl lock backup -- ./run-backup.sh
+    ///   paxosctl lock demo --ttl 5 -- sh -c 'echo $PAXOSD_LOCK_TOKEN; sleep 5'
+    ///   paxosctl lock deploy --wait 30 -- sh -c \
+    ///       'paxosctl fenced-put deploy/state started --token $PAXOSD_LOCK_TOKEN'
+    #[command(verbatim_doc_comment)]
+    Lock(locks::LockArgs),
+    /// Campaign for an office, or observe who holds it.
+    ///
+    /// `elect NAME VALUE` waits until the office is vacant, takes it,
+    /// prints "elected: NAME = VALUE (token T)", and holds it, renewing
+    /// its lease, until SIGINT or SIGTERM (it then steps down, exit 0) or
+    /// until the lease is lost (exit 6). The token fences the leader's
+    /// writes as `lock`'s does.
+    ///
+    /// `elect NAME --observe` prints each new leader's VALUE, one line
+    /// each, and "-" when the office falls vacant (stepped down, or its
+    /// lease ran out unrenewed).
+    ///
+    /// Examples:
+    ///   paxosctl elect primary 10.0.0.5:5432 --ttl 5
+    ///   paxosctl elect primary --observe
+    #[command(verbatim_doc_comment)]
+    Elect(locks::ElectArgs),
+    /// Write KEY under a lock's fencing token: refused (exit 3) if a holder
+    /// with a larger token wrote KEY already.
+    ///
+    /// KEY holds "TOKEN VALUE". The check is a read and a compare-and-set
+    /// on the version read, so two writers cannot slip past it together.
+    /// Prints the new version.
+    ///
+    /// Example:
+    ///   paxosctl lock jobs -- sh -c 'paxosctl fenced-put jobs/owner me --token $PAXOSD_LOCK_TOKEN'
+    #[command(verbatim_doc_comment)]
+    FencedPut(locks::FencedPutArgs),
     /// Check a history file for linearizability.
     ///
     /// The history is JSON Lines in Jepsen's conventions, one event per line
@@ -419,6 +477,9 @@ fn run(cli: Cli) -> u8 {
         Command::Append { key, value } => append(&mut client, &key, &value),
         Command::Status => status(&mut client, config.nodes.len()),
         Command::Member(cmd) => member(&config, &mut client, cmd),
+        Command::Lock(args) => locks::lock(&mut client, args),
+        Command::Elect(args) => locks::elect(&mut client, args),
+        Command::FencedPut(args) => locks::fenced_put(&mut client, args),
         Command::Torture(args) => torture(&config, cli.node.map(NodeId), args),
         Command::Bench(args) => bench(&config, cli.node.map(NodeId), timeout, args),
         Command::Check { .. } | Command::Timeline { .. } => EXIT_USAGE,

@@ -24,6 +24,7 @@
 pub mod acceptor;
 pub mod backoff;
 pub mod client;
+pub mod lease;
 pub mod membership;
 pub mod node;
 pub mod proposer;
@@ -34,6 +35,8 @@ pub mod rng;
 pub mod sessions;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lease;
 #[cfg(test)]
 mod tests_membership;
 #[cfg(test)]

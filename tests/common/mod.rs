@@ -239,6 +239,17 @@ impl TestCluster {
             .expect("run paxosctl")
     }
 
+    /// A paxosctl command against this cluster, to spawn.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(PAXOSCTL);
+        command.arg("--config").arg(&self.config_path).args(args);
+        command
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
     pub fn client(&self, node: Option<u16>) -> Client {
         Client::new(&self.config(), node.map(NodeId), Duration::from_secs(5)).expect("client")
     }
