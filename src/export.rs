@@ -1,8 +1,9 @@
-//! `paxosctl export` and `paxosctl import` without the I/O: the merge of
-//! the nodes' scan pages into one decision per key (`ScanMerge`), and the
-//! JSON Lines format of an export file (`Entry`, `parse_file`). The blocking
-//! client fetches the pages (`client::Client::scan_page`) and reads the
-//! keys the scan leaves open; `paxosctl` writes the file.
+//! `paxosctl export`, `list` and `import` without the I/O: the merge of
+//! the nodes' scan pages into one decision per key (`ScanMerge`), over every
+//! key or the keys under a prefix; the JSON Lines format of an export file
+//! (`Entry`, `parse_file`); and the lines of a listing (`Listed`). The
+//! blocking client fetches the pages (`client::Client::scan_page`) and reads
+//! the keys the scan leaves open; `paxosctl` writes the file or the listing.
 //!
 //! # What an export holds, and why
 //! The exporter scans every node's acceptor slots (`Message::Scan` at
@@ -49,6 +50,12 @@
 //! majority of the nodes answer, a key acknowledged by the others alone
 //! could be missed, and the merge ends with `TooFewScans`.
 //!
+//! A merge under a prefix (`ScanMerge::under_prefix`) is the same merge
+//! over fewer keys: its scans start right before the prefix's first
+//! possible key (`key_before`), and a node whose scan has passed the
+//! prefix's last key counts as done. Every key under the prefix is decided
+//! as above, so what an export guarantees holds for each of them.
+//!
 //! A driver calls `poll` in a loop: for `Step::Scan` it fetches that page
 //! and hands it to `handle_page` (or reports the node silent with
 //! `handle_silent`); for `Step::Decided` it writes the key out, or reads it
@@ -61,7 +68,7 @@ use crate::types::{Ballot, Key, NodeId, Value, Version};
 use crate::wire::ScanSlot;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 /// Whether `key` is one of the cluster's own (its first byte is 0, as in
 /// the epoch register `core::rejoin::EPOCH_KEY`): never exported, never
@@ -75,6 +82,9 @@ pub fn is_system_key(key: &Key) -> bool {
 pub struct ScanMerge {
     majority: usize,
     nodes: BTreeMap<NodeId, NodeScan>,
+    /// Only keys that start with these bytes are decided (every key when
+    /// empty).
+    prefix: Vec<u8>,
 }
 
 /// How far one node's scan has come.
@@ -91,7 +101,7 @@ struct NodeScan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Progress {
     Scanning,
-    /// The node sent its last page.
+    /// The node sent its last page, or a page that passed the prefix.
     Done,
     /// The node was silent, or sent a page that breaks the scan's rules:
     /// it counts no more.
@@ -135,7 +145,7 @@ impl fmt::Display for TooFewScans {
         let ids: Vec<String> = self.dropped.iter().map(NodeId::to_string).collect();
         write!(
             f,
-            "only {} of {} nodes could be scanned in full, and a complete export needs a majority \
+            "only {} of {} nodes could be scanned in full, and a complete scan needs a majority \
              ({}): node {} did not answer",
             self.answering,
             self.members,
@@ -197,12 +207,20 @@ impl Report {
 }
 
 impl ScanMerge {
-    /// A merge over the cluster `members` (every one of them: the majority
-    /// is of the whole cluster).
+    /// A merge of every key over the cluster `members` (every one of them:
+    /// the majority is of the whole cluster).
     pub fn new(members: &[NodeId]) -> ScanMerge {
-        let scan = || NodeScan { after: None, pending: VecDeque::new(), progress: Progress::Scanning };
+        ScanMerge::under_prefix(members, &[])
+    }
+
+    /// A merge of the keys that start with `prefix`: the scans start right
+    /// before the first such key, and end once they pass the last.
+    pub fn under_prefix(members: &[NodeId], prefix: &[u8]) -> ScanMerge {
+        let after = key_before(prefix);
+        let scan =
+            || NodeScan { after: after.clone(), pending: VecDeque::new(), progress: Progress::Scanning };
         let nodes: BTreeMap<NodeId, NodeScan> = members.iter().map(|m| (*m, scan())).collect();
-        ScanMerge { majority: quorum::majority(nodes.len()), nodes }
+        ScanMerge { majority: quorum::majority(nodes.len()), nodes, prefix: prefix.to_vec() }
     }
 
     /// The nodes dropped so far (silent, or sent a bad page).
@@ -250,8 +268,12 @@ impl ScanMerge {
         if let Some(last) = slots.last() {
             scan.after = Some(last.key.clone());
         }
-        scan.pending.extend(slots.into_iter().filter(|s| !is_system_key(&s.key)));
-        if done {
+        let prefix = &self.prefix;
+        let wanted = |s: &ScanSlot| s.key.0.starts_with(prefix) && !is_system_key(&s.key);
+        scan.pending.extend(slots.into_iter().filter(wanted));
+        // A node that has shown a key past the prefix has shown every key
+        // under it: its later pages hold none.
+        if done || scan.after.as_ref().is_some_and(|last| past_prefix(prefix, last)) {
             scan.progress = Progress::Done;
         }
         PageFate::Taken
@@ -289,6 +311,43 @@ impl ScanMerge {
             None => Decision::Read { key },
         })
     }
+}
+
+/// Whether `key` comes after every key that starts with `prefix`.
+fn past_prefix(prefix: &[u8], key: &Key) -> bool {
+    key.0.as_slice() > prefix && !key.0.starts_with(prefix)
+}
+
+/// The greatest key before every key that starts with `prefix`, so that a
+/// scan after it starts at the first of them; `None` for the empty prefix,
+/// which no key precedes.
+fn key_before(prefix: &[u8]) -> Option<Key> {
+    before(prefix, limits::KEY_BYTES_MAX).map(Key)
+}
+
+/// The greatest byte string of at most `len_max` bytes that sorts before
+/// `p`, in the byte order of keys; `None` when `p` is empty. Nothing sorts
+/// between the answer and `p`:
+/// - when `p` ends in 0, `p` without it: a string above that either starts
+///   with it and goes on with a byte of at least 0, so sorts at or after
+///   `p`, or is higher at an earlier byte, and so above `p` too;
+/// - otherwise `p` with its last byte one lower, padded with 0xff to
+///   `len_max`: a string between them would start as `p` does up to that
+///   lower byte, then go on above 0xff repeated to `len_max` bytes, which
+///   takes more than `len_max` bytes;
+/// - when `p` is longer than `len_max`, its first `len_max` bytes: a string
+///   between them would start with those bytes and go on, past `len_max`.
+fn before(p: &[u8], len_max: usize) -> Option<Vec<u8>> {
+    if p.len() > len_max {
+        return Some(p[..len_max].to_vec());
+    }
+    let (&last, start) = p.split_last()?;
+    let mut key = start.to_vec();
+    if last != 0 {
+        key.push(last - 1);
+        key.resize(len_max, 0xff);
+    }
+    Some(key)
 }
 
 /// A page's slots follow `after` in strictly increasing key order, and a
@@ -448,6 +507,57 @@ impl Entry {
         } else {
             Ok(())
         }
+    }
+}
+
+/// One key of `paxosctl list`: its key and version, without the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub key: Key,
+    pub version: Version,
+}
+
+impl Listed {
+    /// `{"key":"greeting","version":3}`, with `key_hex` in place of `key`
+    /// when the bytes are not UTF-8, as in an export line.
+    pub fn to_json(&self) -> String {
+        let (key, key_hex) = text_or_hex(&self.key.0);
+        let line = Line { key, key_hex, version: Some(self.version.0), ..Line::default() };
+        // A struct of strings and a number always serialises.
+        serde_json::to_string(&line).expect("a listing line serialises")
+    }
+
+    /// `KEY<TAB>VERSION`, the key escaped by `escape_key` so that every key
+    /// takes one line and reads back unambiguously.
+    pub fn to_text(&self) -> String {
+        format!("{}\t{}", escape_key(&self.key.0), self.version.0)
+    }
+}
+
+/// A key as text on one line: printable UTF-8 as it is, a backslash as
+/// `\\`, and every byte of a control character (tab and newline among
+/// them) or of bytes that are not UTF-8 as `\xNN` (lowercase hex). Each
+/// escape starts with a backslash, and a backslash is always escaped, so
+/// the key's bytes can be read back from the text.
+pub fn escape_key(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => text.push_str("\\\\"),
+                c if c.is_control() => push_hex_escapes(&mut text, c.encode_utf8(&mut [0; 4]).as_bytes()),
+                c => text.push(c),
+            }
+        }
+        push_hex_escapes(&mut text, chunk.invalid());
+    }
+    text
+}
+
+fn push_hex_escapes(text: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(text, "\\x{b:02x}");
     }
 }
 
@@ -672,7 +782,7 @@ mod tests {
         assert_eq!(merge.poll(), Step::Finished(Err(failure.clone())));
         assert_eq!(
             failure.to_string(),
-            "only 1 of 3 nodes could be scanned in full, and a complete export needs a majority (2): \
+            "only 1 of 3 nodes could be scanned in full, and a complete scan needs a majority (2): \
              node 1, 2 did not answer"
         );
     }
@@ -710,6 +820,88 @@ mod tests {
         assert_eq!(merge.poll(), Step::Scan { node: n(1), after: Some(Key(epoch.to_vec())) });
         merge.handle_page(n(1), &Some(Key(epoch.to_vec())), vec![slot("a", 1, "x", 1)], true);
         assert_eq!(steps(&mut merge), vec![chosen("a", "x", 1), Step::Finished(Ok(()))]);
+    }
+
+    #[test]
+    fn before_is_the_greatest_string_below_within_the_length_limit_checked_on_every_two_bytes() {
+        // Every string of at most 2 bytes, in key order: each one's
+        // predecessor is the one before it.
+        let mut all: Vec<Vec<u8>> = vec![vec![]];
+        all.extend((0..=255u8).map(|a| vec![a]));
+        all.extend((0..=255u8).flat_map(|a| (0..=255u8).map(move |b| vec![a, b])));
+        all.sort();
+        assert_eq!(before(&all[0], 2), None, "nothing precedes the empty string");
+        for pair in all.windows(2) {
+            assert_eq!(before(&pair[1], 2).as_ref(), Some(&pair[0]), "before {:?}", pair[1]);
+        }
+        // A string longer than any: the greatest one below it.
+        for p in [[0u8, 0, 0], [0, 0, 1], [7, 0xff, 0], [0xff, 0xff, 0xff], [0x80, 0, 0xff]] {
+            let below = all.partition_point(|s| s.as_slice() < p.as_slice());
+            assert_eq!(before(&p, 2).as_ref(), Some(&all[below - 1]), "before {p:?}");
+        }
+    }
+
+    #[test]
+    fn the_key_before_a_prefix_is_padded_to_the_longest_key() {
+        assert_eq!(key_before(b""), None);
+        assert_eq!(key_before(b"a\0"), Some(key("a")));
+        assert_eq!(key_before(&[0]), Some(Key(vec![])));
+        let mut padded = b"user.".to_vec();
+        padded.resize(limits::KEY_BYTES_MAX, 0xff);
+        assert_eq!(key_before(b"user/"), Some(Key(padded)));
+    }
+
+    #[test]
+    fn a_merge_under_a_prefix_starts_right_before_it_and_ends_once_past_it() {
+        let mut merge = ScanMerge::under_prefix(&[n(1), n(2), n(3)], b"b/");
+        let start = key_before(b"b/");
+        let first_after = |node: u16| Step::Scan { node: n(node), after: start.clone() };
+        // Too long to be a key, yet between the start and the prefix: a
+        // node that sends it is wrong, and it is not listed.
+        let mut stray = start.clone().expect("a key before b/").0;
+        stray.push(1);
+        let stray = ScanSlot { key: Key(stray), ..slot("", 1, "s", 1) };
+        assert_eq!(merge.poll(), first_after(1));
+        let page = vec![stray, slot("b/1", 1, "x", 1), slot("b/2", 1, "y", 1), slot("c", 1, "z", 1)];
+        assert_eq!(merge.handle_page(n(1), &start, page, false), PageFate::Taken);
+        assert_eq!(merge.poll(), first_after(2));
+        merge.handle_page(n(2), &start, vec![slot("b/1", 1, "x", 1), slot("b/2", 1, "y", 1)], false);
+        assert_eq!(merge.poll(), first_after(3));
+        merge.handle_page(n(3), &start, vec![slot("b/1", 1, "x", 1)], false);
+        assert_eq!(steps(&mut merge), vec![chosen("b/1", "x", 1), scan(3, Some("b/1"))]);
+        // "b0" sorts after every key under "b/" ('0' follows '/').
+        merge.handle_page(
+            n(3),
+            &Some(key("b/1")),
+            vec![slot("b/2", 1, "y", 1), slot("b0", 1, "w", 1)],
+            false,
+        );
+        // Nodes 1 and 3 have passed the prefix and are not asked again.
+        assert_eq!(steps(&mut merge), vec![chosen("b/2", "y", 1), scan(2, Some("b/2"))]);
+        merge.handle_page(n(2), &Some(key("b/2")), vec![slot("b0", 1, "w", 1)], false);
+        assert_eq!(steps(&mut merge), vec![Step::Finished(Ok(()))]);
+    }
+
+    #[test]
+    fn a_merge_under_a_prefix_no_key_has_finishes_at_once() {
+        let mut merge = ScanMerge::under_prefix(&[n(1)], b"m");
+        let start = key_before(b"m");
+        assert_eq!(merge.poll(), Step::Scan { node: n(1), after: start.clone() });
+        merge.handle_page(n(1), &start, vec![slot("n", 1, "x", 1)], false);
+        assert_eq!(merge.poll(), Step::Finished(Ok(())));
+    }
+
+    #[test]
+    fn listing_lines_escape_what_is_not_printable_utf8() {
+        let listed = |k: &[u8], version: u64| Listed { key: Key(k.to_vec()), version: Version(version) };
+        assert_eq!(listed(b"greeting", 3).to_json(), r#"{"key":"greeting","version":3}"#);
+        assert_eq!(listed(b"k\"\n", 1).to_json(), r#"{"key":"k\"\n","version":1}"#);
+        assert_eq!(listed(&[0x80, b'a'], 1).to_json(), r#"{"key_hex":"8061","version":1}"#);
+        assert_eq!(listed(b"greeting", 3).to_text(), "greeting\t3");
+        assert_eq!(listed("ключ/é".as_bytes(), 2).to_text(), "ключ/é\t2");
+        assert_eq!(listed(b"a\tb\nc\\d", 2).to_text(), "a\\x09b\\x0ac\\\\d\t2");
+        assert_eq!(listed(&[b'k', 0xff, 0xc3], 1).to_text(), "k\\xff\\xc3\t1");
+        assert_eq!(escape_key("\u{85}".as_bytes()), r"\xc2\x85", "a control character beyond ASCII");
     }
 
     #[test]

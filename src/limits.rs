@@ -277,13 +277,13 @@ const _: () = assert!(
         <= DATAGRAM_BYTES_MAX
 );
 
-/// `paxosctl export` asks a node again for a scan page after this long
-/// without an answer ...
+/// `paxosctl export` and `list` ask a node again for a scan page after
+/// this long without an answer ...
 pub const EXPORT_SCAN_RESEND_MS: u64 = 200;
 /// ... this many times in all, then goes on without the node (which thus
-/// costs the export two seconds, once).
+/// costs the export or listing two seconds, once).
 pub const EXPORT_SCAN_ATTEMPTS_MAX: u32 = 10;
-// The help of `paxosctl export` and the README say two seconds.
+// The help of `paxosctl export` and `list` and the README say two seconds.
 const _: () = assert!(EXPORT_SCAN_RESEND_MS * EXPORT_SCAN_ATTEMPTS_MAX as u64 == 2_000);
 
 /// Client sessions `paxosctl import` writes with, each on a thread of its

@@ -6,35 +6,16 @@
 mod common;
 
 use common::*;
-use paxosd::client::Client;
 use paxosd::types::{Key, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Client sessions writing at once, each on its own thread.
-const WRITERS: usize = 8;
 
 /// Keys and values exactly as bytes.
 type Contents = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Keys and values to write, in order.
 type Writes = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Runs `op` on every item, split among `WRITERS` threads, each with a
-/// client of its own; panics on any error.
-fn in_parallel<T: Sync>(cluster: &TestCluster, items: &[T], op: impl Fn(&mut Client, &T) + Sync) {
-    let chunk = items.len().div_ceil(WRITERS).max(1);
-    std::thread::scope(|scope| {
-        for part in items.chunks(chunk) {
-            let op = &op;
-            scope.spawn(move || {
-                let mut client = cluster.client(None);
-                part.iter().for_each(|item| op(&mut client, item));
-            });
-        }
-    });
-}
 
 fn put_all(cluster: &TestCluster, contents: &[(Vec<u8>, Vec<u8>)]) {
     in_parallel(cluster, contents, |client, (key, value)| {

@@ -34,6 +34,7 @@ const EXIT_UNDECIDED: u8 = 5;
 ///   paxosctl delete greeting
 ///   paxosctl append log ",entry"             # appends; prints the new version
 ///   paxosctl status
+///   paxosctl list user/                      # live keys under user/, with versions
 ///   paxosctl export --output backup.jsonl    # every live key, one JSON line each
 ///   paxosctl --config new.toml import backup.jsonl   # writes the keys absent there
 ///   paxosctl check history.jsonl             # linearizability check
@@ -47,8 +48,8 @@ const EXIT_UNDECIDED: u8 = 5;
 ///      would exceed the value limit), nothing changed; import: some keys
 ///      were there already and were left as they were
 ///   4  no quorum within the timeout, or no answer: the message says whether
-///      the change was not applied or its outcome is unknown; export: fewer
-///      than a majority of the nodes could be scanned
+///      the change was not applied or its outcome is unknown; export, list:
+///      fewer than a majority of the nodes could be scanned
 ///   5  check: the history could not be decided within the search budget
 ///   6  lock, elect: the lease was lost (the command was sent SIGTERM)
 ///   7  lock: not acquired within --wait
@@ -120,6 +121,54 @@ enum Command {
     ///   paxosctl member remove 2
     #[command(subcommand, verbatim_doc_comment)]
     Member(MemberCommand),
+    /// Print the live keys under PREFIX with their versions, in key order.
+    ///
+    /// One line per key: KEY<TAB>VERSION. A key is printed as it is, except
+    /// that a backslash is printed as \\ and each byte of a control
+    /// character (tab and newline among them) or of bytes that are not
+    /// UTF-8 as \xNN (lowercase hex): every key takes one line, and reads
+    /// back unambiguously. With --json, one object per line,
+    /// {"key":"..","version":N}, with "key_hex" (lowercase hex) in place of
+    /// "key" when the key is not UTF-8. Values are not printed (`export`
+    /// prints them). Deleted keys and the cluster's own keys (those starting
+    /// with byte 0) are left out. A summary goes to stderr: keys listed, how
+    /// many the scan settled and how many were read, nodes scanned.
+    ///
+    /// What it guarantees (the same as export):
+    ///   - every key whose write was acknowledged before the listing began
+    ///     is in it, with that version or a newer one (or left out, if a
+    ///     newer write deleted it);
+    ///   - each version is one its key really held at some moment during
+    ///     the listing, and so is each deletion that leaves a key out;
+    ///   - keys are captured one by one, each at its own moment: it is not a
+    ///     snapshot across keys, and a write made while it runs may or may
+    ///     not be in it.
+    ///
+    /// How: export's scan of every node, started right before PREFIX and
+    /// ended once each node's pages pass it: no key outside PREFIX is read,
+    /// and only a node's last page holds any. A key a majority of the nodes
+    /// agree on is taken from the scan; any other is read through the
+    /// cluster, linearizably. A node that does not answer within 2 s is
+    /// skipped. Without complete scans from a majority of the nodes the
+    /// listing fails (exit 4), and the lines printed until then are not the
+    /// whole listing. --node does not apply: every node is scanned.
+    ///
+    /// Examples:
+    ///   paxosctl list user/                  # user/ada<TAB>3, user/bob<TAB>1, ...
+    ///   paxosctl list user/ --json           # {"key":"user/ada","version":3}, ...
+    ///   paxosctl list | wc -l                # how many live keys
+    ///   paxosctl list user/ | cut -f1        # the keys alone
+    #[command(verbatim_doc_comment)]
+    List {
+        /// List only the keys that start with PREFIX, byte for byte (every
+        /// key when not given). It is text, as every key on this command
+        /// line: a key that is not UTF-8 is listed, but cannot be a prefix.
+        #[arg(value_name = "PREFIX", default_value = "", hide_default_value = true)]
+        prefix: String,
+        /// Print {"key":"..","version":N} per key ("key_hex" when not UTF-8).
+        #[arg(long)]
+        json: bool,
+    },
     /// Write every live key of the cluster, one JSON object per line.
     ///
     /// Each line is {"key":"..","value":"..","version":N}, in key order;
@@ -458,6 +507,7 @@ fn run(cli: Cli) -> u8 {
     match &cli.command {
         Command::Export { output } => return backup::export(&config, cli.node, timeout, output.as_deref()),
         Command::Import { file } => return backup::import(&config, cli.node.map(NodeId), timeout, file),
+        Command::List { prefix, json } => return backup::list(&config, cli.node, timeout, prefix, *json),
         _ => {}
     }
     let mut client = match Client::new(&config, cli.node.map(NodeId), timeout) {
@@ -483,7 +533,7 @@ fn run(cli: Cli) -> u8 {
         Command::Torture(args) => torture(&config, cli.node.map(NodeId), args),
         Command::Bench(args) => bench(&config, cli.node.map(NodeId), timeout, args),
         Command::Check { .. } | Command::Timeline { .. } => EXIT_USAGE,
-        Command::Export { .. } | Command::Import { .. } => EXIT_USAGE,
+        Command::Export { .. } | Command::Import { .. } | Command::List { .. } => EXIT_USAGE,
     }
 }
 
@@ -751,15 +801,15 @@ mod progress {
 /// The `import` help names the number of sessions.
 const _: () = assert!(paxosd::limits::IMPORT_SESSIONS == 8);
 
-/// `paxosctl export` and `import`: the drivers of `paxosd::export`'s merge
-/// and file format over the blocking client.
+/// `paxosctl export`, `list` and `import`: the drivers of
+/// `paxosd::export`'s merge and formats over the blocking client.
 mod backup {
     use super::{EXIT_NO_QUORUM, EXIT_OTHER, EXIT_PRECONDITION, EXIT_USAGE, exit_code, fail};
     use paxosd::client::Client;
     use paxosd::config::Config;
-    use paxosd::export::{Decision, Entry, PageFate, ScanMerge, Step, parse_file};
-    use paxosd::limits::{IMPORT_EXISTING_NAMED_MAX, IMPORT_SESSIONS};
-    use paxosd::types::{Key, NodeId};
+    use paxosd::export::{Decision, Entry, Listed, PageFate, ScanMerge, Step, parse_file};
+    use paxosd::limits::{IMPORT_EXISTING_NAMED_MAX, IMPORT_SESSIONS, KEY_BYTES_MAX};
+    use paxosd::types::{Key, NodeId, Value, Version};
     use std::fs::File;
     use std::io::{self, BufWriter, Write};
     use std::path::{Path, PathBuf};
@@ -778,9 +828,9 @@ mod backup {
         }
     }
 
-    /// What an export wrote, and how it found it.
+    /// The live keys a scan command found, and how it found them.
     #[derive(Default)]
-    struct Exported {
+    struct Found {
         keys: u64,
         by_scan: u64,
         by_read: u64,
@@ -788,54 +838,111 @@ mod backup {
         absent: u64,
     }
 
+    /// A command that runs a `ScanMerge` to its end: its name, what it does
+    /// with each live key (`verb`, for the summary), and where it writes.
+    struct ScanJob<'a, F> {
+        name: &'static str,
+        verb: &'static str,
+        merge: ScanMerge,
+        /// A file, or stdout.
+        output: Option<&'a Path>,
+        /// Writes one live key.
+        write: F,
+    }
+
     pub fn export(config: &Config, node: Option<u16>, timeout: Duration, output: Option<&Path>) -> u8 {
+        let merge = ScanMerge::new(&config.member_ids());
+        let write = |out: &mut dyn Write, key, value, version| {
+            writeln!(out, "{}", Entry { key, value, version: Some(version) }.to_line())
+        };
+        run_scan(config, node, timeout, ScanJob { name: "export", verb: "written", merge, output, write })
+    }
+
+    pub fn list(config: &Config, node: Option<u16>, timeout: Duration, prefix: &str, json: bool) -> u8 {
+        if prefix.len() > KEY_BYTES_MAX {
+            let message =
+                format!("the prefix has {} bytes, and no key has more than {KEY_BYTES_MAX}", prefix.len());
+            return fail(EXIT_USAGE, &message);
+        }
+        let merge = ScanMerge::under_prefix(&config.member_ids(), prefix.as_bytes());
+        let write = |out: &mut dyn Write, key, _value, version| {
+            let listed = Listed { key, version };
+            writeln!(out, "{}", if json { listed.to_json() } else { listed.to_text() })
+        };
+        run_scan(config, node, timeout, ScanJob { name: "list", verb: "listed", merge, output: None, write })
+    }
+
+    /// Runs `job`'s merge, writing each live key, and says on stderr what it
+    /// found (stdout holds the keys alone).
+    fn run_scan<F>(config: &Config, node: Option<u16>, timeout: Duration, mut job: ScanJob<F>) -> u8
+    where
+        F: FnMut(&mut dyn Write, Key, Value, Version) -> io::Result<()>,
+    {
         if node.is_some() {
-            return fail(EXIT_USAGE, "export scans every node: --node does not apply to it");
+            return fail(EXIT_USAGE, &format!("{} scans every node: --node does not apply to it", job.name));
         }
         let mut client = match Client::new(config, None, timeout) {
             Ok(client) => client,
             Err(e) => return fail(EXIT_OTHER, &e.to_string()),
         };
-        let mut sink = match Sink::open(output) {
+        let mut sink = match Sink::open(job.output) {
             Ok(sink) => sink,
             Err(e) => return fail(EXIT_OTHER, &e),
         };
         let started = Instant::now();
-        let members = config.member_ids();
-        let mut merge = ScanMerge::new(&members);
-        let result = export_keys(&mut client, &mut merge, sink.writer());
-        let result = result.and_then(|exported| sink.commit().map(|()| exported));
-        match result {
-            Ok(e) => {
-                let scanned = members.len() - merge.dropped().len();
-                eprintln!(
-                    "export: {} keys written ({} settled by the scan, {} by a read); {} deleted or absent \
-                     keys left out; {scanned} of {} nodes scanned in full; {:.2} s",
-                    e.keys,
-                    e.by_scan,
-                    e.by_read,
-                    e.absent,
-                    members.len(),
-                    started.elapsed().as_secs_f64()
-                );
-                super::EXIT_OK
-            }
-            Err(failure) => fail(failure.code, &format!("export failed: {}", failure.message)),
-        }
+        let out = sink.writer();
+        let write = |key, value, version| {
+            (job.write)(out, key, value, version)
+                .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot write: {e}")))
+        };
+        let result = decide_keys(&mut client, &mut job.merge, write);
+        let result = result.and_then(|found| sink.commit().map(|()| found));
+        let found = match result {
+            Ok(found) => found,
+            Err(failure) => return fail(failure.code, &format!("{} failed: {}", job.name, failure.message)),
+        };
+        let members = config.member_ids().len();
+        let scanned = members - job.merge.dropped().len();
+        eprintln!(
+            "{}: {} keys {} ({} settled by the scan, {} by a read); {} deleted or absent keys left out; \
+             {scanned} of {members} nodes scanned in full; {:.2} s",
+            job.name,
+            found.keys,
+            job.verb,
+            found.by_scan,
+            found.by_read,
+            found.absent,
+            started.elapsed().as_secs_f64()
+        );
+        super::EXIT_OK
     }
 
-    /// Runs the merge to its end, writing each live key as it is decided.
-    fn export_keys(
+    /// Runs the merge to its end, handing each live key to `write` as it is
+    /// decided.
+    fn decide_keys(
         client: &mut Client,
         merge: &mut ScanMerge,
-        out: &mut dyn Write,
-    ) -> Result<Exported, Failure> {
-        let mut exported = Exported::default();
+        mut write: impl FnMut(Key, Value, Version) -> Result<(), Failure>,
+    ) -> Result<Found, Failure> {
+        let mut found = Found::default();
         loop {
             match merge.poll() {
                 Step::Scan { node, after } => scan(client, merge, node, after),
-                Step::Decided(decision) => write_key(client, decision, out, &mut exported)?,
-                Step::Finished(Ok(())) => return Ok(exported),
+                Step::Decided(decision) => {
+                    let (key, value, version, by_scan) = resolve(client, decision)?;
+                    let Some(value) = value else {
+                        found.absent += 1;
+                        continue;
+                    };
+                    write(key, value, version)?;
+                    found.keys += 1;
+                    if by_scan {
+                        found.by_scan += 1;
+                    } else {
+                        found.by_read += 1;
+                    }
+                }
+                Step::Finished(Ok(())) => return Ok(found),
                 Step::Finished(Err(too_few)) => {
                     return Err(Failure::new(EXIT_NO_QUORUM, too_few.to_string()));
                 }
@@ -859,32 +966,19 @@ mod backup {
         }
     }
 
-    fn write_key(
+    /// A decided key's state (`None` when deleted or absent), and whether
+    /// the scan settled it: a key the nodes disagree on is read.
+    fn resolve(
         client: &mut Client,
         decision: Decision,
-        out: &mut dyn Write,
-        exported: &mut Exported,
-    ) -> Result<(), Failure> {
-        let (key, value, version, by_scan) = match decision {
-            Decision::Chosen { key, value, version } => (key, value, version, true),
+    ) -> Result<(Key, Option<Value>, Version, bool), Failure> {
+        match decision {
+            Decision::Chosen { key, value, version } => Ok((key, value, version, true)),
             Decision::Read { key } => match client.read(&key) {
-                Ok(answer) => (key, answer.value, answer.version, false),
-                Err(e) => return Err(Failure::new(exit_code(&e), format!("reading {}: {e}", named(&key)))),
+                Ok(answer) => Ok((key, answer.value, answer.version, false)),
+                Err(e) => Err(Failure::new(exit_code(&e), format!("reading {}: {e}", named(&key)))),
             },
-        };
-        let Some(value) = value else {
-            exported.absent += 1;
-            return Ok(());
-        };
-        let line = Entry { key, value, version: Some(version) }.to_line();
-        writeln!(out, "{line}").map_err(|e| Failure::new(EXIT_OTHER, format!("cannot write: {e}")))?;
-        exported.keys += 1;
-        if by_scan {
-            exported.by_scan += 1;
-        } else {
-            exported.by_read += 1;
         }
-        Ok(())
     }
 
     /// Where an export goes: stdout, or a file that appears under its name

@@ -277,6 +277,25 @@ impl Drop for TestCluster {
     }
 }
 
+/// Client sessions writing at once in `in_parallel`, each on its own
+/// thread.
+pub const WRITERS: usize = 8;
+
+/// Runs `op` on every item, split among `WRITERS` threads, each with a
+/// client of its own: thousands of writes take seconds, not minutes.
+pub fn in_parallel<T: Sync>(cluster: &TestCluster, items: &[T], op: impl Fn(&mut Client, &T) + Sync) {
+    let chunk = items.len().div_ceil(WRITERS).max(1);
+    std::thread::scope(|scope| {
+        for part in items.chunks(chunk) {
+            let op = &op;
+            scope.spawn(move || {
+                let mut client = cluster.client(None);
+                part.iter().for_each(|item| op(&mut client, item));
+            });
+        }
+    });
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
