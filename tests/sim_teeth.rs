@@ -88,3 +88,21 @@ fn a_node_that_votes_before_catching_up_after_losing_data_is_caught() {
     let bugs = PlantedBugs { vote_while_catching_up: true, ..PlantedBugs::default() };
     assert_caught("vote_while_catching_up", bugs, 1000);
 }
+
+#[test]
+fn an_acquire_that_does_not_wait_for_the_lease_to_run_out_is_caught() {
+    let bugs = PlantedBugs { lease_take_without_waiting: true, ..PlantedBugs::default() };
+    let (seed, violation) =
+        first_catch(bugs, 1000).expect("lease_take_without_waiting: not caught in 200 seeds");
+    println!("lease_take_without_waiting: caught by seed {seed}: {violation}");
+    assert!(violation.starts_with("lock safety"), "caught, but not by the lock checker: {violation}");
+}
+
+#[test]
+fn a_lease_counted_from_the_answer_instead_of_the_send_is_caught() {
+    let bugs = PlantedBugs { lease_counted_from_answer: true, ..PlantedBugs::default() };
+    let (seed, violation) =
+        first_catch(bugs, 1000).expect("lease_counted_from_answer: not caught in 200 seeds");
+    println!("lease_counted_from_answer: caught by seed {seed}: {violation}");
+    assert!(violation.starts_with("lock safety"), "caught, but not by the lock checker: {violation}");
+}

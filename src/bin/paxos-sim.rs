@@ -116,6 +116,9 @@ fn print_report(args: &Args, options: &SimOptions, report: &SeedReport, verbose:
         println!("faults: {}", report.faults);
         println!("fault plan: {:?}", report.fault_plan);
         println!("workload: {:?}", report.workload_plan);
+        if let Some(plan) = &report.lock_plan {
+            println!("locks: {plan:?}; leases: {:?}", report.lock_counts);
+        }
     }
     if report.violations.is_empty() {
         return;

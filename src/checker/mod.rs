@@ -12,6 +12,7 @@
 //! as [`Verdict::Unknown`] rather than guessed at.
 
 mod history;
+pub mod locks;
 mod search;
 mod shrink;
 #[cfg(test)]

@@ -205,6 +205,8 @@ pub struct Lease {
     release_attempts: u32,
     #[cfg(feature = "planted-bugs")]
     take_without_waiting: bool,
+    #[cfg(feature = "planted-bugs")]
+    counted_from_answer: bool,
 }
 
 impl HolderId {
@@ -226,6 +228,8 @@ impl Lease {
             release_attempts: 0,
             #[cfg(feature = "planted-bugs")]
             take_without_waiting: false,
+            #[cfg(feature = "planted-bugs")]
+            counted_from_answer: false,
         }
     }
 
@@ -234,6 +238,13 @@ impl Lease {
     #[cfg(feature = "planted-bugs")]
     pub fn plant_take_without_waiting(&mut self) {
         self.take_without_waiting = true;
+    }
+
+    /// Planted bug: count a lease from the answer to the write that took
+    /// or renewed it, not from the write's send.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_counted_from_answer(&mut self) {
+        self.counted_from_answer = true;
     }
 
     pub fn key(&self) -> &Key {
@@ -397,6 +408,8 @@ impl Lease {
     }
 
     fn hold(&mut self, now: Time, token: Version, current: Version, sent: Time) {
+        #[cfg(feature = "planted-bugs")]
+        let sent = if self.counted_from_answer { now } else { sent };
         let valid_until = sent.plus_millis(self.record.ttl_ms);
         if now >= valid_until {
             return self.finish(Status::Lost { token, why: LostWhy::Expired });
@@ -447,7 +460,13 @@ impl Lease {
     /// anybody else waits until `until` before taking it.
     fn lost_or_wait(&mut self, now: Time, version: Version, holder: HolderId, until: Time) {
         if let Phase::Held { token, .. } = self.phase {
-            return self.finish(Status::Lost { token, why: LostWhy::Taken });
+            // Gone after a release of ours whose answer was lost: released.
+            let status = if self.release_asked {
+                Status::Released
+            } else {
+                Status::Lost { token, why: LostWhy::Taken }
+            };
+            return self.finish(status);
         }
         let read_at = now.plus_millis(limits::LEASE_POLL_MS);
         self.phase = Phase::Waiting { seen: version, until, read_at };

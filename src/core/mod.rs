@@ -84,4 +84,11 @@ pub struct PlantedBugs {
     /// scan, without seeding the new members: what the old ones chose may
     /// be missing from every quorum of the new ones.
     pub install_before_seed: bool,
+    /// A lease machine takes a held lock as soon as it sees it, without
+    /// waiting for the holder's lease to run out: two holders at once.
+    pub lease_take_without_waiting: bool,
+    /// A holder counts its lease from the answer that its write took
+    /// effect instead of from the write's send: a slow answer stretches
+    /// its lease past the moment an acquirer may take the lock.
+    pub lease_counted_from_answer: bool,
 }

@@ -16,6 +16,7 @@
 mod disk;
 mod faults;
 mod invariants;
+mod locks;
 mod nemesis;
 mod net;
 mod node;
@@ -25,6 +26,7 @@ mod workload;
 mod world;
 
 pub use faults::{FaultCounts, FaultPlan};
+pub use locks::{LockCounts, LockPlan};
 pub use sweep::{default_jobs, sweep};
 pub use workload::{OpCounts, WorkloadPlan};
 
@@ -79,6 +81,9 @@ pub struct SeedReport {
     pub workload_plan: WorkloadPlan,
     pub virtual_ms: u64,
     pub events: u64,
+    /// The lock workload's plan and how its leases ended, when it had one.
+    pub lock_plan: Option<LockPlan>,
+    pub lock_counts: LockCounts,
 }
 
 /// Runs one seed to the end and checks everything.
@@ -88,6 +93,9 @@ pub fn run_seed(options: &SimOptions) -> SeedReport {
     world.run();
     let mut violations = std::mem::take(&mut world.violations);
     let history_jsonl = world.workload.history();
+    if let Some(locks) = world.locks.as_ref() {
+        violations.extend(locks.book.check());
+    }
     if violations.is_empty() {
         violations.extend(invariants::linearizability(&history_jsonl));
     }
@@ -104,6 +112,8 @@ pub fn run_seed(options: &SimOptions) -> SeedReport {
         workload_plan: world.workload.plan().clone(),
         virtual_ms: world.now.0 / 1000,
         events: world.events,
+        lock_plan: world.locks.as_ref().map(|l| l.plan().clone()),
+        lock_counts: world.locks.as_ref().map(|l| l.counts).unwrap_or_default(),
     }
 }
 

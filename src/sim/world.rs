@@ -5,6 +5,7 @@
 
 use super::SimOptions;
 use super::faults::{FaultCounts, FaultPlan};
+use super::locks::{LOCK_ADDR_BASE, LockOut, LockPlan, LockWorkload};
 use super::net::{ClientAddr, Endpoint, Net};
 use super::node::{Outgoing, SimNode};
 use super::trace::TraceHash;
@@ -104,6 +105,8 @@ pub struct World {
     pub(super) net: Net,
     pub(super) plan: FaultPlan,
     pub(super) workload: Workload,
+    /// Lock sessions, in the seeds that have them.
+    pub(super) locks: Option<LockWorkload>,
     pub(super) counts: FaultCounts,
     trace: TraceHash,
     pub(super) violations: Vec<String>,
@@ -135,6 +138,13 @@ impl World {
             .collect();
         let mut workload = Workload::new(workload_plan, members.clone(), options.ops);
         workload.retry_no_quorum = plan.membership;
+        #[allow(unused_mut)]
+        let mut locks =
+            LockPlan::choose(options.seed).map(|p| LockWorkload::new(p, members.clone(), options.seed));
+        #[cfg(feature = "planted-bugs")]
+        if let Some(locks) = locks.as_mut() {
+            locks.set_bugs(options.bugs);
+        }
         World {
             now: Time(0),
             queue: BinaryHeap::new(),
@@ -143,6 +153,7 @@ impl World {
             net: Net::new(members.len(), plan.clone()),
             plan,
             workload,
+            locks,
             nodes,
             counts: FaultCounts::default(),
             trace: TraceHash::default(),
@@ -163,6 +174,11 @@ impl World {
         let mut out = ClientOut::default();
         self.workload.start(self.now, &mut self.rng, &mut out);
         self.apply_client_out(out);
+        let mut lock_out = LockOut::default();
+        if let Some(locks) = self.locks.as_mut() {
+            locks.start(self.now, &mut lock_out);
+        }
+        self.apply_lock_out(lock_out);
         if self.plan.has_nemesis() {
             self.push(self.now, Event::Nemesis);
         }
@@ -176,6 +192,7 @@ impl World {
             }
             if self.healed_at.is_none() && self.workload.target_reached() {
                 self.heal();
+                self.locks.iter_mut().for_each(LockWorkload::stop);
             }
             if self.now.0 > VIRTUAL_TIME_MAX_US {
                 self.violations
@@ -204,6 +221,13 @@ impl World {
             }
             Event::NodeWake { node, life } => self.node_wake(node, life),
             Event::SyncDone { node, life } => self.sync_done(node, life),
+            Event::ClientWake { addr, generation } if addr >= LOCK_ADDR_BASE => {
+                let mut out = LockOut::default();
+                if let Some(locks) = self.locks.as_mut() {
+                    locks.on_wake(self.now, addr, generation, &mut out);
+                }
+                self.apply_lock_out(out);
+            }
             Event::ClientWake { addr, generation } => {
                 let mut out = ClientOut::default();
                 self.workload.on_wake(self.now, &mut self.rng, addr, generation, &mut out);
@@ -256,6 +280,13 @@ impl World {
         let Endpoint::Node(node) = from else {
             return;
         };
+        if addr >= LOCK_ADDR_BASE {
+            let mut out = LockOut::default();
+            if let Some(locks) = self.locks.as_mut() {
+                msgs.into_iter().for_each(|msg| locks.on_reply(self.now, addr, node, msg, &mut out));
+            }
+            return self.apply_lock_out(out);
+        }
         let mut out = ClientOut::default();
         for msg in msgs {
             self.workload.on_reply(self.now, &mut self.rng, addr, node, msg, &mut out);
@@ -271,6 +302,15 @@ impl World {
             self.push(time, Event::ClientWake { addr, generation });
         }
         self.violations.extend(out.violations);
+    }
+
+    fn apply_lock_out(&mut self, out: LockOut) {
+        for (addr, node, msg) in out.sends {
+            self.send(Endpoint::Client(addr), vec![(Endpoint::Node(node), vec![msg])]);
+        }
+        for (addr, generation, time) in out.wakes {
+            self.push(time, Event::ClientWake { addr, generation });
+        }
     }
 
     /// Puts each datagram on the network: lost, delivered, or delivered twice.
