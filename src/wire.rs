@@ -714,6 +714,60 @@ mod tests {
         }
     }
 
+    /// The largest watch answer: the largest key, a full history of the
+    /// largest share of values, and the largest current value.
+    fn largest_watch_reply(versions: Vec<PastState>) -> Message {
+        let current = versions.last().map_or(Version(0), |s| s.version);
+        let answer = WatchAnswer::States { versions, current, gap: true };
+        Message::WatchReply { id: WatchId(u64::MAX), key: Key(vec![7; limits::KEY_BYTES_MAX]), answer }
+    }
+
+    fn full_history_states() -> Vec<PastState> {
+        let share = limits::WATCH_HISTORY_BYTES_MAX / limits::WATCH_HISTORY_VERSIONS_MAX;
+        let top = u64::MAX - limits::WATCH_REPLY_STATES_MAX as u64;
+        let mut versions: Vec<PastState> = (0..limits::WATCH_HISTORY_VERSIONS_MAX as u64)
+            .map(|i| PastState { version: Version(top + i), value: Some(Value(vec![1; share])) })
+            .collect();
+        let last = Version(top + limits::WATCH_HISTORY_VERSIONS_MAX as u64);
+        versions.push(PastState { version: last, value: Some(Value(vec![2; limits::VALUE_BYTES_MAX])) });
+        versions
+    }
+
+    #[test]
+    fn the_largest_watch_reply_fits_one_datagram() {
+        let msg = largest_watch_reply(full_history_states());
+        let bytes = encode_datagram(header(), std::slice::from_ref(&msg));
+        assert!(bytes.len() <= limits::DATAGRAM_BYTES_MAX, "{} bytes", bytes.len());
+        assert_eq!(decode_datagram(CLUSTER, &bytes), Ok((header(), vec![msg])));
+    }
+
+    #[test]
+    fn a_watch_reply_out_of_order_or_over_the_bounds_is_dropped() {
+        let mut versions = full_history_states();
+        versions.swap(0, 1);
+        let bytes = encode_datagram(header(), &[largest_watch_reply(versions)]);
+        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit), "not rising");
+        let mut versions = full_history_states();
+        versions.insert(0, PastState { version: Version(0), value: None });
+        let bytes = encode_datagram(header(), &[largest_watch_reply(versions)]);
+        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit), "one state too many");
+    }
+
+    #[test]
+    fn an_accept_whose_history_is_malformed_is_dropped() {
+        let past = vec![PastState { version: Version(3), value: None }];
+        let history = Some(crate::types::History { past });
+        let state = RegisterState { version: Version(3), history, ..Default::default() };
+        let msg = Message::Accept {
+            key: Key::from("k"),
+            ballot: Ballot::new(1, NodeId(1)),
+            state,
+            next: Ballot::ZERO,
+        };
+        let bytes = encode_datagram(header(), &[msg]);
+        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit));
+    }
+
     #[test]
     fn oversized_value_in_accept_is_rejected() {
         let big = Value(vec![1u8; limits::VALUE_BYTES_MAX + 1]);

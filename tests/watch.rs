@@ -10,7 +10,7 @@ use paxosd::client::Client;
 use paxosd::types::{Key, Value, Version};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,10 +65,8 @@ impl Ctl {
     /// The next stdout line, waiting at most until `deadline`.
     fn line_by(&self, deadline: Instant) -> Option<String> {
         let wait = deadline.saturating_duration_since(Instant::now());
-        match self.lines.recv_timeout(wait) {
-            Ok(line) => Some(line),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        // A timeout, or the process closed its stdout.
+        self.lines.recv_timeout(wait).ok()
     }
 
     /// The nodes it said it listens to, in order.
