@@ -223,6 +223,10 @@ impl<A: Copy + Ord> Watches<A> {
             self.remove(from, id);
             replies.push((from, id, key.clone(), answer));
         }
+        // Every watch may have been answered while the read ran.
+        if self.keys.get(key).is_some_and(|k| k.watches.is_empty()) {
+            self.keys.remove(key);
+        }
         replies
     }
 
@@ -236,10 +240,11 @@ impl<A: Copy + Ord> Watches<A> {
             .collect();
         let mut replies = Vec::with_capacity(due.len());
         for (from, id) in due {
+            let Some(key) = self.all.get(&(from, id)).map(|w| w.key.clone()) else { continue };
+            let known = self.keys.get(&key).and_then(|k| k.known);
             let Some(w) = self.remove(from, id) else { continue };
-            let known = self.keys.get(&w.key).and_then(|k| k.known);
             let current = known.or(w.after).unwrap_or_default();
-            replies.push((from, id, w.key, unchanged(current)));
+            replies.push((from, id, key, unchanged(current)));
         }
         replies
     }
@@ -361,6 +366,31 @@ mod tests {
         assert_eq!(w.len(), 1, "the watch after 5 is parked");
         assert_eq!(w.due_reads(T0), vec![]);
         assert_eq!(w.next_deadline(), Some(T0.plus_millis(limits::WATCH_PARK_MS)));
+    }
+
+    #[test]
+    fn a_key_whose_watches_were_all_answered_during_its_read_is_forgotten_when_the_read_ends() {
+        let mut w = table();
+        w.add(T0, 1, WatchId(1), k(), Some(Version(1)), true).expect("room");
+        w.reading(&k(), ReqHandle(1));
+        assert_eq!(w.deliver(&k(), &watched(2, &[])).len(), 1);
+        assert!(w.is_empty());
+        assert_eq!(w.keys.len(), 1, "kept for the read's end");
+        assert_eq!(w.read_done(T0, &k(), Some(Version(2)), Version(2)), vec![]);
+        assert!(w.keys.is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_answer_names_the_newest_version_read() {
+        let mut w = table();
+        w.add(T0, 1, WatchId(1), k(), Some(Version(3)), true).expect("room");
+        w.add(T0, 2, WatchId(2), k(), Some(Version(9)), true).expect("room");
+        w.reading(&k(), ReqHandle(1));
+        assert_eq!(w.deliver(&k(), &watched(4, &[])).len(), 1);
+        w.read_done(T0, &k(), Some(Version(4)), Version(4));
+        let up = T0.plus_millis(limits::WATCH_PARK_MS);
+        assert_eq!(w.expire(up), vec![(2, WatchId(2), k(), states(vec![], 4, false))]);
+        assert!(w.keys.is_empty());
     }
 
     #[test]
