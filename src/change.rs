@@ -9,9 +9,12 @@
 //! Every write request, whether it takes effect or not, is remembered in the
 //! state it leaves (`RegisterState::recent`), so that a retried copy of it is
 //! recognised instead of evaluated again.
+//!
+//! A watched key (`Change::Watch` switched its history on) also keeps the
+//! states its writes replaced (`RegisterState::history`).
 
 use crate::limits;
-use crate::types::{Evaluation, Fingerprint, RegisterState, Value, Version};
+use crate::types::{Evaluation, Fingerprint, History, PastState, RegisterState, Value, Version};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +36,11 @@ pub enum Change {
     /// it this way, so a release that arrives after the lock changed hands
     /// cannot free it from under the next holder.
     DeleteVersion { expect: Version },
+    /// Observe the current state, and keep the key's history from now on
+    /// (see `RegisterState::history`). Value and version stay as they are;
+    /// once the history is on this is a read. Running it twice does no
+    /// harm, so it is not remembered as a write.
+    Watch,
 }
 
 /// The result of applying a change to a state.
@@ -50,7 +58,11 @@ impl Change {
     /// states (the memo's Lemma 1).
     pub fn apply(&self, current: &RegisterState, request: Fingerprint) -> Applied {
         if !self.is_write() {
-            return Applied { state: current.clone(), precondition_held: true };
+            let mut state = current.clone();
+            if *self == Change::Watch {
+                state.history.get_or_insert_with(History::default);
+            }
+            return Applied { state, precondition_held: true };
         }
         let next = current.version.next();
         let new_value = self.new_value(current);
@@ -60,16 +72,31 @@ impl Change {
             return Applied { state, precondition_held: false };
         };
         let mut state = current.clone();
-        (state.value, state.version) = (value, version);
+        let replaced = std::mem::replace(&mut state.value, value);
+        state.version = version;
+        if let Some(history) = state.history.as_mut() {
+            history.push(PastState { version: current.version, value: replaced });
+        }
         state.remember(Evaluation { request, version, took_effect: true });
         Applied { state, precondition_held: true }
+    }
+
+    /// Whether applying this change to `state` leaves it exactly as it is,
+    /// so that a read in one round may answer it without writing back: a
+    /// read always, a watch once the key's history is on.
+    pub fn is_identity_on(&self, state: &RegisterState) -> bool {
+        match self {
+            Change::Read => true,
+            Change::Watch => state.history.is_some(),
+            _ => false,
+        }
     }
 
     /// The value a write leaves (`Some(None)`: absent), or `None` when its
     /// precondition fails on `current`.
     fn new_value(&self, current: &RegisterState) -> Option<Option<Value>> {
         match self {
-            Change::Read => Some(current.value.clone()),
+            Change::Read | Change::Watch => Some(current.value.clone()),
             Change::Put(v) => Some(Some(v.clone())),
             Change::CasValue { expect, new } => (current.value == *expect).then(|| Some(new.clone())),
             Change::CasVersion { expect, new } => (current.version == *expect).then(|| Some(new.clone())),
@@ -92,20 +119,20 @@ impl Change {
                 Some(Some(v.clone()))
             }
             Change::Delete | Change::DeleteVersion { .. } => Some(None),
-            Change::Read | Change::Append(_) => None,
+            Change::Read | Change::Watch | Change::Append(_) => None,
         }
     }
 
     /// Whether applying this change can alter the state; only writes are
     /// remembered by the register and need protection from a second run.
     pub fn is_write(&self) -> bool {
-        !matches!(self, Change::Read)
+        !matches!(self, Change::Read | Change::Watch)
     }
 
     /// The largest value this change carries, for limit checks.
     pub fn value_bytes(&self) -> usize {
         match self {
-            Change::Read | Change::Delete | Change::DeleteVersion { .. } => 0,
+            Change::Read | Change::Watch | Change::Delete | Change::DeleteVersion { .. } => 0,
             Change::Put(v) | Change::CasVersion { new: v, .. } | Change::Append(v) => v.0.len(),
             Change::CasValue { expect, new } => new.0.len().max(expect.as_ref().map_or(0, |e| e.0.len())),
         }
@@ -227,6 +254,78 @@ mod tests {
         assert!(!failed_last.remembers_since(Version(9)));
         assert!(failed_last.remembers_since(Version(10)));
         assert!(st(None, 5).remembers_since(Version(0)), "nothing forgotten yet");
+    }
+
+    fn watched(value: Option<&str>, version: u64, past: &[(u64, Option<&str>)]) -> RegisterState {
+        let past = past.iter().map(|&(v, x)| PastState { version: Version(v), value: x.map(Value::from) });
+        RegisterState { history: Some(History { past: past.collect() }), ..st(value, version) }
+    }
+
+    #[test]
+    fn watch_turns_history_on_once_and_changes_nothing_else() {
+        let once = Change::Watch.apply(&st(Some("a"), 3), R);
+        assert_eq!(once, applied(watched(Some("a"), 3, &[]), true));
+        assert_eq!(Change::Watch.apply(&once.state, R), once, "idempotent");
+        assert!(!Change::Watch.is_write());
+        assert!(!Change::Watch.is_identity_on(&st(Some("a"), 3)), "must be written back");
+        assert!(Change::Watch.is_identity_on(&once.state));
+        assert!(Change::Read.is_identity_on(&st(None, 0)));
+        assert!(!Change::Delete.is_identity_on(&once.state));
+    }
+
+    #[test]
+    fn a_write_on_a_watched_key_keeps_the_state_it_replaced() {
+        let state = watched(Some("a"), 3, &[(2, None)]);
+        let put = Change::Put(Value::from("b")).apply(&state, R).state;
+        assert_eq!(put.history, watched(None, 9, &[(3, Some("a")), (2, None)]).history);
+        let deleted = Change::Delete.apply(&put, R).state;
+        assert_eq!(deleted.history, watched(None, 9, &[(4, Some("b")), (3, Some("a")), (2, None)]).history);
+        let failed = Change::CasVersion { expect: Version(1), new: Value::from("c") }.apply(&deleted, R);
+        assert_eq!(failed.state.history, deleted.history, "nothing replaced");
+        let unwatched = Change::Put(Value::from("b")).apply(&st(Some("a"), 3), R).state;
+        assert_eq!(unwatched.history, None);
+    }
+
+    #[test]
+    fn history_keeps_the_newest_versions_up_to_the_count_bound() {
+        let mut state = Change::Watch.apply(&st(None, 0), R).state;
+        for n in 1..=100u64 {
+            state = Change::Put(Value::from(format!("v{n}").as_str())).apply(&state, R).state;
+        }
+        let history = state.history.as_ref().expect("on");
+        assert_eq!(history.past.len(), limits::WATCH_HISTORY_VERSIONS_MAX);
+        assert_eq!(history.past[0], PastState { version: Version(99), value: Some(Value::from("v99")) });
+        assert_eq!(history.oldest(), Some(Version(100 - limits::WATCH_HISTORY_VERSIONS_MAX as u64)));
+        assert!(history.is_well_formed(state.version));
+    }
+
+    #[test]
+    fn history_keeps_the_newest_values_up_to_the_byte_bound_and_always_one() {
+        let big = |c: u8| Value(vec![c; limits::VALUE_BYTES_MAX / 2 + 1]);
+        let mut state = Change::Watch.apply(&st(None, 0), R).state;
+        for c in 0..4u8 {
+            state = Change::Put(big(c)).apply(&state, R).state;
+        }
+        // Versions 1..=3 held big values; two of them exceed the bound.
+        let past = &state.history.as_ref().expect("on").past;
+        assert_eq!(past.iter().map(|s| s.version.0).collect::<Vec<_>>(), vec![3]);
+        let full = Value(vec![1; limits::VALUE_BYTES_MAX]);
+        let state =
+            Change::Put(Value::from("x")).apply(&RegisterState { value: Some(full), ..state }, R).state;
+        let past = &state.history.as_ref().expect("on").past;
+        assert_eq!(past.len(), 1, "the replaced state is kept even when it alone is at the bound");
+        assert!(state.history.as_ref().is_some_and(|h| h.is_well_formed(state.version)));
+    }
+
+    #[test]
+    fn a_malformed_history_is_told_apart() {
+        let h = |past: &[(u64, Option<&str>)]| watched(None, 0, past).history.expect("on");
+        assert!(h(&[(4, None), (3, Some("a"))]).is_well_formed(Version(5)));
+        assert!(!h(&[(3, None), (4, Some("a"))]).is_well_formed(Version(5)), "not descending");
+        assert!(!h(&[(5, None)]).is_well_formed(Version(5)), "not below the current version");
+        let long: Vec<(u64, Option<&str>)> =
+            (0..=limits::WATCH_HISTORY_VERSIONS_MAX as u64).rev().map(|v| (v, None)).collect();
+        assert!(!h(&long).is_well_formed(Version(1000)), "too many");
     }
 
     #[test]

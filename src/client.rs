@@ -11,8 +11,9 @@
 use crate::change::Change;
 use crate::config::Config;
 use crate::core::client::{ClientMachine, NotRun, Routing, Unknown};
+use crate::core::watch::{WatchEvent, WatchMachine};
 use crate::members::{Configuration, Members};
-use crate::types::{ClusterId, Epoch, Key, NodeId, SessionId, Time, Value, Version};
+use crate::types::{ClusterId, Epoch, Key, NodeId, PastState, SessionId, Time, Value, Version};
 use crate::wire::{self, Header, MembersOutcome, Message, NodeStatus, Refusal, ScanSlot};
 use std::fmt;
 use std::io;
@@ -48,6 +49,12 @@ pub enum ClientError {
     UnknownNode(NodeId),
     /// A membership change could not be made; the text says why.
     MembersFailed(String),
+    /// `wait_version`'s time was up before the key reached `version` (or
+    /// before a node could tell).
+    WaitTimedOut {
+        version: Version,
+        timeout: Duration,
+    },
     Io(io::Error),
 }
 
@@ -78,6 +85,11 @@ impl fmt::Display for ClientError {
             }
             ClientError::UnknownNode(id) => write!(f, "node {id} is not in the config"),
             ClientError::MembersFailed(why) => write!(f, "membership change failed: {why}"),
+            ClientError::WaitTimedOut { version, timeout } => write!(
+                f,
+                "the key did not reach version {version} within {} ms (or no node could tell)",
+                timeout.as_millis()
+            ),
             ClientError::Io(e) => write!(f, "network error: {e}"),
         }
     }
@@ -357,6 +369,88 @@ impl Client {
             }
         }
         Err(ClientError::Unreachable { tried: vec![node] })
+    }
+
+    /// Watches `key`: calls `on_event` with each version after `after`
+    /// (`None`: from the current state on), each gap and each change of
+    /// the node listened to, in order, until it returns false. Runs until
+    /// then, whatever the client's timeout: a watch has no end of its own.
+    /// See `core::watch` for what it guarantees.
+    pub fn watch(
+        &mut self,
+        key: &Key,
+        after: Option<Version>,
+        mut on_event: impl FnMut(WatchEvent) -> bool,
+    ) -> Result<(), ClientError> {
+        let mut machine = self.watch_machine(key, after, true);
+        self.drive_watch(&mut machine, None, &mut on_event).map(|_| ())
+    }
+
+    /// Waits until `key` is at version `version` or later, within the
+    /// client's timeout, and returns its newest state then. Nodes answer
+    /// as soon as a write makes the version, without polling.
+    pub fn wait_version(&mut self, key: &Key, version: Version) -> Result<PastState, ClientError> {
+        if version == Version(0) {
+            let answer = self.read(key)?;
+            return Ok(PastState { version: answer.version, value: answer.value });
+        }
+        let after = Version(version.0.saturating_sub(1));
+        let mut machine = self.watch_machine(key, Some(after), false);
+        let deadline = self.now().plus_micros(self.timeout.as_micros().min(u128::from(u64::MAX)) as u64);
+        let mut newest: Option<PastState> = None;
+        let mut keep = |event: WatchEvent| {
+            if let WatchEvent::Version(state) = event {
+                newest = Some(state);
+            }
+            newest.as_ref().is_none_or(|s| s.version < version)
+        };
+        let stopped = self.drive_watch(&mut machine, Some(deadline), &mut keep)?;
+        match newest {
+            Some(state) if stopped => Ok(state),
+            _ => Err(ClientError::WaitTimedOut { version, timeout: self.timeout }),
+        }
+    }
+
+    fn watch_machine(&self, key: &Key, after: Option<Version>, every_version: bool) -> WatchMachine {
+        let members = match self.pinned {
+            Some(id) => vec![id],
+            None => self.nodes.iter().map(|(id, _)| *id).collect(),
+        };
+        WatchMachine::new(self.now(), members, key.clone(), after, every_version, crate::seed::os_seed())
+    }
+
+    /// Moves a watch's datagrams and time until `on_event` says stop
+    /// (true) or `deadline` passes (false).
+    fn drive_watch(
+        &mut self,
+        machine: &mut WatchMachine,
+        deadline: Option<Time>,
+        on_event: &mut dyn FnMut(WatchEvent) -> bool,
+    ) -> Result<bool, ClientError> {
+        loop {
+            while let Some((node, msg)) = machine.poll_transmit() {
+                if let Some(&(_, addr)) = self.nodes.iter().find(|(id, _)| *id == node) {
+                    let _ = self.send(addr, &msg);
+                }
+            }
+            while let Some(event) = machine.poll_event() {
+                if !on_event(event) {
+                    return Ok(true);
+                }
+            }
+            let now = self.now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(false);
+            }
+            let wake = machine.poll_timeout().into_iter().chain(deadline).min().unwrap_or(now);
+            match self.receive_until(wake)? {
+                Some((from, messages)) => {
+                    let now = self.now();
+                    messages.into_iter().for_each(|m| machine.handle_message(now, from, m));
+                }
+                None => machine.handle_timeout(self.now()),
+            }
+        }
     }
 
     fn now(&self) -> Time {

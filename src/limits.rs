@@ -20,15 +20,66 @@ pub const RECENT_WRITES_MAX: usize = 32;
 /// version (at most 10) and a flag.
 pub const RECENT_WRITE_BYTES_MAX: usize = 8 + 10 + 1;
 
+/// Past states a watched key keeps (`types::History`): a watcher that
+/// polls again before this many more writes were made misses none.
+pub const WATCH_HISTORY_VERSIONS_MAX: usize = 64;
+
+/// Bytes of values a watched key's past states may hold together; the
+/// oldest are dropped first beyond this. At least one value, so the state a
+/// write replaced is always kept.
+pub const WATCH_HISTORY_BYTES_MAX: usize = 16 * 1024;
+
+/// Bytes one past state takes in postcard besides its value: a version (at
+/// most 10), the option tag and the value's length prefix (at most 3).
+pub const WATCH_PAST_STATE_OVERHEAD_BYTES_MAX: usize = 10 + 1 + 3;
+
+/// Bytes a register state's history takes at most: its values, each entry's
+/// overhead, the option tag and the list's length prefix.
+pub const WATCH_HISTORY_ENCODED_BYTES_MAX: usize =
+    WATCH_HISTORY_BYTES_MAX + WATCH_HISTORY_VERSIONS_MAX * WATCH_PAST_STATE_OVERHEAD_BYTES_MAX + 1 + 2;
+
 /// Room a message needs besides its key and value (ballots, versions, the
-/// remembered writes, the newest writer per node, request identity, enum
-/// tags, length prefixes), generously rounded up: a ballot (epoch, round
-/// and node) is at most 23 bytes in postcard.
+/// remembered writes, the newest writer per node, a watched key's history,
+/// request identity, enum tags, length prefixes), generously rounded up: a
+/// ballot (epoch, round and node) is at most 23 bytes in postcard.
 pub const MESSAGE_OVERHEAD_BYTES_MAX: usize =
-    256 + RECENT_WRITE_BYTES_MAX * RECENT_WRITES_MAX + 23 * NODES_MAX;
+    256 + RECENT_WRITE_BYTES_MAX * RECENT_WRITES_MAX + 23 * NODES_MAX + WATCH_HISTORY_ENCODED_BYTES_MAX;
 
 /// Largest message body: one key, one value and the overhead.
 pub const MESSAGE_BYTES_MAX: usize = KEY_BYTES_MAX + VALUE_BYTES_MAX + MESSAGE_OVERHEAD_BYTES_MAX;
+
+/// Past states plus the current one: the most a watch reply carries.
+pub const WATCH_REPLY_STATES_MAX: usize = WATCH_HISTORY_VERSIONS_MAX + 1;
+
+/// Watches a node holds at once, waiting for a read or for a change of
+/// their key; one more is refused ("overloaded") rather than queued, so a
+/// flood of watch requests costs a bounded table. An entry holds its key
+/// (at most `KEY_BYTES_MAX`) and a few numbers.
+pub const WATCHES_PARKED_MAX: usize = 4096;
+
+/// How long a node holds a watch whose key has nothing newer: then it
+/// answers "unchanged" and the client asks again. Bounds how long a watch
+/// can wait on a node that fell silent, and how stale an entry can be.
+pub const WATCH_PARK_MS: u64 = 1_000;
+
+/// How long the read a node runs for its watches may try before they are
+/// answered "unavailable" (the client then asks another node).
+pub const WATCH_READ_MS: u64 = 500;
+
+/// A node whose acceptor holds a newer version of a watched key than its
+/// read found (a write in flight elsewhere) reads again after this long.
+pub const WATCH_REREAD_MS: u64 = 20;
+
+/// A watching client that heard nothing for this long from the node it
+/// asked asks the next node: longer than a node may take to answer (a
+/// read, the park, a read when the key changes) plus a margin, so a node
+/// that is merely quiet is never left, and a dead one costs this once.
+pub const WATCH_CLIENT_SILENCE_MS: u64 = WATCH_PARK_MS + 2 * WATCH_READ_MS + 300;
+
+/// A watching client that was refused, or told "unavailable", waits this
+/// long before it asks the next node, so that a cluster refusing every
+/// watch is not asked in a tight loop.
+pub const WATCH_CLIENT_RETRY_MS: u64 = 100;
 
 /// Datagram header: magic, protocol version, cluster id, sender id, body
 /// length, and room reserved for a MAC.
@@ -244,6 +295,20 @@ pub const COMPACT_BYTES_MIN: u64 = 4 * 1024 * 1024;
 pub const COMPACT_RATIO: u64 = 4;
 
 // Relations between the limits, checked at compile time.
+const _: () = assert!(WATCH_HISTORY_BYTES_MAX >= VALUE_BYTES_MAX);
+// A watch reply (a key, the history and the current state, with their
+// overheads) fits one datagram, so a node never splits one.
+const _: () = assert!(
+    HEADER_BYTES_MAX
+        + 256
+        + KEY_BYTES_MAX
+        + WATCH_HISTORY_ENCODED_BYTES_MAX
+        + VALUE_BYTES_MAX
+        + WATCH_PAST_STATE_OVERHEAD_BYTES_MAX
+        <= DATAGRAM_BYTES_MAX
+);
+const _: () = assert!(WATCH_CLIENT_SILENCE_MS > WATCH_PARK_MS + 2 * WATCH_READ_MS);
+const _: () = assert!(WATCH_READ_MS <= WATCH_PARK_MS && WATCH_REREAD_MS < WATCH_READ_MS);
 const _: () = assert!(MESSAGE_BYTES_MAX + HEADER_BYTES_MAX <= DATAGRAM_BYTES_MAX);
 const _: () = assert!(DATAGRAM_BYTES_MAX <= 65_507);
 const _: () = assert!(BACKOFF_MS_MIN <= BACKOFF_MS_MAX);

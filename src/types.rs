@@ -168,12 +168,77 @@ impl fmt::Display for Version {
 /// on one accepted at a lower ballot), so a proposer that retries after its
 /// accepts left knows exactly, however long ago, whether one of its own
 /// states is in the chain: its entry here names the newest one.
+///
+/// `history` is `None` until someone watches the key (`Change::Watch`), so
+/// an unwatched key pays one byte for it. From then on every write that
+/// takes effect keeps the state it replaced there, within the bounds of
+/// `History`, so that a watcher who polls now and then still learns every
+/// version (see `docs/watch.md`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RegisterState {
     pub value: Option<Value>,
     pub version: Version,
     pub recent: Vec<Evaluation>,
     pub writers: Vec<Ballot>,
+    pub history: Option<History>,
+}
+
+/// A state a key held once: its version and its value (`None`: absent or
+/// deleted).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PastState {
+    pub version: Version,
+    pub value: Option<Value>,
+}
+
+impl PastState {
+    /// The bytes of its value, which is what `History` bounds.
+    pub fn value_bytes(&self) -> usize {
+        self.value.as_ref().map_or(0, |v| v.0.len())
+    }
+}
+
+/// The states a watched key held before its current one, newest first,
+/// versions one apart and below the current version. At most
+/// `limits::WATCH_HISTORY_VERSIONS_MAX` of them, whose values add up to at
+/// most `limits::WATCH_HISTORY_BYTES_MAX` bytes: the oldest are dropped
+/// first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct History {
+    pub past: Vec<PastState>,
+}
+
+impl History {
+    /// Keeps `replaced`, the state a write just replaced, as the newest,
+    /// dropping the oldest beyond the bounds. The newest always fits: one
+    /// value is at most the byte bound.
+    pub fn push(&mut self, replaced: PastState) {
+        self.past.insert(0, replaced);
+        self.past.truncate(crate::limits::WATCH_HISTORY_VERSIONS_MAX);
+        let mut bytes = 0;
+        let fits = self.past.iter().take_while(|s| {
+            bytes += s.value_bytes();
+            bytes <= crate::limits::WATCH_HISTORY_BYTES_MAX
+        });
+        let keep = fits.count().max(1);
+        self.past.truncate(keep);
+    }
+
+    /// The oldest version held, if any.
+    pub fn oldest(&self) -> Option<Version> {
+        self.past.last().map(|s| s.version)
+    }
+
+    /// Whether the history keeps its bounds and its shape below a current
+    /// version `current`: what a state from a peer or a log must show.
+    pub fn is_well_formed(&self, current: Version) -> bool {
+        let bytes: usize = self.past.iter().map(PastState::value_bytes).sum();
+        let descending = self.past.iter().zip(self.past.iter().skip(1)).all(|(a, b)| b.version < a.version);
+        self.past.len() <= crate::limits::WATCH_HISTORY_VERSIONS_MAX
+            && bytes <= crate::limits::WATCH_HISTORY_BYTES_MAX
+            && descending
+            && self.past.first().is_none_or(|s| s.version < current)
+    }
 }
 
 /// How one write request fared on a register: the version of the state it

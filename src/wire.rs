@@ -27,14 +27,14 @@ use crate::change::Change;
 use crate::limits;
 use crate::members::{Configuration, FreezeAnswer, MemberChange, Members};
 use crate::types::{
-    Ballot, ClusterId, Epoch, Incarnation, Key, NodeId, RegisterState, RequestId, SessionId, Time, Value,
-    Version,
+    Ballot, ClusterId, Epoch, Incarnation, Key, NodeId, PastState, RegisterState, RequestId, SessionId, Time,
+    Value, Version,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub const MAGIC: [u8; 4] = *b"PXD1";
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 pub const HEADER_BYTES: usize = 28;
 const _: () = assert!(HEADER_BYTES <= limits::HEADER_BYTES_MAX);
 
@@ -181,6 +181,43 @@ pub enum Message {
         id: u64,
         outcome: MembersOutcome,
     },
+    /// A client watches `key` (see `docs/watch.md`): answer with the
+    /// versions after `after` once there are some, or "unchanged" after
+    /// `WATCH_PARK_MS`. `after: None` asks for the current state only.
+    /// `every_version` asks the node to keep the key's history (a watch);
+    /// without it (a wait for a version) only the newest state is needed.
+    WatchRequest {
+        id: WatchId,
+        key: Key,
+        after: Option<Version>,
+        every_version: bool,
+    },
+    WatchReply {
+        id: WatchId,
+        key: Key,
+        answer: WatchAnswer,
+    },
+}
+
+/// Tells a watching client's requests apart: each poll has its own, and
+/// copies of one poll share it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WatchId(pub u64);
+
+/// A node's answer to a watch request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchAnswer {
+    /// `versions`: the key's states after the request's `after`, oldest
+    /// first, each a version the key really held, ending with the current
+    /// one; empty when nothing is newer ("unchanged"). `current` is the
+    /// key's version as the node last read it. `gap` is true when the
+    /// key's history no longer reached back to the version after `after`:
+    /// versions between `after` and the first one here were missed.
+    States { versions: Vec<PastState>, current: Version, gap: bool },
+    /// The node did not take the watch; nothing was read.
+    Refused(Refusal),
+    /// The node could not read the key (no quorum in `WATCH_READ_MS`).
+    Unavailable,
 }
 
 /// How a membership change asked for by a client stands.
@@ -351,6 +388,7 @@ impl Message {
             s.value.as_ref().is_none_or(|v| v.0.len() <= limits::VALUE_BYTES_MAX)
                 && s.recent.len() <= limits::RECENT_WRITES_MAX
                 && s.writers.len() <= limits::NODES_MAX
+                && s.history.as_ref().is_none_or(|h| h.is_well_formed(s.version))
         };
         match self {
             Message::Scan { after, .. } => after.as_ref().is_none_or(key_ok),
@@ -388,6 +426,8 @@ impl Message {
             }
             Message::Seeded { after, .. } => after.as_ref().is_none_or(key_ok),
             Message::MembersRequest { target, .. } => members_ok(target),
+            Message::WatchRequest { .. } => true,
+            Message::WatchReply { key, answer, .. } => key_ok(key) && watch_answer_ok(answer),
             Message::MembersReply { outcome, .. } => match outcome {
                 MembersOutcome::Done(config) => members_ok(&config.members),
                 MembersOutcome::InProgress(text) | MembersOutcome::Failed(text) => {
@@ -396,6 +436,19 @@ impl Message {
             },
         }
     }
+}
+
+/// A watch reply's states within the bounds a node keeps to (a history
+/// and the current state), oldest first, versions rising up to `current`.
+fn watch_answer_ok(answer: &WatchAnswer) -> bool {
+    let WatchAnswer::States { versions, current, .. } = answer else { return true };
+    let bytes: usize = versions.iter().map(PastState::value_bytes).sum();
+    let rising = versions.iter().zip(versions.iter().skip(1)).all(|(a, b)| a.version < b.version);
+    versions.len() <= limits::WATCH_REPLY_STATES_MAX
+        && versions.iter().all(|s| s.value_bytes() <= limits::VALUE_BYTES_MAX)
+        && bytes <= limits::WATCH_HISTORY_BYTES_MAX + limits::VALUE_BYTES_MAX
+        && rising
+        && versions.last().is_none_or(|s| s.version <= *current)
 }
 
 /// The fixed part of every datagram.
@@ -659,6 +712,60 @@ mod tests {
             }
             let _ = decode_datagram(CLUSTER, &bytes);
         }
+    }
+
+    /// The largest watch answer: the largest key, a full history of the
+    /// largest share of values, and the largest current value.
+    fn largest_watch_reply(versions: Vec<PastState>) -> Message {
+        let current = versions.last().map_or(Version(0), |s| s.version);
+        let answer = WatchAnswer::States { versions, current, gap: true };
+        Message::WatchReply { id: WatchId(u64::MAX), key: Key(vec![7; limits::KEY_BYTES_MAX]), answer }
+    }
+
+    fn full_history_states() -> Vec<PastState> {
+        let share = limits::WATCH_HISTORY_BYTES_MAX / limits::WATCH_HISTORY_VERSIONS_MAX;
+        let top = u64::MAX - limits::WATCH_REPLY_STATES_MAX as u64;
+        let mut versions: Vec<PastState> = (0..limits::WATCH_HISTORY_VERSIONS_MAX as u64)
+            .map(|i| PastState { version: Version(top + i), value: Some(Value(vec![1; share])) })
+            .collect();
+        let last = Version(top + limits::WATCH_HISTORY_VERSIONS_MAX as u64);
+        versions.push(PastState { version: last, value: Some(Value(vec![2; limits::VALUE_BYTES_MAX])) });
+        versions
+    }
+
+    #[test]
+    fn the_largest_watch_reply_fits_one_datagram() {
+        let msg = largest_watch_reply(full_history_states());
+        let bytes = encode_datagram(header(), std::slice::from_ref(&msg));
+        assert!(bytes.len() <= limits::DATAGRAM_BYTES_MAX, "{} bytes", bytes.len());
+        assert_eq!(decode_datagram(CLUSTER, &bytes), Ok((header(), vec![msg])));
+    }
+
+    #[test]
+    fn a_watch_reply_out_of_order_or_over_the_bounds_is_dropped() {
+        let mut versions = full_history_states();
+        versions.swap(0, 1);
+        let bytes = encode_datagram(header(), &[largest_watch_reply(versions)]);
+        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit), "not rising");
+        let mut versions = full_history_states();
+        versions.insert(0, PastState { version: Version(0), value: None });
+        let bytes = encode_datagram(header(), &[largest_watch_reply(versions)]);
+        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit), "one state too many");
+    }
+
+    #[test]
+    fn an_accept_whose_history_is_malformed_is_dropped() {
+        let past = vec![PastState { version: Version(3), value: None }];
+        let history = Some(crate::types::History { past });
+        let state = RegisterState { version: Version(3), history, ..Default::default() };
+        let msg = Message::Accept {
+            key: Key::from("k"),
+            ballot: Ballot::new(1, NodeId(1)),
+            state,
+            next: Ballot::ZERO,
+        };
+        let bytes = encode_datagram(header(), &[msg]);
+        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Acceptor storage: the record log (layout, recovery from torn writes,
 //! out-of-order block writes and corruption, group commit, the version 1
-//! format, compaction) and the data dir identity marker. Many tests damage
+//! format, compaction, the largest record) and the data dir identity marker. Many tests damage
 //! files on purpose and check exactly what recovery says.
 
 use paxosd::storage::identity::{self, Identity, IdentityError};
@@ -10,7 +10,8 @@ use paxosd::storage::log::{
 };
 use paxosd::storage::{Record, Storage};
 use paxosd::types::{
-    Ballot, ClusterId, Epoch, Evaluation, Fingerprint, Key, NodeId, RegisterState, Value, Version,
+    Ballot, ClusterId, Epoch, Evaluation, Fingerprint, History, Key, NodeId, PastState, RegisterState, Value,
+    Version,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -81,6 +82,8 @@ fn sample_records(count: u64) -> Vec<Record> {
                         took_effect: true,
                     }],
                     writers: vec![Ballot::new(i, NodeId(1)), Ballot::new(i.saturating_sub(1), NodeId(3))],
+                    // Version 1 logs, built from these, had no history.
+                    history: None,
                 },
             },
             2 => Record::Slot {
@@ -170,12 +173,12 @@ fn flip_byte(path: &Path, offset: u64) {
     fs::write(path, bytes).expect("write");
 }
 
-/// What recovery returns for an undamaged version 2 log.
+/// What recovery returns for an undamaged log of today's format.
 fn clean(records: Vec<Record>, valid_len: u64, last_seq: u64) -> Recovered {
     Recovered { records, valid_len, torn_tail: None, fresh: false, version: FORMAT_VERSION, last_seq }
 }
 
-/// What recovery returns for a version 2 log whose last unit, from
+/// What recovery returns for a log of today's format whose last unit, from
 /// `offset` to the end (`len`), is damaged.
 fn torn(records: Vec<Record>, offset: u64, len: u64, last_seq: u64, kind: TailKind) -> Recovered {
     let torn_tail = Some(TornTail { offset, bytes: len - offset, kind });
@@ -352,8 +355,8 @@ fn header_layout_is_magic_version_crc() {
     assert_eq!(header.len(), HEADER_BYTES);
     assert_eq!(&header[..8], b"PXDLOG\0\x01");
     assert_eq!(&header[..8], &MAGIC);
-    assert_eq!(FORMAT_VERSION, 2);
-    assert_eq!(header[8..12], 2u32.to_le_bytes());
+    assert_eq!(FORMAT_VERSION, 3);
+    assert_eq!(header[8..12], 3u32.to_le_bytes());
     assert_eq!(header[12..16], crc32fast::hash(&header[..12]).to_le_bytes());
 }
 
@@ -425,7 +428,7 @@ fn recover_short_or_damaged_header_is_bad_header() {
 
 #[test]
 fn recover_other_format_version_is_unsupported() {
-    for version in [0u32, 3, u32::MAX] {
+    for version in [0u32, FORMAT_VERSION + 1, u32::MAX] {
         let mut header = MAGIC.to_vec();
         header.extend_from_slice(&version.to_le_bytes());
         let crc = crc32fast::hash(&header);
@@ -635,9 +638,10 @@ fn recover_unit_embedded_in_a_damaged_value_is_not_a_later_unit() {
     };
     let bytes = encode_units(&[&[outer]]);
     // Cut just after the embedded unit: the padding, the version (one
-    // byte), the empty lists of remembered writes and of writers (one byte
-    // each), the frame crc and the unit crc remain unwritten.
-    let cut = bytes.len() - 4 - 4 - 1 - 1 - 1 - 3;
+    // byte), the empty lists of remembered writes and of writers and the
+    // absent history (one byte each), the frame crc and the unit crc
+    // remain unwritten.
+    let cut = bytes.len() - 4 - 4 - 1 - 1 - 1 - 1 - 3;
     assert_eq!(bytes[cut - embedded.len()..cut], embedded[..]);
     assert_eq!(log::recover(&bytes[..cut]), Ok(torn(vec![], 16, cut as u64, 0, TailKind::Cut)));
     // Complete, with a wrong unit crc.
@@ -761,7 +765,7 @@ fn recover_version_1_keeps_frame_level_torn_tails_and_corruption() {
 }
 
 #[test]
-fn open_upgrades_a_version_1_log_to_version_2_with_the_same_records() {
+fn open_upgrades_a_version_1_log_to_the_current_format_with_the_same_records() {
     let dir = TempDir::new("upgrade");
     let records = sample_records(10);
     let v1 = encode_log_v1(&records);
@@ -781,7 +785,7 @@ fn open_upgrades_a_version_1_log_to_version_2_with_the_same_records() {
     assert_eq!(log.len_bytes(), upgraded.len() as u64);
     assert!(!dir.path().join(COMPACT_FILE_NAME).exists());
 
-    // Appends go on in version 2, numbered after the rewritten unit.
+    // Appends go on in the current format, numbered after the rewritten unit.
     let extra = slot("after-upgrade", 50, Some("v"), 3);
     log.append(&extra).expect("append");
     log.sync().expect("sync");
@@ -1400,4 +1404,54 @@ fn start_over_writes_a_log_that_says_the_node_catches_up() {
     assert_eq!(recovered.records, vec![Record::CatchingUp]);
     let (_, again) = LogFile::open(dir.path()).expect("reopen");
     assert_eq!(again.records, vec![Record::CatchingUp]);
+}
+
+// ---------------------------------------------------------------------------
+// The largest record
+
+/// A watched key at every bound at once (the largest key and value, a full
+/// history of the largest values, every remembered write and writer) makes
+/// a record within `RECORD_BYTES_MAX`, which the log writes and recovers.
+#[test]
+fn the_largest_watched_state_fits_a_record_and_round_trips() {
+    use paxosd::limits;
+    let history_value = |i: usize| {
+        let share = limits::WATCH_HISTORY_BYTES_MAX / limits::WATCH_HISTORY_VERSIONS_MAX;
+        Some(Value(vec![i as u8; share]))
+    };
+    let top = u64::MAX - 1;
+    let past = (0..limits::WATCH_HISTORY_VERSIONS_MAX)
+        .map(|i| PastState { version: Version(top - 1 - i as u64), value: history_value(i) })
+        .collect();
+    let recent = (0..limits::RECENT_WRITES_MAX)
+        .map(|i| Evaluation {
+            request: Fingerprint([i as u8; 8]),
+            version: Version(u64::MAX - i as u64),
+            took_effect: true,
+        })
+        .collect();
+    let max_ballot = Ballot::at(Epoch(u64::MAX), u64::MAX, NodeId(u16::MAX));
+    let state = RegisterState {
+        value: Some(Value(vec![0xEE; limits::VALUE_BYTES_MAX])),
+        version: Version(top),
+        recent,
+        writers: vec![max_ballot; limits::NODES_MAX],
+        history: Some(History { past }),
+    };
+    assert!(state.history.as_ref().is_some_and(|h| h.is_well_formed(state.version)));
+    let record = Record::Slot {
+        key: Key(vec![0xAB; limits::KEY_BYTES_MAX]),
+        promised: max_ballot,
+        accepted: max_ballot,
+        state,
+    };
+    let payload = postcard::to_stdvec(&record).expect("encode").len();
+    assert!(payload <= limits::RECORD_BYTES_MAX, "{payload} bytes");
+    let dir = TempDir::new("largest");
+    let (mut log, _) = LogFile::open(dir.path()).expect("open");
+    log.append(&record).expect("append");
+    log.sync().expect("sync");
+    drop(log);
+    let (_, recovered) = LogFile::open(dir.path()).expect("reopen");
+    assert_eq!(recovered.records, vec![record]);
 }

@@ -28,6 +28,8 @@ const EXIT_UNDECIDED: u8 = 5;
 /// Examples:
 ///   paxosctl propose greeting hello          # prints the new version
 ///   paxosctl read greeting                   # prints hello
+///   paxosctl read greeting --wait-version 5  # once greeting is at version 5
+///   paxosctl watch greeting                  # prints every new version
 ///   paxosctl --node 2 read greeting --json   # ask node 2, print JSON
 ///   paxosctl cas greeting bye --expect-value hello
 ///   paxosctl cas greeting bye --expect-version 3
@@ -49,7 +51,8 @@ const EXIT_UNDECIDED: u8 = 5;
 ///      were there already and were left as they were
 ///   4  no quorum within the timeout, or no answer: the message says whether
 ///      the change was not applied or its outcome is unknown; export, list:
-///      fewer than a majority of the nodes could be scanned
+///      fewer than a majority of the nodes could be scanned; read
+///      --wait-version: the key did not reach the version in time
 ///   5  check: the history could not be decided within the search budget
 ///   6  lock, elect: the lease was lost (the command was sent SIGTERM)
 ///   7  lock: not acquired within --wait
@@ -73,14 +76,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Set KEY to VALUE; prints the new version.
-    Propose { key: String, value: String },
+    Propose {
+        key: String,
+        value: String,
+    },
     /// Print KEY's value (nothing, and exit 0, when absent).
+    ///
+    /// With --wait-version N, wait until KEY is at version N or later, then
+    /// print its value then. The node answers as soon as a write makes the
+    /// version (nobody polls); exit 4 if --timeout-ms passes first.
     Read {
         key: String,
         /// Print {"key":..,"value":..,"version":..} (value null when absent).
         #[arg(long)]
         json: bool,
+        /// Wait until KEY's version is N or later.
+        #[arg(long, value_name = "N")]
+        wait_version: Option<u64>,
     },
+    Watch(WatchArgs),
     /// Compare-and-set: set KEY to NEW if it holds the expected value.
     ///
     /// Give exactly one of --expect-value, --expect-version, --expect-absent.
@@ -88,11 +102,16 @@ enum Command {
     /// expectation does not hold.
     Cas(CasArgs),
     /// Delete KEY (leaves a tombstone; the version keeps counting).
-    Delete { key: String },
+    Delete {
+        key: String,
+    },
     /// Append VALUE to KEY's value (to nothing if absent); prints the new
     /// version. Exit 3, nothing changed, if the result would exceed the
     /// value limit.
-    Append { key: String, value: String },
+    Append {
+        key: String,
+        value: String,
+    },
     /// Show which nodes answer, with their id and address.
     ///
     /// Each line shows the node's state (up, CATCHING UP, FROZEN while it
@@ -444,6 +463,55 @@ struct TortureArgs {
     op_timeout_ms: u64,
 }
 
+/// Print every new version of KEY as it is acknowledged.
+///
+/// One line per version, in order: VERSION, a tab, the value. A version
+/// whose state is absent (deleted) prints as VERSION alone, without a tab.
+/// Values are printed as they are; use --json for values that may hold
+/// newlines. Without --from-version the first line is KEY's current state
+/// (nothing while KEY was never written).
+///
+/// What it guarantees:
+///   - every version, once, in order, never backwards, as long as the
+///     watcher is not more than 64 writes (or 16 KiB of values) behind the
+///     writers; the key keeps that much history once it is watched;
+///   - beyond that, a line on stderr names the versions missed
+///     ("gap: versions A to B ...") and the watch goes on from the oldest
+///     version still held, up to the newest;
+///   - with --from-version N (pass the last version you printed, to resume
+///     after a restart or a lost connection): everything after N that the
+///     history still holds, a gap line for the rest, and always the latest
+///     state.
+///
+/// How: it long-polls the key's home node (where writers send the key's
+/// writes): the node reads the key linearizably and answers at once when
+/// it has versions after the last one printed, else holds the poll until
+/// the key changes, or a second passes. A node that stays silent for
+/// about 2.3 s is left for the next one, so a node that dies costs one
+/// such pause; "listening to node N" goes to stderr each time the node
+/// changes. --timeout-ms does not apply: a watch runs until it is stopped
+/// (or --count versions were printed).
+///
+/// Examples:
+///   paxosctl watch config/leader
+///   paxosctl watch config/leader --from-version 41 --json
+///   paxosctl watch counter --count 1     # wait for the next version
+#[derive(ClapArgs)]
+#[command(verbatim_doc_comment)]
+struct WatchArgs {
+    key: String,
+    /// Print the versions after N (N itself is not printed).
+    #[arg(long, value_name = "N")]
+    from_version: Option<u64>,
+    /// Print {"key":..,"version":..,"value":..} per version (value null
+    /// when absent).
+    #[arg(long)]
+    json: bool,
+    /// Exit (0) after printing N versions.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+}
+
 #[derive(ClapArgs)]
 #[group(required = true, multiple = false)]
 struct CasExpect {
@@ -521,7 +589,9 @@ fn run(cli: Cli) -> u8 {
         Command::Propose { key, value } => {
             print_version(client.put(&Key::from(key.as_str()), value_of(&value)))
         }
-        Command::Read { key, json } => read(&mut client, &key, json),
+        Command::Read { key, json, wait_version: None } => read(&mut client, &key, json),
+        Command::Read { key, json, wait_version: Some(n) } => wait_version(&mut client, &key, json, n),
+        Command::Watch(args) => watch(&mut client, &args),
         Command::Cas(args) => cas(&mut client, args),
         Command::Delete { key } => print_version(client.delete(&Key::from(key.as_str()))),
         Command::Append { key, value } => append(&mut client, &key, &value),
@@ -1181,6 +1251,7 @@ fn exit_code(e: &ClientError) -> u8 {
     match e {
         ClientError::NoQuorum { .. } => EXIT_NO_QUORUM,
         ClientError::Unknown { .. } => EXIT_NO_QUORUM,
+        ClientError::WaitTimedOut { .. } => EXIT_NO_QUORUM,
         ClientError::UnknownNode(_) => EXIT_USAGE,
         _ => EXIT_OTHER,
     }
@@ -1197,16 +1268,78 @@ fn print_version(result: Result<Answer, ClientError>) -> u8 {
 }
 
 fn read(client: &mut Client, key: &str, json: bool) -> u8 {
-    let answer = match client.read(&Key::from(key)) {
-        Ok(a) => a,
-        Err(e) => return client_error(e),
-    };
-    let value = answer.value.as_ref().map(|v| v.as_bytes());
+    match client.read(&Key::from(key)) {
+        Ok(a) => print_value(key, a.value.as_ref(), a.version, json),
+        Err(e) => client_error(e),
+    }
+}
+
+fn wait_version(client: &mut Client, key: &str, json: bool, version: u64) -> u8 {
+    match client.wait_version(&Key::from(key), Version(version)) {
+        Ok(state) => print_value(key, state.value.as_ref(), state.version, json),
+        Err(e) => client_error(e),
+    }
+}
+
+fn watch(client: &mut Client, args: &WatchArgs) -> u8 {
+    use paxosd::core::watch::WatchEvent;
+    let key = Key::from(args.key.as_str());
+    let mut printed = 0u64;
+    let mut failed = false;
+    let result = client.watch(&key, args.from_version.map(Version), |event| match event {
+        WatchEvent::Version(state) => {
+            printed += 1;
+            failed = watch_line(&args.key, &state, args.json).is_err();
+            !failed && args.count.is_none_or(|count| printed < count)
+        }
+        WatchEvent::Gap { from, to } => {
+            eprintln!(
+                "paxosctl: watch: gap: versions {from} to {to} of {} were overwritten before they \
+                 could be read (more writes than the key's history keeps); going on from version {}",
+                args.key,
+                to.0.saturating_add(1)
+            );
+            true
+        }
+        WatchEvent::Listening(node) => {
+            eprintln!("paxosctl: watch: listening to node {node}");
+            true
+        }
+    });
+    match result {
+        Err(e) => client_error(e),
+        // stdout is gone (a closed pipe): nobody reads any more.
+        Ok(()) if failed => EXIT_OTHER,
+        Ok(()) => EXIT_OK,
+    }
+}
+
+/// One version of a watch: `VERSION\tVALUE`, `VERSION` alone when absent.
+fn watch_line(key: &str, state: &paxosd::types::PastState, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let value = state.value.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let text = serde_json::json!({ "key": key, "version": state.version.0, "value": value });
+        writeln!(out, "{text}")?;
+    } else {
+        write!(out, "{}", state.version)?;
+        if let Some(value) = &state.value {
+            out.write_all(b"\t")?;
+            out.write_all(value.as_bytes())?;
+        }
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// Prints a key's value as `read` does.
+fn print_value(key: &str, value: Option<&Value>, version: Version, json: bool) -> u8 {
+    let value = value.map(|v| v.as_bytes());
     if json {
         let text = serde_json::json!({
             "key": key,
             "value": value.map(|v| String::from_utf8_lossy(v).into_owned()),
-            "version": answer.version.0,
+            "version": version.0,
         });
         println!("{text}");
     } else if let Some(bytes) = value {

@@ -19,7 +19,8 @@
 //! A client drives a `client::ClientMachine` the same way: `start` an
 //! operation, feed it `handle_message` and `handle_timeout`, send what
 //! `poll_transmit` returns, sleep until `poll_timeout`, and take the
-//! operation's `Ending` from `poll_ending`.
+//! operation's `Ending` from `poll_ending`. A watching client drives a
+//! `watch::WatchMachine` the same way, taking versions from `poll_event`.
 
 pub mod acceptor;
 pub mod backoff;
@@ -41,6 +42,8 @@ mod tests_lease;
 mod tests_membership;
 #[cfg(test)]
 mod tests_rejoin;
+pub mod watch;
+pub mod watches;
 
 pub use node::{ClientLimits, Envelope, Node, NodeSetup, Ready};
 pub use proposer::ReqHandle;

@@ -13,12 +13,17 @@ use super::reconfig::{Reconfig, ReconfigEnding};
 use super::rejoin::{PageFate, Rejoin};
 use super::rng::Rng;
 use super::sessions::{Admission, Sessions};
+use super::watches::Watches;
 use crate::limits;
 use crate::storage::{Record, Synced};
 use crate::types::RegisterState;
 use crate::types::{Ballot, Epoch, Key, NodeId, RequestId, SessionId, Time};
 use crate::wire::{self, MembersOutcome, Message, NodeStatus, Outcome, QueryId, Refusal, ScanSlot};
 use std::collections::{BTreeMap, VecDeque};
+
+// A child module: it works on the node's private parts.
+#[path = "node_watch.rs"]
+mod node_watch;
 
 /// Where an output goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,6 +250,9 @@ pub struct Node<A> {
     newer_config_seen: bool,
     /// `compute_tag` of the membership, kept up to date by `install`.
     tag: ConfigTag,
+    /// The clients' watches, and the reads run for them (by handle).
+    watches: Watches<A>,
+    watch_reads: BTreeMap<ReqHandle, Key>,
     #[cfg(feature = "planted-bugs")]
     bugs: super::PlantedBugs,
 }
@@ -341,6 +349,8 @@ impl<A: Copy + Ord> Node<A> {
             rejoin_pending,
             newer_config_seen: false,
             tag,
+            watches: Watches::new(limits::WATCHES_PARKED_MAX),
+            watch_reads: BTreeMap::new(),
             #[cfg(feature = "planted-bugs")]
             bugs: super::PlantedBugs::default(),
         };
@@ -431,7 +441,9 @@ impl<A: Copy + Ord> Node<A> {
         let rejoin = self.rejoin.as_ref().and_then(Rejoin::poll_timeout);
         let reconfig = self.reconfig.as_ref().and_then(|(r, _)| r.poll_timeout());
         let frozen = self.membership.frozen.is_some().then_some(self.frozen_poll_at);
-        proposals.chain(queued).chain(rejoin).chain(reconfig).chain(frozen).chain(self.next_stall()).min()
+        let watches = self.watches.next_deadline();
+        let others = rejoin.into_iter().chain(reconfig).chain(frozen).chain(watches).chain(self.next_stall());
+        proposals.chain(queued).chain(others).min()
     }
 
     /// The next instant at which a running proposal finds the node cut off
@@ -508,6 +520,9 @@ impl<A: Copy + Ord> Node<A> {
             msg => self.membership_message(now, from, msg),
         }
         self.drain_loopback(now);
+        // Here, with no proposal half-finished: an accept or a read's end
+        // may have left watches waiting for a read.
+        self.start_watch_reads(now);
     }
 
     /// The messages of catching up and of membership changes, from a peer
@@ -622,6 +637,7 @@ impl<A: Copy + Ord> Node<A> {
     pub fn handle_client(&mut self, now: Time, from: A, msg: Message) {
         self.clock = now;
         self.client_message(now, ReplyTo::Client(from), msg);
+        self.start_watch_reads(now);
     }
 
     fn client_message(&mut self, now: Time, from: ReplyTo<A>, msg: Message) {
@@ -633,6 +649,11 @@ impl<A: Copy + Ord> Node<A> {
                 self.ready.messages.push(from.envelope(reply));
             }
             Message::MembersRequest { id, target } => self.members_request(now, from, id, target),
+            Message::WatchRequest { id, key, after, every_version } => {
+                if let ReplyTo::Client(addr) = from {
+                    self.watch_request(now, addr, id, key, after, every_version);
+                }
+            }
             // A client lists keys (`paxosctl export`): it fences nothing.
             Message::Scan { epoch: Epoch(0), after } if !self.catching_up() => {
                 let (slots, done) = self.acceptor.scan(after.as_ref());
@@ -906,7 +927,7 @@ impl<A: Copy + Ord> Node<A> {
 
     fn is_overloaded(&self, key: &Key) -> bool {
         let queue = self.queued.get(key).map_or(0, VecDeque::len);
-        self.requests_in_flight() >= self.limits.requests_in_flight_max
+        self.requests_in_flight() + self.watch_reads.len() >= self.limits.requests_in_flight_max
             || queue >= self.limits.requests_queued_per_key_max
     }
 
@@ -923,7 +944,12 @@ impl<A: Copy + Ord> Node<A> {
             deadline: now.plus_millis(u64::from(request.timeout_ms)),
             resent: request.resent,
         };
-        let key = request.key;
+        self.run_request(now, request.key, proposal_request);
+    }
+
+    /// Runs `proposal_request` on `key`: in a new proposal, or with the
+    /// one running there.
+    fn run_request(&mut self, now: Time, key: Key, proposal_request: Request) {
         if self.proposals.contains_key(&key) {
             // Joins the running batch at its next attempt if it is still
             // open, or runs in the next batch.
@@ -983,6 +1009,12 @@ impl<A: Copy + Ord> Node<A> {
                 let vote = self.acceptor.handle_accept(&key, ballot, &state, next);
                 let promised = self.acceptor.promised(&key);
                 self.rounds.observe(promised.max(ballot));
+                // Another proposer's state may be chosen by now: the watches
+                // of its key read it. (This node's own proposals tell its
+                // watches what they chose.)
+                if from != self.id && matches!(vote.reply, Message::Accepted { .. }) {
+                    self.watch_accepted(&key, state.version);
+                }
                 self.vote(from, vote);
             }
             Message::Query { key, query } => {
@@ -1031,7 +1063,9 @@ impl<A: Copy + Ord> Node<A> {
             | Message::Install { .. }
             | Message::Installed { .. }
             | Message::MembersRequest { .. }
-            | Message::MembersReply { .. } => {}
+            | Message::MembersReply { .. }
+            | Message::WatchRequest { .. }
+            | Message::WatchReply { .. } => {}
         }
     }
 
@@ -1061,6 +1095,7 @@ impl<A: Copy + Ord> Node<A> {
             self.give_up_stalled(now);
         }
         self.expire_queued(now);
+        self.watch_timeout(now);
         self.drain_loopback(now);
     }
 
@@ -1147,6 +1182,7 @@ impl<A: Copy + Ord> Node<A> {
         let queued: Vec<Request> = std::mem::take(&mut self.queued).into_values().flatten().collect();
         let refused = queued.iter().map(|r| (r.handle, Outcome::Refused(Refusal::ShuttingDown)));
         self.answer(refused.collect());
+        self.refuse_watches(Refusal::ShuttingDown);
     }
 
     /// Runs `f` on the proposal for `key` (if any), then starts attempts that
@@ -1170,6 +1206,9 @@ impl<A: Copy + Ord> Node<A> {
         }
         if let Some(fast) = proposal.take_fast_path() {
             self.note_fast_path(key, fast);
+        }
+        if let Some(chosen) = proposal.take_chosen() {
+            self.watch_chosen(key, &chosen);
         }
         self.flush(out);
         self.proposals.insert(key.clone(), proposal);
@@ -1303,6 +1342,9 @@ impl<A: Copy + Ord> Node<A> {
     /// session.
     fn answer(&mut self, outcomes: Vec<(ReqHandle, Outcome)>) {
         for (handle, outcome) in outcomes {
+            if self.watch_read_done(handle, &outcome) {
+                continue;
+            }
             let Some((to, id)) = self.running.by_handle.remove(&handle) else {
                 continue;
             };

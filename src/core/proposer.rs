@@ -221,6 +221,9 @@ pub struct Proposal {
     /// Whether a one-round read was tried (once per proposal).
     queried: bool,
     fast_path: Option<FastPath>,
+    /// The state the proposal found chosen, once it finished: what its
+    /// accepts carried, or what a one-round read agreed on.
+    chosen: Option<RegisterState>,
 }
 
 impl Proposal {
@@ -238,6 +241,7 @@ impl Proposal {
             quorum_sample_us: None,
             queried: false,
             fast_path: None,
+            chosen: None,
         }
     }
 
@@ -311,6 +315,12 @@ impl Proposal {
     /// Once, when the proposal finished: what its last accepts promised.
     pub fn take_fast_path(&mut self) -> Option<FastPath> {
         self.fast_path.take()
+    }
+
+    /// Once, when the proposal finished: the key's state it found chosen
+    /// (the node's watches learn of new versions from it).
+    pub fn take_chosen(&mut self) -> Option<RegisterState> {
+        self.chosen.take()
     }
 
     /// True when a read in one round should be tried: the batch only reads,
@@ -521,7 +531,8 @@ impl Proposal {
 
     /// An accepted for `ballot` from `from`, whose promise is now `promised`.
     pub fn on_accepted(&mut self, now: Time, from: NodeId, ballot: Ballot, promised: Ballot) -> Progress {
-        let Phase::Accepting { ballot: mine, votes, next, next_votes, answers, since, .. } = &mut self.phase
+        let Phase::Accepting { ballot: mine, votes, next, next_votes, answers, since, state, .. } =
+            &mut self.phase
         else {
             return Progress::Pending;
         };
@@ -537,6 +548,8 @@ impl Proposal {
         }
         self.quorum_sample_us = Some(now.micros_since(*since));
         self.fast_path = next_votes.is_reached().then_some(FastPath { accepted: ballot, next: *next });
+        // The proposal is over: its state moves out rather than being copied.
+        self.chosen = Some(std::mem::take(state));
         let outcomes = self.requests.iter().filter_map(|r| Some((r.handle, answers.remove(&r.handle)?)));
         Progress::Finished(outcomes.collect())
     }
@@ -595,9 +608,17 @@ impl Proposal {
             None => tally.push((accepted, 1, state.clone())),
         }
         let majority = if ctx.bugs().read_from_one_acceptor { 1 } else { votes.majority() };
-        if let Some((_, _, agreed)) = tally.iter().find(|(_, count, _)| *count >= majority) {
+        if let Some((_, _, agreed)) = tally.iter_mut().find(|(_, count, _)| *count >= majority) {
+            // A watch that would switch the key's history on must write the
+            // state back: a read in one round writes nothing.
+            if !self.requests.iter().all(|r| r.change.is_identity_on(agreed)) {
+                self.fall_back_from_query(now);
+                return Progress::Pending;
+            }
             let outcomes = self.requests.iter().map(|r| (r.handle, evaluated_answer(r, agreed, true)));
-            return Progress::Finished(outcomes.collect());
+            let outcomes = outcomes.collect();
+            self.chosen = Some(std::mem::take(agreed));
+            return Progress::Finished(outcomes);
         }
         let best = tally.iter().map(|(_, count, _)| *count).max().unwrap_or(0);
         if best + votes.unanswered() < majority {

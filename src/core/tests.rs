@@ -6,10 +6,10 @@ use crate::limits;
 use crate::members::Members;
 use crate::storage::{Record, Synced};
 use crate::types::{
-    Ballot, Evaluation, Fingerprint, Incarnation, Key, NodeId, RegisterState, RequestId, SessionId, Time,
-    Value, Version,
+    Ballot, Evaluation, Fingerprint, History, Incarnation, Key, NodeId, PastState, RegisterState, RequestId,
+    SessionId, Time, Value, Version,
 };
-use crate::wire::{self, Message, Outcome, QueryId, Refusal};
+use crate::wire::{self, Message, Outcome, QueryId, Refusal, WatchAnswer, WatchId};
 
 const T0: Time = Time(1_000_000);
 /// The client's address, as the node sees it.
@@ -1093,4 +1093,127 @@ fn a_refusal_naming_the_attempts_own_next_ballot_does_not_abandon_it() {
     assert!(
         matches!(&messages[..], [Envelope::Peer(_, Message::Accept { ballot, .. }), _] if *ballot == b(2, 1))
     );
+}
+
+// Watches.
+
+/// The watching client's address.
+const WATCHER: u32 = 88;
+
+fn watch_request(id: u64, after: Option<u64>) -> Message {
+    Message::WatchRequest { id: WatchId(id), key: k(), after: after.map(Version), every_version: true }
+}
+
+fn watch_reply(id: u64, answer: WatchAnswer) -> Envelope<u32> {
+    Envelope::Client(WATCHER, Message::WatchReply { id: WatchId(id), key: k(), answer })
+}
+
+fn watch_states(versions: &[(u64, &str)], current: u64) -> WatchAnswer {
+    let versions = versions
+        .iter()
+        .map(|&(v, x)| PastState { version: Version(v), value: Some(Value::from(x)) })
+        .collect();
+    WatchAnswer::States { versions, current: Version(current), gap: false }
+}
+
+/// `st(v, version)` of a watched key, with these past states (newest first).
+fn watched(v: &str, version: u64, past: &[(u64, &str)]) -> RegisterState {
+    let past = past.iter().map(|&(p, x)| PastState { version: Version(p), value: Some(Value::from(x)) });
+    RegisterState { history: Some(History { past: past.collect() }), ..st(v, version) }
+}
+
+/// The first query among `messages`.
+fn query_of(messages: &[Envelope<u32>]) -> QueryId {
+    let query = messages.iter().find_map(|m| match m {
+        Envelope::Peer(_, Message::Query { query, .. }) => Some(*query),
+        _ => None,
+    });
+    query.unwrap_or_else(|| panic!("no query sent: {messages:?}"))
+}
+
+/// A node whose acceptor holds `state` accepted at (0,2), with a watch of
+/// the versions after `after` whose read (in one round: node 2 agrees)
+/// found nothing newer, so it is parked.
+fn parked(after: u64, state: RegisterState) -> Node<u32> {
+    let mut node = Node::new(setup(3, vec![slot(b(0, 2), b(0, 2), state.clone())]));
+    node.handle_client(T0, WATCHER, watch_request(1, Some(after)));
+    let query = query_of(&drain(&mut node).1);
+    node.handle_peer(T0, n(2), query_reply(query, b(0, 2), state));
+    let (records, messages) = drain(&mut node);
+    assert_eq!((records, messages), (vec![], vec![]), "parked, nothing written");
+    node
+}
+
+#[test]
+fn a_watch_of_an_unwatched_key_writes_the_state_back_to_switch_its_history_on() {
+    let mut node = node1();
+    node.handle_client(T0, WATCHER, watch_request(1, Some(0)));
+    let query = query_of(&drain(&mut node).1);
+    // Its own acceptor and node 2 agree: nothing accepted. A read would be
+    // done; the watch must write the state back with its history on.
+    node.handle_peer(T0, n(2), query_reply(query, Ballot::ZERO, RegisterState::default()));
+    let prepares: Vec<Envelope<u32>> =
+        [2, 3].map(|p| Envelope::Peer(n(p), Message::Prepare { key: k(), ballot: b(1, 1) })).to_vec();
+    assert_eq!(drain(&mut node).1, prepares);
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    let on = RegisterState { history: Some(History::default()), ..RegisterState::default() };
+    assert_eq!(drain(&mut node).1, accepts(b(1, 1), on));
+    node.handle_peer(T0, n(3), accepted(b(1, 1)));
+    assert_eq!(drain(&mut node).1, vec![], "nothing after version 0 yet: parked");
+}
+
+#[test]
+fn a_parked_watch_is_answered_once_a_newer_state_accepted_from_a_peer_is_read() {
+    let mut node = parked(5, watched("v5", 5, &[(4, "v4")]));
+    let newer = watched("v6", 6, &[(5, "v5"), (4, "v4")]);
+    let accept = Message::Accept { key: k(), ballot: b(1, 2), state: newer.clone(), next: Ballot::ZERO };
+    node.handle_peer(T0, n(2), accept);
+    let (records, messages) = drain(&mut node);
+    assert_eq!(records, vec![slot(b(1, 2), b(1, 2), newer.clone())]);
+    let query = query_of(&messages);
+    let vote = Envelope::Peer(n(2), Message::Accepted { key: k(), ballot: b(1, 2), promised: b(1, 2) });
+    assert!(messages.contains(&vote), "{messages:?}");
+    node.handle_peer(T0, n(3), query_reply(query, b(1, 2), newer));
+    assert_eq!(drain(&mut node).1, vec![watch_reply(1, watch_states(&[(6, "v6")], 6))]);
+}
+
+#[test]
+fn a_write_by_the_node_itself_answers_its_parked_watches_with_the_reply() {
+    let state = watched("v5", 5, &[(4, "v4")]);
+    let mut node = parked(5, state.clone());
+    put(&mut node, 1, "v6");
+    drain(&mut node);
+    let promise = Message::Promise { key: k(), ballot: b(1, 1), accepted: b(0, 2), state };
+    node.handle_peer(T0, n(2), promise);
+    drain(&mut node);
+    node.handle_peer(T0, n(2), accepted(b(1, 1)));
+    let messages = drain(&mut node).1;
+    let watch = watch_reply(1, watch_states(&[(6, "v6")], 6));
+    assert_eq!(messages, vec![watch, reply(&node, 1, written(6))]);
+}
+
+#[test]
+fn a_parked_watch_is_answered_unchanged_when_its_time_is_up() {
+    let mut node = parked(5, watched("v5", 5, &[]));
+    let up = T0.plus_millis(limits::WATCH_PARK_MS);
+    assert_eq!(node.next_deadline(), Some(up));
+    node.handle_timeout(Time(up.0 - 1));
+    assert_eq!(drain(&mut node).1, vec![], "not yet");
+    node.handle_timeout(up);
+    assert_eq!(drain(&mut node).1, vec![watch_reply(1, watch_states(&[], 5))]);
+    assert_eq!(node.next_deadline(), None, "nothing left");
+}
+
+#[test]
+fn watches_beyond_the_table_bound_are_refused_and_copies_take_no_room() {
+    let mut node = node1();
+    for id in 0..limits::WATCHES_PARKED_MAX as u64 {
+        node.handle_client(T0, WATCHER, watch_request(id, Some(0)));
+    }
+    drain(&mut node);
+    node.handle_client(T0, WATCHER, watch_request(0, Some(0)));
+    assert_eq!(drain(&mut node).1, vec![], "a copy of a held watch");
+    let over = limits::WATCHES_PARKED_MAX as u64;
+    node.handle_client(T0, WATCHER, watch_request(over, Some(0)));
+    assert_eq!(drain(&mut node).1, vec![watch_reply(over, WatchAnswer::Refused(Refusal::Overloaded))]);
 }

@@ -1,7 +1,7 @@
 //! The acceptor's append-only record log: byte layout, recovery, and the
 //! file that implements `Storage`.
 //!
-//! # Byte layout (format version 2)
+//! # Byte layout (format version 3)
 //!
 //! All integers are little-endian; every CRC is CRC-32 (IEEE, `crc32fast`).
 //!
@@ -78,14 +78,18 @@
 //! An empty input (0 bytes) is not an error: it is a log whose header was
 //! never written, reported with `Recovered::fresh` set.
 //!
-//! # Version 1
+//! # Versions 1 and 2
+//!
+//! A version 2 log has the layout above; its records are of the shape they
+//! had before register states kept a watched key's history, and `log_v2`
+//! reads them (as states without history). Recovery works as for version 3.
 //!
 //! Logs of format version 1 hold frames right after the header, without
 //! units, and records of an older shape (ballots had no epoch); `log_v1`
 //! reads them. Recovery of such a log works frame by frame with the rules
 //! above (a bad frame followed by a valid one is corruption, else the bad
-//! frames are the torn tail). `LogFile::open` rewrites a version 1 log as a
-//! version 2 one before it appends anything.
+//! frames are the torn tail). `LogFile::open` rewrites a version 1 or 2 log
+//! as a version 3 one before it appends anything.
 //!
 //! The functions over bytes (`encode_header`, `encode_record`,
 //! `encode_unit`, `recover`, `record_len`) do no I/O, so the simulator's
@@ -103,13 +107,18 @@ use std::path::{Path, PathBuf};
 // decoding.
 #[path = "log_v1.rs"]
 mod log_v1;
+#[path = "log_v2.rs"]
+mod log_v2;
 
 /// First bytes of every log file.
 pub const MAGIC: [u8; 8] = *b"PXDLOG\0\x01";
 /// The unit layout described above.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The frame-only layout of the first release, still read (see `log_v1`).
 pub const FORMAT_VERSION_FRAMES: u32 = 1;
+/// Units of records without a watched key's history, still read (see
+/// `log_v2`).
+pub const FORMAT_VERSION_NO_HISTORY: u32 = 2;
 /// Size of the file header.
 pub const HEADER_BYTES: usize = 16;
 /// Bytes a frame adds around its payload: length, length CRC, frame CRC.
@@ -234,9 +243,9 @@ pub struct Recovered {
     /// never written, which `LogFile::open` initialises. `valid_len` is then
     /// 0 and there are no records.
     pub fresh: bool,
-    /// The format version of the bytes: `FORMAT_VERSION`, or
-    /// `FORMAT_VERSION_FRAMES` for a log `LogFile::open` rewrites. A fresh
-    /// log counts as `FORMAT_VERSION`.
+    /// The format version of the bytes: `FORMAT_VERSION`, or an older one
+    /// (`FORMAT_VERSION_FRAMES`, `FORMAT_VERSION_NO_HISTORY`) for a log
+    /// `LogFile::open` rewrites. A fresh log counts as `FORMAT_VERSION`.
     pub version: u32,
     /// Sequence number of the last valid unit, 0 when there is none (and
     /// always in a version 1 log): the next unit written is numbered one
@@ -321,7 +330,7 @@ impl fmt::Display for RecoveryError {
             RecoveryError::UnsupportedVersion { version } => write!(
                 f,
                 "log format version {version} is not supported (this build reads versions \
-                 {FORMAT_VERSION_FRAMES} and {FORMAT_VERSION})"
+                 {FORMAT_VERSION_FRAMES} to {FORMAT_VERSION})"
             ),
             RecoveryError::Corrupt { offset } => {
                 write!(f, "damaged records at byte offset {offset}, followed by valid records")
@@ -340,18 +349,24 @@ pub fn recover(bytes: &[u8]) -> Result<Recovered, RecoveryError> {
     }
     match check_header(bytes)? {
         FORMAT_VERSION_FRAMES => log_v1::recover_frames(bytes),
-        _ => recover_units(bytes),
+        FORMAT_VERSION_NO_HISTORY => recover_units::<log_v2::RecordV2>(bytes, FORMAT_VERSION_NO_HISTORY),
+        _ => recover_units::<Record>(bytes, FORMAT_VERSION),
     }
 }
 
-fn recover_units(bytes: &[u8]) -> Result<Recovered, RecoveryError> {
+/// Recovers a log of units whose frames hold records of the shape `R`
+/// (today's, or an older one that converts), of format `version`.
+fn recover_units<R: DeserializeOwned + Into<Record>>(
+    bytes: &[u8],
+    version: u32,
+) -> Result<Recovered, RecoveryError> {
     let mut records = Vec::with_capacity(records_reserved(bytes.len()));
     let mut offset = HEADER_BYTES;
     let mut last_seq = 0u64;
     let mut torn_tail = None;
     while offset < bytes.len() {
         let decoded_from = records.len();
-        match decode_unit(bytes, offset, &mut records) {
+        match decode_unit::<R>(bytes, offset, &mut records) {
             Ok(unit) if unit.seq == last_seq + 1 => {
                 last_seq = unit.seq;
                 offset = unit.end;
@@ -361,7 +376,7 @@ fn recover_units(bytes: &[u8]) -> Result<Recovered, RecoveryError> {
                 // A unit out of sequence is as untrustworthy as a bad CRC,
                 // but its extent is known.
                 let fault = decoded.map_or_else(|fault| fault, |unit| Fault::Bad { end: unit.end });
-                if valid_unit_from(bytes, fault.rescan_from(offset), last_seq) {
+                if valid_unit_from::<R>(bytes, fault.rescan_from(offset), last_seq) {
                     return Err(RecoveryError::Corrupt { offset: offset as u64 });
                 }
                 let remaining = bytes.len() - offset;
@@ -372,7 +387,7 @@ fn recover_units(bytes: &[u8]) -> Result<Recovered, RecoveryError> {
         }
     }
     let valid_len = offset as u64;
-    Ok(Recovered { records, valid_len, torn_tail, fresh: false, version: FORMAT_VERSION, last_seq })
+    Ok(Recovered { records, valid_len, torn_tail, fresh: false, version, last_seq })
 }
 
 /// Room for the records of a log of `len` bytes, sized for the usual record
@@ -390,7 +405,7 @@ fn check_header(bytes: &[u8]) -> Result<u32, RecoveryError> {
         return Err(RecoveryError::BadHeader);
     }
     match read_u32(body, MAGIC.len()) {
-        Some(version @ (FORMAT_VERSION | FORMAT_VERSION_FRAMES)) => Ok(version),
+        Some(version @ (FORMAT_VERSION | FORMAT_VERSION_NO_HISTORY | FORMAT_VERSION_FRAMES)) => Ok(version),
         Some(version) => Err(RecoveryError::UnsupportedVersion { version }),
         None => Err(RecoveryError::BadHeader),
     }
@@ -434,7 +449,11 @@ struct Unit {
 
 /// Decodes the unit starting at `offset`, appending its records to
 /// `records` (some may be appended even when it fails).
-fn decode_unit(bytes: &[u8], offset: usize, records: &mut Vec<Record>) -> Result<Unit, Fault> {
+fn decode_unit<R: DeserializeOwned + Into<Record>>(
+    bytes: &[u8],
+    offset: usize,
+    records: &mut Vec<Record>,
+) -> Result<Unit, Fault> {
     let (body_start, crc_start, end) =
         checked_extent(bytes, offset, UNIT_PREFIX_BYTES, limits::LOG_UNIT_BYTES_MAX)?;
     let bad = Fault::Bad { end };
@@ -442,8 +461,8 @@ fn decode_unit(bytes: &[u8], offset: usize, records: &mut Vec<Record>) -> Result
     let body = &bytes[body_start..crc_start];
     let mut at = 0;
     while at < body.len() {
-        let (record, next) = decode_frame::<Record>(body, at).map_err(|_| bad)?;
-        records.push(record);
+        let (record, next) = decode_frame::<R>(body, at).map_err(|_| bad)?;
+        records.push(record.into());
         at = next;
     }
     Ok(Unit { seq, end })
@@ -452,12 +471,12 @@ fn decode_unit(bytes: &[u8], offset: usize, records: &mut Vec<Record>) -> Result
 /// Whether a valid unit numbered above `last_seq` starts at any offset from
 /// `start` on. Linear in the bytes scanned: most offsets fail the 4-byte
 /// length CRC.
-fn valid_unit_from(bytes: &[u8], start: usize, last_seq: u64) -> bool {
+fn valid_unit_from<R: DeserializeOwned + Into<Record>>(bytes: &[u8], start: usize, last_seq: u64) -> bool {
     let last_start = bytes.len().saturating_sub(UNIT_OVERHEAD_BYTES);
     let mut scratch = Vec::new();
     (start..=last_start).any(|offset| {
         scratch.clear();
-        decode_unit(bytes, offset, &mut scratch).is_ok_and(|unit| unit.seq > last_seq)
+        decode_unit::<R>(bytes, offset, &mut scratch).is_ok_and(|unit| unit.seq > last_seq)
     })
 }
 
@@ -556,7 +575,7 @@ impl fmt::Display for LogError {
             LogError::UnsupportedVersion { path, version } => write!(
                 f,
                 "acceptor log {} has format version {version}, this build reads versions \
-                 {FORMAT_VERSION_FRAMES} and {FORMAT_VERSION}; refusing to start",
+                 {FORMAT_VERSION_FRAMES} to {FORMAT_VERSION}; refusing to start",
                 path.display()
             ),
             LogError::Corrupt { path, offset } => write!(
@@ -637,7 +656,7 @@ impl LogFile {
     /// A damaged last unit is cut off (and a warning logged); the caller
     /// learns of it from `Recovered::torn_tail`. A damaged log, a bad header
     /// or an unknown format version is an error: the node must not start on
-    /// it. A version 1 log is rewritten as a version 2 one, the way
+    /// it. A log of an older format is rewritten in the current one, the way
     /// compaction writes a log. A leftover `acceptor.log.compact` from an
     /// interrupted compaction is deleted; the log it was meant to replace is
     /// complete.

@@ -56,6 +56,7 @@ impl From<RecordV1> for Record {
                     version: state.version,
                     recent: state.recent,
                     writers: state.writers.into_iter().map(Ballot::from).collect(),
+                    history: None,
                 },
             },
             RecordV1::RoundsReserved { round_limit } => Record::RoundsReserved { round_limit },
