@@ -5,8 +5,10 @@
 # one-way), datagram loss (1%, 10%, 30%), kill -9 and restart, SIGSTOP pauses
 # (one node, a minority, a majority, all), and with --disk-faults a node's
 # data dir wiped or a byte of its log flipped, then the node brought back
-# with `paxosd --rejoin`. At the end everything is healed, the lists are
-# read back, and the history is checked for linearizability.
+# with `paxosd --rejoin`. Lock sessions take, renew and release locks
+# alongside (torture --lock-sessions). At the end everything is healed, the
+# lists are read back, the history is checked for linearizability, and the
+# locks for safety (no two holders at once, tokens strictly growing).
 #
 #   scripts/chaos.sh [--nodes 3|5] [--duration SECONDS] [--seed S]
 #                    [--disk-faults] [--broken BUG] [--expect-failure]
@@ -29,9 +31,10 @@
 #   --expect-failure  exit 0 only if the check FAILS (for --broken runs)
 #
 # Prints the seed, the artifacts directory (history, node logs, fault log,
-# timeline.svg) and one summary line. Exit 0 only if linearizable and no
-# acknowledged write was lost; 1 if the check failed; 2 usage; 3 if it cannot
-# run here (not root, no network namespaces, no iptables).
+# timeline.svg) and one summary line. Exit 0 only if linearizable, no
+# acknowledged write was lost and no lock was held twice at once; 1 if the
+# check failed; 2 usage; 3 if it cannot run here (not root, no network
+# namespaces, no iptables).
 #
 # Needs root (it creates a network namespace and firewall rules inside it:
 # nothing outside the namespace is touched). Installs iptables if missing.
@@ -44,11 +47,12 @@ DURATION=60
 SEED=""
 BROKEN=""
 EXPECT_FAILURE=no
+LOCK_SESSIONS=4
 DISK_FAULTS=no
 CLIENTS=8
 KEYS=4
 
-usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 cannot() { echo "chaos: cannot run: $*" >&2; exit 3; }
 
 while [ $# -gt 0 ]; do
@@ -330,7 +334,8 @@ for i in $(seq $((NODES + 1)) "$SLOTS"); do start_node "$i" --join; done
 for i in $(seq 1 "$SLOTS"); do wait_answers "$i"; done
 
 ip netns exec "$NS" "$BIN/paxosctl" --config "$CFG" torture --clients "$CLIENTS" --keys "$KEYS" --duration "$DURATION" \
-    --seed "$SEED" --history "$ART/history.jsonl" >"$ART/torture.out" 2>"$ART/torture.err" &
+    --seed "$SEED" --history "$ART/history.jsonl" --lock-sessions "$LOCK_SESSIONS" \
+    >"$ART/torture.out" 2>"$ART/torture.err" &
 TORTURE_PID=$!
 
 declare -A COUNT=([partition]=0 [loss]=0 [kill]=0 [pause]=0 [disk]=0 [member]=0)
@@ -379,12 +384,18 @@ faults="partition:${COUNT[partition]},loss:${COUNT[loss]},kill:${COUNT[kill]},pa
 ops=$(grep -o 'ops=[0-9]*' <<<"$summary" || echo "ops=0")
 lin=$(grep -o 'linearizable=[a-z]*' <<<"$summary" || echo "linearizable=unknown")
 lost=$(grep -o 'lost_acked=[0-9]*' <<<"$summary" || echo "lost_acked=unknown")
-grep -h "NOT linearizable\|missing\|failed" "$ART/torture.err" | head -n 5 || true
+locks=$(grep -o 'lock_acquired=[0-9]* lock_released=[0-9]* lock_lost=[0-9]* lock_violations=[0-9]*' <<<"$summary" \
+    || echo "lock_violations=unknown")
+grep -h "NOT linearizable\|missing\|failed\|lock safety\|lock workload" "$ART/torture.err" | head -n 5 || true
 echo "chaos: artifacts in $ART (history.jsonl, faults.log, node*.log, timeline.svg)"
-echo "nodes=$NODES duration=$DURATION seed=$SEED faults=$faults $ops $lin $lost"
+echo "nodes=$NODES duration=$DURATION seed=$SEED faults=$faults $ops $lin $lost $locks"
 
 passed=no
-[ "$lin" = linearizable=yes ] && [ "$lost" = lost_acked=0 ] && passed=yes
+[ "$lin" = linearizable=yes ] && [ "$lost" = lost_acked=0 ] && [[ "$locks" == *" lock_violations=0" ]] && passed=yes
+if [[ "$locks" == "lock_acquired=0 "* ]]; then
+    echo "chaos: no lock was ever acquired: the lock workload checked nothing" >&2
+    passed=no
+fi
 if [ "$STUCK" -gt 0 ] || [ "$REFUSALS_MISSED" -gt 0 ]; then
     echo "chaos: $STUCK rejoins did not catch up; $REFUSALS_MISSED damaged logs were not refused naming --rejoin" >&2
     passed=no

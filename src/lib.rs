@@ -30,5 +30,6 @@ pub mod sim;
 pub mod storage;
 pub mod timeline;
 pub mod torture;
+pub mod torture_locks;
 pub mod types;
 pub mod wire;

@@ -120,6 +120,11 @@ impl Lock {
         }
     }
 
+    /// Who this lock's records name as holder.
+    pub fn holder(&self) -> HolderId {
+        self.lease.holder()
+    }
+
     pub fn status(&self) -> Status {
         self.lease.status(self.now())
     }

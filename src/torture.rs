@@ -46,6 +46,8 @@ pub struct Options {
     pub node: Option<NodeId>,
     /// Prepended to every key; unique per run (see `unique_prefix`).
     pub key_prefix: String,
+    /// Lock sessions running alongside (`torture_locks`); 0 for none.
+    pub lock_sessions: usize,
 }
 
 /// A key prefix no earlier run used: the seed and the wall clock.
@@ -73,11 +75,16 @@ pub struct Report {
     pub lost_acked: Vec<String>,
     /// Lists whose final read failed, so their elements could not be checked.
     pub unreadable: Vec<String>,
+    /// The lock workload's results, when it ran.
+    pub locks: Option<crate::torture_locks::LockReport>,
 }
 
 impl Report {
     pub fn passed(&self) -> bool {
-        self.verdict == Verdict::Linearizable && self.lost_acked.is_empty() && self.unreadable.is_empty()
+        self.verdict == Verdict::Linearizable
+            && self.lost_acked.is_empty()
+            && self.unreadable.is_empty()
+            && self.locks.as_ref().is_none_or(|l| l.violations.is_empty())
     }
 
     pub fn linearizable_word(&self) -> &'static str {
@@ -100,7 +107,18 @@ impl fmt::Display for Report {
             self.info,
             self.linearizable_word(),
             self.lost_acked.len()
-        )
+        )?;
+        match &self.locks {
+            Some(l) => write!(
+                f,
+                " lock_acquired={} lock_released={} lock_lost={} lock_violations={}",
+                l.acquired,
+                l.released,
+                l.lost,
+                l.violations.len()
+            ),
+            None => Ok(()),
+        }
     }
 }
 
@@ -209,7 +227,12 @@ pub fn run(config: &Config, options: &Options, counters: &Arc<Counters>) -> Resu
     let mut load = LoadGen::new(config, &load_options).map_err(TortureError::Load)?;
     let journal = Journal { recorder: Recorder::default(), counters };
     let mut workers = Workers::new(options, sessions, journal);
-    load.run(&mut workers).map_err(TortureError::Load)?;
+    let locks = std::thread::scope(|scope| {
+        let locks = (options.lock_sessions > 0).then(|| scope.spawn(|| run_locks(config, options)));
+        let load = load.run(&mut workers).map_err(TortureError::Load);
+        let locks = locks.map(|h| h.join().unwrap_or_else(|_| lock_workload_panicked()));
+        load.map(|_| locks)
+    })?;
     let Workers { journal, acked, .. } = workers;
     let mut reads = FinalReads::new(options, sessions, journal);
     load.run(&mut reads).map_err(TortureError::Load)?;
@@ -225,7 +248,25 @@ pub fn run(config: &Config, options: &Options, counters: &Arc<Counters>) -> Resu
         verdict,
         lost_acked,
         unreadable,
+        locks,
     })
+}
+
+fn run_locks(config: &Config, options: &Options) -> crate::torture_locks::LockReport {
+    let lock_options = crate::torture_locks::LockOptions {
+        sessions: options.lock_sessions,
+        duration: options.duration,
+        seed: options.seed,
+        timeout: options.timeout,
+        node: options.node,
+        key_prefix: options.key_prefix.clone(),
+    };
+    crate::torture_locks::run(config, &lock_options)
+}
+
+fn lock_workload_panicked() -> crate::torture_locks::LockReport {
+    let violations = vec!["lock workload: a session panicked".to_string()];
+    crate::torture_locks::LockReport { violations, ..Default::default() }
 }
 
 fn write_history(path: &PathBuf, lines: &[String]) -> Result<(), TortureError> {
@@ -587,6 +628,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             node: None,
             key_prefix: "t/".into(),
+            lock_sessions: 0,
         }
     }
 

@@ -461,6 +461,12 @@ struct TortureArgs {
     /// Timeout of each operation: short, so faults show up quickly.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     op_timeout_ms: u64,
+    /// Lock sessions alongside the register clients: each takes one of two
+    /// locks (1 s leases), holds it a while renewing, and releases it; some
+    /// stall past their lease and must find it lost. Checked: no two
+    /// holders at once, tokens strictly growing (lock_violations=0).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    lock_sessions: usize,
 }
 
 /// Print every new version of KEY as it is acknowledged.
@@ -638,6 +644,7 @@ fn torture(config: &Config, node: Option<NodeId>, args: TortureArgs) -> u8 {
         timeout: Duration::from_millis(args.op_timeout_ms.clamp(1, paxosd::limits::REQUEST_TIMEOUT_MS_MAX)),
         node,
         key_prefix: torture::unique_prefix(seed),
+        lock_sessions: args.lock_sessions,
     };
     eprintln!(
         "torture: seed={seed} clients={} keys={} duration={}s history={}",
@@ -668,6 +675,9 @@ fn torture(config: &Config, node: Option<NodeId>, args: TortureArgs) -> u8 {
             }
             for list in &report.unreadable {
                 eprintln!("torture: final read of {list} failed: its elements are unchecked");
+            }
+            for v in report.locks.iter().flat_map(|l| &l.violations) {
+                eprintln!("torture: {v}");
             }
             println!("{report}");
             if report.passed() { EXIT_OK } else { EXIT_OTHER }
