@@ -119,6 +119,9 @@ fn print_report(args: &Args, options: &SimOptions, report: &SeedReport, verbose:
         if let Some(plan) = &report.lock_plan {
             println!("locks: {plan:?}; leases: {:?}", report.lock_counts);
         }
+        if let Some((versions, gaps)) = report.watched {
+            println!("watchers: {versions} versions handed out, {gaps} gaps");
+        }
     }
     if report.violations.is_empty() {
         return;

@@ -96,6 +96,10 @@ impl WatchMachine {
         machine
     }
 
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
     /// The last version handed out.
     pub fn after(&self) -> Option<Version> {
         self.after

@@ -22,6 +22,7 @@ mod net;
 mod node;
 mod sweep;
 mod trace;
+mod watchers;
 mod workload;
 mod world;
 
@@ -84,6 +85,9 @@ pub struct SeedReport {
     /// The lock workload's plan and how its leases ended, when it had one.
     pub lock_plan: Option<LockPlan>,
     pub lock_counts: LockCounts,
+    /// Versions the watchers handed out, and gaps they reported (`None`:
+    /// no watchers in this seed).
+    pub watched: Option<(u64, u64)>,
 }
 
 /// Runs one seed to the end and checks everything.
@@ -114,6 +118,7 @@ pub fn run_seed(options: &SimOptions) -> SeedReport {
         events: world.events,
         lock_plan: world.locks.as_ref().map(|l| l.plan().clone()),
         lock_counts: world.locks.as_ref().map(|l| l.counts).unwrap_or_default(),
+        watched: world.watchers.as_ref().map(|w| (w.versions_seen, w.gaps)),
     }
 }
 

@@ -20,7 +20,7 @@ use super::net::ClientAddr;
 use crate::change::Change;
 use crate::core::client::{ClientMachine, Ending, NotRun, Routing};
 use crate::core::rng::Rng;
-use crate::types::{Key, NodeId, SessionId, Time, Value};
+use crate::types::{Key, NodeId, SessionId, Time, Value, Version};
 use crate::wire::{Message, Refusal};
 use std::collections::BTreeMap;
 
@@ -292,6 +292,21 @@ impl Workload {
     /// The history in the checker's format.
     pub fn history(&self) -> String {
         self.history.concat()
+    }
+
+    /// A watcher was told at `now` that `key` held `value` at `version`:
+    /// it must be the value clients were told for that version. (Not a
+    /// floor for the versions of later operations beyond what a read at
+    /// `now` would give: a watch hands out states that were current when
+    /// its node read the key, or older ones from the key's history.)
+    pub fn observe(
+        &mut self,
+        key: &Key,
+        now: Time,
+        version: Version,
+        value: Option<Value>,
+    ) -> Result<(), String> {
+        self.descent.ack(key, Time(0), now, version, Some(value))
     }
 
     /// What is still running, for a liveness report.

@@ -9,6 +9,7 @@ use super::locks::{LOCK_ADDR_BASE, LockOut, LockPlan, LockWorkload};
 use super::net::{ClientAddr, Endpoint, Net};
 use super::node::{Outgoing, SimNode};
 use super::trace::TraceHash;
+use super::watchers::{WATCH_ADDR_BASE, WatchOut, Watchers};
 use super::workload::{ClientOut, Workload, WorkloadPlan};
 use crate::core::rng::Rng;
 use crate::members::ConfigTag;
@@ -107,6 +108,9 @@ pub struct World {
     pub(super) workload: Workload,
     /// Lock sessions, in the seeds that have them.
     pub(super) locks: Option<LockWorkload>,
+    /// Watchers of register keys, in the seeds that have them.
+    pub(super) watchers: Option<Watchers>,
+    seed: u64,
     pub(super) counts: FaultCounts,
     trace: TraceHash,
     pub(super) violations: Vec<String>,
@@ -154,6 +158,8 @@ impl World {
             plan,
             workload,
             locks,
+            watchers: None,
+            seed: options.seed,
             nodes,
             counts: FaultCounts::default(),
             trace: TraceHash::default(),
@@ -179,6 +185,13 @@ impl World {
             locks.start(self.now, &mut lock_out);
         }
         self.apply_lock_out(lock_out);
+        let members: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        if let Some((watchers, out)) =
+            Watchers::choose(self.seed, self.now, &members, self.workload.plan().keys)
+        {
+            self.watchers = Some(watchers);
+            self.apply_watch_out(out);
+        }
         if self.plan.has_nemesis() {
             self.push(self.now, Event::Nemesis);
         }
@@ -221,6 +234,13 @@ impl World {
             }
             Event::NodeWake { node, life } => self.node_wake(node, life),
             Event::SyncDone { node, life } => self.sync_done(node, life),
+            Event::ClientWake { addr, generation } if addr >= WATCH_ADDR_BASE => {
+                let mut out = WatchOut::default();
+                if let Some(watchers) = self.watchers.as_mut() {
+                    watchers.on_wake(self.now, addr, generation, &mut self.workload, &mut out);
+                }
+                self.apply_watch_out(out);
+            }
             Event::ClientWake { addr, generation } if addr >= LOCK_ADDR_BASE => {
                 let mut out = LockOut::default();
                 if let Some(locks) = self.locks.as_mut() {
@@ -280,6 +300,15 @@ impl World {
         let Endpoint::Node(node) = from else {
             return;
         };
+        if addr >= WATCH_ADDR_BASE {
+            let mut out = WatchOut::default();
+            if let Some(watchers) = self.watchers.as_mut() {
+                for msg in msgs {
+                    watchers.on_reply(self.now, addr, node, msg, &mut self.workload, &mut out);
+                }
+            }
+            return self.apply_watch_out(out);
+        }
         if addr >= LOCK_ADDR_BASE {
             let mut out = LockOut::default();
             if let Some(locks) = self.locks.as_mut() {
@@ -295,6 +324,16 @@ impl World {
     }
 
     pub(super) fn apply_client_out(&mut self, out: ClientOut) {
+        for (addr, node, msg) in out.sends {
+            self.send(Endpoint::Client(addr), vec![(Endpoint::Node(node), vec![msg])]);
+        }
+        for (addr, generation, time) in out.wakes {
+            self.push(time, Event::ClientWake { addr, generation });
+        }
+        self.violations.extend(out.violations);
+    }
+
+    fn apply_watch_out(&mut self, out: WatchOut) {
         for (addr, node, msg) in out.sends {
             self.send(Endpoint::Client(addr), vec![(Endpoint::Node(node), vec![msg])]);
         }
