@@ -67,8 +67,23 @@ pub const WATCH_PARK_MS: u64 = 1_000;
 pub const WATCH_READ_MS: u64 = 500;
 
 /// A node whose acceptor holds a newer version of a watched key than its
-/// read found (a write in flight elsewhere) reads again after this long.
+/// read found (a write in flight elsewhere, or a state accepted there and
+/// never chosen) reads again after this long, in both phases. A key whose
+/// read could not start (its queue was full) is tried again after this
+/// long too.
 pub const WATCH_REREAD_MS: u64 = 20;
+
+/// Reads a node runs at once for its watches (one per watched key at
+/// most). A budget apart from `REQUESTS_IN_FLIGHT_MAX`, and well below
+/// it: polls on many keys wait for their turn (or their time to be up)
+/// rather than take the room of client requests and get writes refused.
+pub const WATCH_READS_IN_FLIGHT_MAX: usize = 256;
+
+/// Watch answers a node produces in one turn (between two `take_ready`s).
+/// One write can answer every watch of its key, each with its own copy of
+/// the state (up to a datagram); beyond this many the rest wait for
+/// another read, in a later turn, so one turn's memory stays bounded.
+pub const WATCH_ANSWERS_PER_TURN_MAX: usize = 256;
 
 /// A watching client that heard nothing for this long from the node it
 /// asked asks the next node: longer than a node may take to answer (a
@@ -309,6 +324,10 @@ const _: () = assert!(
 );
 const _: () = assert!(WATCH_CLIENT_SILENCE_MS > WATCH_PARK_MS + 2 * WATCH_READ_MS);
 const _: () = assert!(WATCH_READ_MS <= WATCH_PARK_MS && WATCH_REREAD_MS < WATCH_READ_MS);
+const _: () = assert!(0 < WATCH_READS_IN_FLIGHT_MAX && WATCH_READS_IN_FLIGHT_MAX < REQUESTS_IN_FLIGHT_MAX);
+// One turn's watch answers stay within 16 MiB, a datagram each at most.
+const _: () =
+    assert!(0 < WATCH_ANSWERS_PER_TURN_MAX && WATCH_ANSWERS_PER_TURN_MAX * DATAGRAM_BYTES_MAX <= 16 << 20);
 const _: () = assert!(MESSAGE_BYTES_MAX + HEADER_BYTES_MAX <= DATAGRAM_BYTES_MAX);
 const _: () = assert!(DATAGRAM_BYTES_MAX <= 65_507);
 const _: () = assert!(BACKOFF_MS_MIN <= BACKOFF_MS_MAX);

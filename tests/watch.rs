@@ -209,3 +209,21 @@ fn read_wait_version_returns_once_the_version_is_there_or_times_out() {
     assert_exit(&out, 4);
     assert!(stderr(&out).contains("did not reach version 9"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_watch_from_a_version_the_key_never_reached_says_so_and_goes_on_from_the_key() {
+    let cluster = TestCluster::start("watchbehind", 3);
+    assert_exit(&cluster.ctl(&["propose", "k", "a"]), 0);
+    assert_exit(&cluster.ctl(&["propose", "k", "b"]), 0);
+    let mut watch = Ctl::start(&cluster, &["watch", "k", "--from-version", "10", "--count", "1"]);
+    let said =
+        "paxosctl: watch: k is at version 2, below 10: it was recreated or restored; going on from version 2";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !watch.stderr().contains(said) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(watch.stderr().contains(said), "stderr: {}", watch.stderr());
+    assert_exit(&cluster.ctl(&["propose", "k", "c"]), 0);
+    assert_eq!(watch.line_by(deadline).as_deref(), Some("3\tc"), "stderr: {}", watch.stderr());
+    assert_eq!(watch.exit_code(Duration::from_secs(10)), Some(0));
+}

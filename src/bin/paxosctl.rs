@@ -487,7 +487,9 @@ struct TortureArgs {
 ///   - with --from-version N (pass the last version you printed, to resume
 ///     after a restart or a lost connection): everything after N that the
 ///     history still holds, a gap line for the rest, and always the latest
-///     state.
+///     state. A key found below N (the cluster recreated, or the key
+///     restored from an export) is named on stderr ("KEY is at version C,
+///     below N ...") and watched from C on.
 ///
 /// How: it long-polls the key's home node (where writers send the key's
 /// writes): the node reads the key linearizably and answers at once when
@@ -1313,6 +1315,14 @@ fn watch(client: &mut Client, args: &WatchArgs) -> u8 {
         }
         WatchEvent::Listening(node) => {
             eprintln!("paxosctl: watch: listening to node {node}");
+            true
+        }
+        WatchEvent::Behind { current, after } => {
+            eprintln!(
+                "paxosctl: watch: {} is at version {current}, below {after}: it was recreated or \
+                 restored; going on from version {current}",
+                args.key
+            );
             true
         }
     });

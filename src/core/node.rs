@@ -164,6 +164,8 @@ pub struct ClientLimits {
     pub requests_in_flight_max: usize,
     pub requests_queued_per_key_max: usize,
     pub sessions_per_generation: usize,
+    /// Reads run for watches at once, apart from the requests' budget.
+    pub watch_reads_in_flight_max: usize,
 }
 
 impl Default for ClientLimits {
@@ -172,6 +174,7 @@ impl Default for ClientLimits {
             requests_in_flight_max: limits::REQUESTS_IN_FLIGHT_MAX,
             requests_queued_per_key_max: limits::REQUESTS_QUEUED_PER_KEY_MAX,
             sessions_per_generation: limits::SESSIONS_PER_GENERATION,
+            watch_reads_in_flight_max: limits::WATCH_READS_IN_FLIGHT_MAX,
         }
     }
 }
@@ -253,6 +256,9 @@ pub struct Node<A> {
     /// The clients' watches, and the reads run for them (by handle).
     watches: Watches<A>,
     watch_reads: BTreeMap<ReqHandle, Key>,
+    /// Watch answers produced since the last `take_ready`: answers that
+    /// carry states stop at `WATCH_ANSWERS_PER_TURN_MAX`.
+    watch_answers_in_turn: usize,
     #[cfg(feature = "planted-bugs")]
     bugs: super::PlantedBugs,
 }
@@ -351,6 +357,7 @@ impl<A: Copy + Ord> Node<A> {
             tag,
             watches: Watches::new(limits::WATCHES_PARKED_MAX),
             watch_reads: BTreeMap::new(),
+            watch_answers_in_turn: 0,
             #[cfg(feature = "planted-bugs")]
             bugs: super::PlantedBugs::default(),
         };
@@ -431,6 +438,7 @@ impl<A: Copy + Ord> Node<A> {
 
     /// Everything produced since the last call.
     pub fn take_ready(&mut self) -> Ready<A> {
+        self.watch_answers_in_turn = 0;
         std::mem::take(&mut self.ready)
     }
 
@@ -441,7 +449,7 @@ impl<A: Copy + Ord> Node<A> {
         let rejoin = self.rejoin.as_ref().and_then(Rejoin::poll_timeout);
         let reconfig = self.reconfig.as_ref().and_then(|(r, _)| r.poll_timeout());
         let frozen = self.membership.frozen.is_some().then_some(self.frozen_poll_at);
-        let watches = self.watches.next_deadline();
+        let watches = self.watches.next_deadline().into_iter().chain(self.watch_reads_due_now());
         let others = rejoin.into_iter().chain(reconfig).chain(frozen).chain(watches).chain(self.next_stall());
         proposals.chain(queued).chain(others).min()
     }
@@ -927,7 +935,7 @@ impl<A: Copy + Ord> Node<A> {
 
     fn is_overloaded(&self, key: &Key) -> bool {
         let queue = self.queued.get(key).map_or(0, VecDeque::len);
-        self.requests_in_flight() + self.watch_reads.len() >= self.limits.requests_in_flight_max
+        self.requests_in_flight() >= self.limits.requests_in_flight_max
             || queue >= self.limits.requests_queued_per_key_max
     }
 
@@ -943,6 +951,7 @@ impl<A: Copy + Ord> Node<A> {
             change: request.change,
             deadline: now.plus_millis(u64::from(request.timeout_ms)),
             resent: request.resent,
+            write_back: false,
         };
         self.run_request(now, request.key, proposal_request);
     }
@@ -1207,8 +1216,8 @@ impl<A: Copy + Ord> Node<A> {
         if let Some(fast) = proposal.take_fast_path() {
             self.note_fast_path(key, fast);
         }
-        if let Some(chosen) = proposal.take_chosen() {
-            self.watch_chosen(key, &chosen);
+        if let Some((chosen, mark)) = proposal.take_chosen() {
+            self.watch_chosen(key, &chosen, mark);
         }
         self.flush(out);
         self.proposals.insert(key.clone(), proposal);
@@ -1233,6 +1242,12 @@ impl<A: Copy + Ord> Node<A> {
             return;
         }
         self.join_queued(key);
+        // Every attempt begins here: the state it finds chosen answers the
+        // watches taken by now (see `Watches::deliver`).
+        let mark = self.watches.arrivals();
+        if let Some(p) = self.proposals.get_mut(key) {
+            p.mark_attempt(mark);
+        }
         if self.proposals.get(key).is_some_and(Proposal::wants_query) {
             return self.start_query(now, key);
         }

@@ -8,10 +8,11 @@
 
 use super::{Envelope, Node};
 use crate::core::proposer::{Dedupe, ReqHandle, Request};
-use crate::core::watches::WatchReplies;
+use crate::core::watches::{DueRead, WatchReplies};
 use crate::limits;
 use crate::types::{Fingerprint, Key, RegisterState, Time, Version};
 use crate::wire::{Message, Outcome, Refusal, WatchAnswer, WatchId};
+use std::collections::VecDeque;
 
 impl<A: Copy + Ord> Node<A> {
     /// A client at `from` watches `key` for versions after `after`.
@@ -38,39 +39,65 @@ impl<A: Copy + Ord> Node<A> {
         }
     }
 
-    /// Starts the reads the watches wait for, one per key, unless the key
-    /// is overloaded already: its watches then wait for their time to be
-    /// up, and the client asks again. Called at the end of every input,
-    /// never while a proposal is being finished (a read may start one).
+    /// Starts the reads the watches wait for, one per key, while the
+    /// node has room for them (`watch_reads_in_flight_max`, a budget apart
+    /// from the client requests', so watches never get writes refused) and
+    /// the turn has room for their answers. A key whose queue is full is
+    /// put off. At most that many reads per call: with one member a read
+    /// may end, and make its key due again, within the call. Called at the
+    /// end of every input, never while a proposal is being finished (a
+    /// read may start one); it costs nothing when no key is due.
     pub(super) fn start_watch_reads(&mut self, now: Time) {
-        if self.watches.is_empty() {
-            return;
-        }
-        for (key, change) in self.watches.due_reads(now) {
-            if self.is_overloaded(&key) {
+        let max = self.limits.watch_reads_in_flight_max;
+        for _ in 0..max {
+            if self.watch_reads.len() >= max
+                || self.watch_answers_in_turn >= limits::WATCH_ANSWERS_PER_TURN_MAX
+            {
+                return;
+            }
+            let Some(due) = self.watches.pop_due() else { return };
+            let queue = self.queued.get(&due.key).map_or(0, VecDeque::len);
+            if queue >= self.limits.requests_queued_per_key_max {
+                self.watches.put_off(now, &due.key);
                 continue;
             }
-            self.running.next_handle += 1;
-            let handle = ReqHandle(self.running.next_handle);
-            self.watch_reads.insert(handle, key.clone());
-            self.watches.reading(&key, handle);
-            let request = Request {
-                handle,
-                change,
-                deadline: now.plus_millis(limits::WATCH_READ_MS),
-                // A read or a watch is no write: nothing looks it up.
-                fingerprint: Fingerprint::default(),
-                dedupe: Dedupe::new(Version(0), false, now, now),
-                resent: false,
-            };
-            self.run_request(now, key, request);
+            self.start_watch_read(now, due);
         }
     }
 
-    /// A proposal on `key` found `state` chosen: the watches it is newer
-    /// than are answered.
-    pub(super) fn watch_chosen(&mut self, key: &Key, state: &RegisterState) {
-        let replies = self.watches.deliver(key, state);
+    fn start_watch_read(&mut self, now: Time, due: DueRead) {
+        self.running.next_handle += 1;
+        let handle = ReqHandle(self.running.next_handle);
+        self.watch_reads.insert(handle, due.key.clone());
+        self.watches.reading(&due.key, handle, due.write_back);
+        let request = Request {
+            handle,
+            change: due.change,
+            deadline: now.plus_millis(limits::WATCH_READ_MS),
+            // A read or a watch is no write: nothing looks it up.
+            fingerprint: Fingerprint::default(),
+            dedupe: Dedupe::new(Version(0), false, now, now),
+            resent: false,
+            write_back: due.write_back,
+        };
+        self.run_request(now, due.key, request);
+    }
+
+    /// Now, if keys wait for a read and the node has room to start one
+    /// (the room frees with the end of a read, which is an input: a key
+    /// that waits for room is no timer). Keys wait with room only when
+    /// the last call to `start_watch_reads` stopped early.
+    pub(super) fn watch_reads_due_now(&self) -> Option<Time> {
+        let room = self.watch_reads.len() < self.limits.watch_reads_in_flight_max;
+        (room && self.watches.has_due()).then_some(self.clock)
+    }
+
+    /// A proposal on `key` found `state` chosen in an attempt that began
+    /// when `mark` watches had been taken: the watches taken before that it
+    /// is newer than are answered, as many as the turn has room for.
+    pub(super) fn watch_chosen(&mut self, key: &Key, state: &RegisterState, mark: u64) {
+        let budget = limits::WATCH_ANSWERS_PER_TURN_MAX.saturating_sub(self.watch_answers_in_turn);
+        let replies = self.watches.deliver(key, state, mark, budget);
         self.send_watch_answers(replies);
     }
 
@@ -109,6 +136,7 @@ impl<A: Copy + Ord> Node<A> {
     }
 
     fn send_watch_answers(&mut self, replies: WatchReplies<A>) {
+        self.watch_answers_in_turn += replies.len();
         for (to, id, key, answer) in replies {
             let reply = Message::WatchReply { id, key, answer };
             self.ready.messages.push(Envelope::Client(to, reply));

@@ -115,6 +115,9 @@ pub struct Request {
     pub dedupe: Dedupe,
     /// The client said it sent the request elsewhere too.
     pub resent: bool,
+    /// A read that must run both phases, writing the state back, even
+    /// where a read in one round would do (see `Watches::read_done`).
+    pub write_back: bool,
 }
 
 /// How one request stands against a state.
@@ -224,6 +227,9 @@ pub struct Proposal {
     /// The state the proposal found chosen, once it finished: what its
     /// accepts carried, or what a one-round read agreed on.
     chosen: Option<RegisterState>,
+    /// What the node noted when the attempt in progress began (see
+    /// `mark_attempt`).
+    attempt_mark: u64,
 }
 
 impl Proposal {
@@ -242,6 +248,7 @@ impl Proposal {
             queried: false,
             fast_path: None,
             chosen: None,
+            attempt_mark: 0,
         }
     }
 
@@ -317,16 +324,27 @@ impl Proposal {
         self.fast_path.take()
     }
 
-    /// Once, when the proposal finished: the key's state it found chosen
-    /// (the node's watches learn of new versions from it).
-    pub fn take_chosen(&mut self) -> Option<RegisterState> {
-        self.chosen.take()
+    /// Once, when the proposal finished: the key's state it found chosen,
+    /// with the mark of the attempt that found it (the node's watches
+    /// learn of new versions from it). That state was the key's latest at
+    /// some moment after the attempt began: states chosen before its
+    /// promises (or, for a read in one round, its answers) were gathered
+    /// are in its chain.
+    pub fn take_chosen(&mut self) -> Option<(RegisterState, u64)> {
+        self.chosen.take().map(|state| (state, self.attempt_mark))
+    }
+
+    /// The node notes `mark` (how many watches it had taken) as the next
+    /// attempt begins.
+    pub fn mark_attempt(&mut self, mark: u64) {
+        self.attempt_mark = mark;
     }
 
     /// True when a read in one round should be tried: the batch only reads,
-    /// and no query of this proposal failed yet.
+    /// none of its reads must write back, and no query of this proposal
+    /// failed yet.
     pub fn wants_query(&self) -> bool {
-        !self.queried && self.requests.iter().all(|r| !r.change.is_write())
+        !self.queried && self.requests.iter().all(|r| !r.change.is_write() && !r.write_back)
     }
 
     /// When the node must call `on_timer` next.

@@ -1217,3 +1217,178 @@ fn watches_beyond_the_table_bound_are_refused_and_copies_take_no_room() {
     node.handle_client(T0, WATCHER, watch_request(over, Some(0)));
     assert_eq!(drain(&mut node).1, vec![watch_reply(over, WatchAnswer::Refused(Refusal::Overloaded))]);
 }
+
+/// Drives `node` alone from `start` until `end`, as a driver would: a turn
+/// whenever its deadline passes. Returns the turns it asked for at or
+/// before the time it already had (a driver would spin on them), and the
+/// watch answers it sent.
+fn run_alone(node: &mut Node<u32>, start: Time, end: Time) -> (u32, Vec<Envelope<u32>>) {
+    let (mut now, mut past, mut answers) = (start, 0, Vec::new());
+    while let Some(deadline) = node.next_deadline().filter(|d| *d <= end) {
+        if deadline <= now {
+            past += 1;
+            if past > 1_000 {
+                break;
+            }
+        }
+        now = deadline.max(now);
+        node.handle_timeout(now);
+        let messages = drain(node).1;
+        answers.extend(messages.into_iter().filter(|m| matches!(m, Envelope::Client(WATCHER, _))));
+    }
+    (past, answers)
+}
+
+#[test]
+fn a_state_found_by_an_attempt_begun_before_a_watch_came_does_not_answer_it() {
+    let v4 = watched("v4", 4, &[]);
+    let mut node = Node::new(setup(3, vec![slot(b(0, 2), b(0, 2), v4.clone())]));
+    put(&mut node, 1, "v5");
+    drain(&mut node);
+    node.handle_peer(T0, n(2), Message::Promise { key: k(), ballot: b(1, 1), accepted: b(0, 2), state: v4 });
+    let (records, _) = drain(&mut node);
+    let Some(Record::Slot { state: v5, .. }) = records.last().cloned() else { panic!("{records:?}") };
+    assert_eq!(v5.version, Version(5));
+    // Node 2 builds v6 on the v5 this acceptor holds; with this acceptor's
+    // vote and its own, v6 is chosen.
+    node.handle_peer(T0, n(2), Message::Prepare { key: k(), ballot: b(2, 2) });
+    drain(&mut node);
+    let v6 = written_on(Change::Put(Value::from("v6")).apply(&v5, fp(99)).state, b(2, 2), &v5);
+    let accept = Message::Accept { key: k(), ballot: b(2, 2), state: v6.clone(), next: Ballot::ZERO };
+    node.handle_peer(T0, n(2), accept);
+    drain(&mut node);
+    // Then a client waits for version 5.
+    let wait =
+        Message::WatchRequest { id: WatchId(1), key: k(), after: Some(Version(4)), every_version: false };
+    node.handle_client(T0, WATCHER, wait);
+    assert_eq!(drain(&mut node).1, vec![], "its read waits behind the write");
+    // Node 3's late vote finishes this node's write of v5, begun before the
+    // wait came: v5 answers the write, not the wait, which gets its own read.
+    node.handle_peer(T0, n(3), Message::Accepted { key: k(), ballot: b(1, 1), promised: b(2, 1) });
+    let messages = drain(&mut node).1;
+    let query = query_of(&messages);
+    let mut expected: Vec<Envelope<u32>> =
+        [2, 3].map(|p| Envelope::Peer(n(p), Message::Query { key: k(), query })).to_vec();
+    expected.push(reply(&node, 1, written(5)));
+    assert_eq!(messages, expected);
+    node.handle_peer(T0, n(2), query_reply(query, b(2, 2), v6));
+    let current = PastState { version: Version(6), value: Some(Value::from("v6")) };
+    let answer = WatchAnswer::States { versions: vec![current], current: Version(6), gap: true };
+    assert_eq!(drain(&mut node).1, vec![watch_reply(1, answer)]);
+}
+
+#[test]
+fn a_leftover_accept_is_read_again_once_in_both_phases_which_settles_it() {
+    let v5 = watched("v5", 5, &[(4, "v4")]);
+    // This acceptor alone accepted v6 (its proposer died); 2 and 3 hold v5.
+    let leftover = watched("v6", 6, &[(5, "v5"), (4, "v4")]);
+    let mut node = Node::new(setup(3, vec![slot(b(1, 3), b(1, 3), leftover.clone())]));
+    node.handle_client(T0, WATCHER, watch_request(1, Some(5)));
+    let query = query_of(&drain(&mut node).1);
+    node.handle_peer(T0, n(2), query_reply(query, b(0, 2), v5.clone()));
+    node.handle_peer(T0, n(3), query_reply(query, b(0, 2), v5.clone()));
+    assert_eq!(drain(&mut node), (vec![], vec![]), "v5 agreed, this acceptor holds 6: read again later");
+    let later = T0.plus_millis(limits::WATCH_REREAD_MS);
+    assert_eq!(node.next_deadline(), Some(later));
+    node.handle_timeout(later);
+    let prepares: Vec<Envelope<u32>> =
+        [2, 3].map(|p| Envelope::Peer(n(p), Message::Prepare { key: k(), ballot: b(2, 1) })).to_vec();
+    assert_eq!(drain(&mut node).1, prepares, "in both phases");
+    node.handle_peer(
+        later,
+        n(2),
+        Message::Promise { key: k(), ballot: b(2, 1), accepted: b(0, 2), state: v5 },
+    );
+    // The leftover has the highest ballot: it is written back as it is,
+    // and chosen.
+    let (records, messages) = drain(&mut node);
+    let record = slot(b(3, 1), b(2, 1), leftover.clone());
+    assert_eq!((records, messages), (vec![record], accepts(b(2, 1), leftover)));
+    node.handle_peer(later, n(2), accepted(b(2, 1)));
+    assert_eq!(drain(&mut node).1, vec![watch_reply(1, watch_states(&[(6, "v6")], 6))]);
+    assert_eq!(node.next_deadline(), None, "no more reads");
+}
+
+#[test]
+fn a_watch_read_put_off_by_a_full_queue_leaves_no_deadline_in_the_past() {
+    let v5 = watched("v5", 5, &[(4, "v4")]);
+    let limits = ClientLimits { requests_queued_per_key_max: 1, ..ClientLimits::default() };
+    let mut node = Node::new(NodeSetup { limits, ..setup(3, vec![slot(b(0, 2), b(0, 2), v5)]) });
+    // A write runs on the key, another waits behind it: the queue is full.
+    put(&mut node, 1, "v6");
+    put(&mut node, 2, "v7");
+    drain(&mut node);
+    node.handle_client(T0, WATCHER, watch_request(1, Some(5)));
+    assert_eq!(drain(&mut node).1, vec![]);
+    let up = T0.plus_millis(limits::WATCH_PARK_MS);
+    let (past, answers) = run_alone(&mut node, T0, up);
+    assert_eq!(past, 0, "every deadline lay ahead");
+    assert_eq!(answers, vec![watch_reply(1, WatchAnswer::Unavailable)], "no read covered it");
+}
+
+#[test]
+fn a_watch_no_read_covered_is_answered_unavailable_not_a_made_up_version() {
+    let limits = ClientLimits { watch_reads_in_flight_max: 0, ..ClientLimits::default() };
+    let state = watched("v5", 5, &[(4, "v4")]);
+    let mut node = Node::new(NodeSetup { limits, ..setup(3, vec![slot(b(0, 2), b(0, 2), state)]) });
+    node.handle_client(T0, WATCHER, watch_request(1, None));
+    assert_eq!(drain(&mut node).1, vec![], "no room to read");
+    let up = T0.plus_millis(limits::WATCH_PARK_MS);
+    assert_eq!(node.next_deadline(), Some(up));
+    node.handle_timeout(up);
+    assert_eq!(drain(&mut node).1, vec![watch_reply(1, WatchAnswer::Unavailable)]);
+}
+
+#[test]
+fn watch_reads_have_a_budget_of_their_own_and_leave_client_requests_theirs() {
+    let limits =
+        ClientLimits { requests_in_flight_max: 1, watch_reads_in_flight_max: 1, ..Default::default() };
+    let mut node = Node::new(NodeSetup { limits, ..setup(3, Vec::new()) });
+    let other =
+        Message::WatchRequest { id: WatchId(1), key: Key::from("w"), after: None, every_version: true };
+    node.handle_client(T0, WATCHER, other);
+    assert_eq!(drain(&mut node).1.len(), 2, "a query to each peer");
+    node.handle_client(T0, WATCHER, watch_request(2, None));
+    assert_eq!(drain(&mut node).1, vec![], "the watch reads' budget is spent");
+    assert!(node.next_deadline() > Some(T0), "a key waiting for room is no timer");
+    put(&mut node, 1, "v");
+    let prepares: Vec<Envelope<u32>> =
+        [2, 3].map(|p| Envelope::Peer(n(p), Message::Prepare { key: k(), ballot: b(1, 1) })).to_vec();
+    assert_eq!(drain(&mut node).1, prepares, "the write runs");
+}
+
+#[test]
+fn a_full_table_of_parked_watches_gives_other_inputs_no_watch_work() {
+    let mut node = Node::new(setup(1, Vec::new()));
+    for i in 0..limits::WATCHES_PARKED_MAX as u64 {
+        let key = Key(format!("w{i}").into_bytes());
+        let msg = Message::WatchRequest { id: WatchId(i), key, after: Some(Version(0)), every_version: true };
+        node.handle_client(T0.plus_micros(i), WATCHER, msg);
+    }
+    drain(&mut node);
+    assert_eq!(node.next_deadline(), Some(T0.plus_millis(limits::WATCH_PARK_MS)), "all parked");
+    let read = request(&node, 1, Change::Read, 1000);
+    send(&mut node, T0, read);
+    let outcome = Outcome::Done { version: Version(0), precondition_held: true, value: Some(None) };
+    assert_eq!(drain(&mut node).1, vec![reply(&node, 1, outcome)]);
+    assert_eq!(node.next_deadline(), Some(T0.plus_millis(limits::WATCH_PARK_MS)));
+}
+
+#[test]
+fn one_turn_answers_at_most_its_share_of_watches_and_the_rest_in_the_next() {
+    let mut node = Node::new(setup(1, Vec::new()));
+    let watches = limits::WATCH_ANSWERS_PER_TURN_MAX as u64 + 10;
+    for id in 0..watches {
+        node.handle_client(T0, WATCHER, watch_request(id, Some(0)));
+    }
+    drain(&mut node);
+    put(&mut node, 1, "v");
+    let answers = |messages: Vec<Envelope<u32>>| {
+        messages.iter().filter(|m| matches!(m, Envelope::Client(WATCHER, _))).count()
+    };
+    assert_eq!(answers(drain(&mut node).1), limits::WATCH_ANSWERS_PER_TURN_MAX);
+    assert_eq!(node.next_deadline(), Some(T0), "the rest are read in the next turn");
+    node.handle_timeout(T0);
+    assert_eq!(answers(drain(&mut node).1), 10);
+    assert_eq!(node.next_deadline(), None);
+}

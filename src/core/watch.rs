@@ -18,7 +18,10 @@
 //! What it hands out never goes backwards: a version at or below the last
 //! one handed out is dropped, whatever a node says. Versions a node's
 //! answer skips (the key's history no longer held them) are reported as a
-//! gap, and the watch goes on from the first version after it.
+//! gap, and the watch goes on from the first version after it. A node that
+//! finds the key below the watch's version says so (`current`), and the
+//! machine reports it before it goes on from there: a key recreated or
+//! restored would otherwise be waited on in silence.
 
 use super::client::home_index;
 use crate::limits;
@@ -37,6 +40,12 @@ pub enum WatchEvent {
     Gap { from: Version, to: Version },
     /// The machine asks this node from now on.
     Listening(NodeId),
+    /// The key is at version `current`, below `after`, the version the
+    /// watch started from or handed out last: the cluster was recreated,
+    /// or the key restored from an export (a delete keeps the version
+    /// counting), or the version the watch started from was never reached.
+    /// The watch goes on from `current`; the versions after it are new.
+    Behind { current: Version, after: Version },
 }
 
 /// One watch of one key.
@@ -163,8 +172,18 @@ impl WatchMachine {
             self.after = Some(state.version);
             self.events.push_back(WatchEvent::Version(state));
         }
-        // Nothing handed out yet: the watch goes on from the current state.
-        self.after.get_or_insert(current);
+        match self.after {
+            // Nothing handed out yet: the watch goes on from the current state.
+            None => self.after = Some(current),
+            // A node reports `current` as read after the poll came. A wait
+            // for a version (the newest state only) waits on instead: its
+            // `after` is no version its user saw.
+            Some(after) if current < after && self.every_version => {
+                self.events.push_back(WatchEvent::Behind { current, after });
+                self.after = Some(current);
+            }
+            Some(_) => {}
+        }
     }
 
     fn send(&mut self, now: Time) {
@@ -266,13 +285,38 @@ mod tests {
     }
 
     #[test]
-    fn it_never_goes_backwards_whatever_a_node_says() {
+    fn versions_at_or_below_the_last_one_are_never_handed_out_again() {
         let mut m = machine(Some(5));
         out(&mut m);
         m.handle_message(T0, n(2), states(100, &[4, 5, 6], 6));
         assert_eq!(out(&mut m), (vec![(n(2), poll(101, Some(6)))], vec![WatchEvent::Version(st(6))]));
-        m.handle_message(T0, n(2), states(101, &[2], 2));
+        m.handle_message(T0, n(2), states(101, &[5, 6], 6));
         assert_eq!(out(&mut m), (vec![(n(2), poll(102, Some(6)))], vec![]));
+    }
+
+    #[test]
+    fn a_key_found_below_the_watchs_version_is_reported_and_watched_from_there() {
+        let mut m = machine(Some(9));
+        out(&mut m);
+        m.handle_message(T0, n(2), states(100, &[], 2));
+        let behind = WatchEvent::Behind { current: Version(2), after: Version(9) };
+        assert_eq!(out(&mut m), (vec![(n(2), poll(101, Some(2)))], vec![behind]));
+        m.handle_message(T0, n(2), states(101, &[3], 3));
+        assert_eq!(out(&mut m), (vec![(n(2), poll(102, Some(3)))], vec![WatchEvent::Version(st(3))]));
+    }
+
+    #[test]
+    fn a_wait_for_a_version_above_the_key_waits_on() {
+        let mut m = WatchMachine::new(T0, vec![n(3), n(1), n(2)], k(), Some(Version(9)), false, 100);
+        out(&mut m);
+        m.handle_message(T0, n(2), states(100, &[], 2));
+        let again = Message::WatchRequest {
+            id: WatchId(101),
+            key: k(),
+            after: Some(Version(9)),
+            every_version: false,
+        };
+        assert_eq!(out(&mut m), (vec![(n(2), again)], vec![]));
     }
 
     #[test]

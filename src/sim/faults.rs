@@ -88,6 +88,8 @@ impl FaultPlan {
             requests_in_flight_max: self.requests_in_flight_max,
             requests_queued_per_key_max: limits::REQUESTS_QUEUED_PER_KEY_MAX,
             sessions_per_generation: self.sessions_per_generation,
+            // Small budgets for requests make small ones for watch reads.
+            watch_reads_in_flight_max: limits::WATCH_READS_IN_FLIGHT_MAX.min(self.requests_in_flight_max),
         }
     }
 

@@ -127,6 +127,12 @@ impl Watchers {
                     }
                     w.next_after_gap = Some(Version(to.0.saturating_add(1)));
                 }
+                // Keys here are never recreated or restored: a node that
+                // finds one below a version handed out read a stale state.
+                WatchEvent::Behind { current, after } => out.violations.push(format!(
+                    "t={}us watch of {key}: a node found version {current}, below {after} handed out",
+                    now.0
+                )),
                 WatchEvent::Listening(_) => {}
             }
         }
