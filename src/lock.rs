@@ -11,7 +11,8 @@
 //! decides expiry without a shared clock and the guarantee it gives.
 
 use crate::change::Change;
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Ending};
+use crate::core::client::Unknown;
 use crate::core::lease::{Action, HolderId, Lease, LeaseRecord, LostWhy, Status};
 use crate::limits;
 use crate::types::{Key, Time, Value, Version};
@@ -62,9 +63,36 @@ impl From<ClientError> for LockError {
 }
 
 /// One session's lock (or office, for an election) on one key.
+///
+/// Its clock is the boot-time clock (`CLOCK_BOOTTIME`), which, unlike
+/// `Instant`, keeps counting while the machine is suspended: a holder
+/// whose machine slept through its lease finds it lost when it wakes.
 pub struct Lock {
     lease: Lease,
-    origin: Instant,
+    origin_boot_us: u64,
+}
+
+/// What one step of the machine did.
+enum Stepped {
+    /// Ran a change: ask again at once.
+    Ran,
+    /// Nothing to do before this instant.
+    Idle(Instant),
+}
+
+/// Microseconds of the boot-time clock, which counts time suspended too;
+/// of the monotonic clock where there is none.
+fn boot_time_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through the valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if rc != 0 {
+        // SAFETY: as above.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000).saturating_add(nanos / 1000)
 }
 
 impl Lock {
@@ -73,8 +101,8 @@ impl Lock {
     pub fn new(name: &Key, ttl: Duration, label: Vec<u8>) -> Lock {
         let holder = HolderId(crate::seed::os_seed() | 1);
         let ttl_ms = ttl.as_millis().min(u128::from(u64::MAX)) as u64;
-        let origin = Instant::now();
-        Lock { lease: Lease::new(Time(0), name.clone(), holder, ttl_ms, label), origin }
+        let lease = Lease::new(Time(0), name.clone(), holder, ttl_ms, label);
+        Lock { lease, origin_boot_us: boot_time_us() }
     }
 
     /// Waits until the lock is held (or `deadline` passes) and returns its
@@ -85,11 +113,11 @@ impl Lock {
                 return Ok(token);
             }
             self.settled()?;
+            let Stepped::Idle(next) = self.step(client)? else { continue };
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 self.lease.release();
                 return Err(LockError::NotAcquired);
             }
-            let next = self.step(client)?;
             let wake = deadline.map_or(next, |d| next.min(d));
             std::thread::sleep(wake.saturating_duration_since(Instant::now()));
         }
@@ -99,7 +127,10 @@ impl Lock {
     /// least, and `keep` should be called again by then (it returns earlier
     /// when a renewal is due). Blocks only while a renewal is in flight.
     pub fn keep(&mut self, client: &mut Client) -> Result<Instant, LockError> {
-        let next = self.step(client)?;
+        let next = match self.step(client)? {
+            Stepped::Ran => Instant::now(),
+            Stepped::Idle(next) => next,
+        };
         self.settled()?;
         Ok(next)
     }
@@ -147,16 +178,13 @@ impl Lock {
         Ok(())
     }
 
-    /// Does what the machine asks now; returns when it next wants a turn.
-    fn step(&mut self, client: &mut Client) -> Result<Instant, LockError> {
+    /// Does what the machine asks now.
+    fn step(&mut self, client: &mut Client) -> Result<Stepped, LockError> {
         match self.lease.poll(self.now()) {
-            Action::Run(change) => {
-                self.run(client, change)?;
-                Ok(Instant::now())
-            }
-            Action::WaitUntil(at) => Ok(self.instant(at)),
+            Action::Run(change) => self.run(client, change).map(|()| Stepped::Ran),
+            Action::WaitUntil(at) => Ok(Stepped::Idle(self.instant(at))),
             Action::InFlight | Action::Finished => {
-                Ok(Instant::now() + Duration::from_millis(limits::LEASE_POLL_MS))
+                Ok(Stepped::Idle(Instant::now() + Duration::from_millis(limits::LEASE_POLL_MS)))
             }
         }
     }
@@ -169,9 +197,11 @@ impl Lock {
             timeout = timeout.min(until.saturating_duration_since(Instant::now()));
         }
         let key = self.lease.key().clone();
-        let ending = client.run(&key, change, timeout.max(Duration::from_millis(1)))?;
+        // A socket error leaves the change's fate unknown, like a silence.
+        let result = client.run(&key, change, timeout.max(Duration::from_millis(1)));
+        let ending = result.as_ref().map_or(Ending::Unknown(Unknown::NoAnswer), Ending::clone);
         self.lease.handle_ending(self.now(), &ending);
-        Ok(())
+        result.map(|_| ()).map_err(LockError::from)
     }
 
     /// An error for a lease that can no longer be held.
@@ -184,11 +214,13 @@ impl Lock {
     }
 
     fn now(&self) -> Time {
-        Time(self.origin.elapsed().as_micros().min(u128::from(u64::MAX)) as u64)
+        Time(boot_time_us().saturating_sub(self.origin_boot_us))
     }
 
+    /// The `Instant` at which the lease's clock will show `at` (to sleep
+    /// until), if the machine is not suspended meanwhile; `now` tells after.
     fn instant(&self, at: Time) -> Instant {
-        self.origin + Duration::from_micros(at.0)
+        Instant::now() + Duration::from_micros(at.micros_since(self.now()))
     }
 }
 

@@ -144,14 +144,15 @@ fn a_holder_stopped_past_its_ttl_loses_the_lock_and_its_old_token_is_refused() {
     let cluster = TestCluster::start("lock-stopped", 3);
     let holder = start_fenced_holder(&cluster, "1", &temp_dir("lock-stopped-mark").join("mark"));
     let old = wait_for_write(&cluster, "old");
-    // SIGSTOP the holder and its command (one process group) past the TTL.
-    let group = holder.id();
-    unsafe_group_signal(group, libc::SIGSTOP);
+    // SIGSTOP the holder and its command (paxosctl's process group, and the
+    // group of its own the command runs in) past the TTL.
+    let groups = [holder.id(), command_of(holder.id())];
+    groups.iter().for_each(|&g| unsafe_group_signal(g, libc::SIGSTOP));
     let stopped_at = Instant::now();
     let new = take_over(&cluster);
     assert!(stopped_at.elapsed() >= Duration::from_millis(1010), "taken before the lease ran out");
     assert!(new > old, "new token {new} not above the old {old}");
-    unsafe_group_signal(group, libc::SIGCONT);
+    groups.iter().for_each(|&g| unsafe_group_signal(g, libc::SIGCONT));
     let (code, _, err) = output_of(holder, Duration::from_secs(20), "the stopped holder");
     assert_eq!(code, 6, "paxosctl lock must report the lost lease: {err}");
     assert!(err.contains("lock lost"), "{err}");
@@ -182,6 +183,66 @@ fn a_command_whose_holder_is_stopped_is_fenced_off_when_it_writes() {
     assert_eq!(code, 6, "paxosctl lock must report the lost lease: {err}");
     assert!(err.contains("lock lost"), "{err}");
     assert_eq!(protected(&cluster).map(|(_, v)| v).as_deref(), Some("new"));
+}
+
+/// The pid of the command `paxosctl lock` (pid `holder`) runs: its child.
+fn command_of(holder: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children =
+            std::fs::read_to_string(format!("/proc/{holder}/task/{holder}/children")).unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "paxosctl lock started no command");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie (state Z) has exited; only its parent has not reaped it.
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+#[test]
+fn a_lost_lease_stops_everything_the_command_started() {
+    let cluster = TestCluster::start("lock-grandchild", 3);
+    let script = "sleep 300 & echo $! > $PIDFILE; wait";
+    let pidfile = temp_dir("lock-grandchild-pid").join("pid");
+    let mut holder = cluster
+        .ctl_command(&["lock", "g", "--ttl", "1", "--grace", "1", "--", "sh", "-c", script])
+        .env("PIDFILE", &pidfile)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn paxosctl lock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let grandchild: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the command never started its child");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    signal(holder.id(), libc::SIGSTOP);
+    let out = cluster.ctl(&["lock", "g", "--ttl", "1", "--wait", "20", "--", "true"]);
+    assert_exit(&out, 0);
+    signal(holder.id(), libc::SIGCONT);
+    assert_eq!(wait_exit(&mut holder, Duration::from_secs(20), "the holder"), 6);
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        !is_alive(grandchild)
+    });
+    if !gone {
+        signal(grandchild, libc::SIGKILL);
+    }
+    assert!(gone, "the command's child ran on after the lease was lost");
+}
+
+#[test]
+fn a_free_lock_is_taken_even_with_no_time_to_wait() {
+    let cluster = TestCluster::start("lock-wait0", 3);
+    assert_exit(&cluster.ctl(&["lock", "free", "--wait", "0", "--", "true"]), 0);
 }
 
 fn unsafe_group_signal(group: u32, sig: i32) {

@@ -259,7 +259,9 @@ enum Command {
     /// $PAXOSD_LOCK_TOKEN (and its name in $PAXOSD_LOCK_NAME). Renews the
     /// lease while CMD runs, releases the lock when CMD exits, and exits
     /// with CMD's exit code (128 + N if a signal N ended it). SIGINT or
-    /// SIGTERM is passed on to CMD.
+    /// SIGTERM sends CMD SIGTERM. CMD runs in a process group of its own
+    /// (every signal goes to all it started; it cannot read the terminal),
+    /// and gets SIGTERM should paxosctl die.
     ///
     /// If the lease is lost while CMD runs (no renewal came back within the
     /// TTL: this process was paused, or cut off from a majority), CMD is

@@ -260,11 +260,15 @@ impl Lease {
     }
 
     /// Where the lease stands at `now` (a held lease past its end is lost).
+    /// Once a release is asked for, the lease is no longer held: the
+    /// holder stops acting on it before the delete goes out, since a
+    /// waiting acquirer may take the lock the moment the delete lands.
     pub fn status(&self, now: Time) -> Status {
         match self.status {
             Status::Held { token, valid_until } if now >= valid_until => {
                 Status::Lost { token, why: LostWhy::Expired }
             }
+            Status::Held { .. } if self.release_asked => Status::Released,
             ref s => s.clone(),
         }
     }
@@ -282,7 +286,9 @@ impl Lease {
         }
         self.expire(now);
         if self.release_asked && matches!(self.phase, Phase::Observe { .. } | Phase::Waiting { .. }) {
-            // Nothing of ours is in the lock, or a read would have said so.
+            // Not held: given up. (A take whose outcome is unknown may still
+            // land; its record then runs out after one TTL, as a dead
+            // holder's does.)
             self.finish(Status::Released);
         }
         let (intent, change) = match self.phase {
@@ -300,9 +306,7 @@ impl Lease {
                 self.release_attempts += 1;
                 (Intent::Release { expect: current }, Change::DeleteVersion { expect: current })
             }
-            Phase::Held { next_at, .. } if now < next_at && !self.release_asked => {
-                return Action::WaitUntil(next_at);
-            }
+            Phase::Held { next_at, .. } if now < next_at => return Action::WaitUntil(next_at),
             Phase::Held { check: true, .. } => (Intent::Read, Change::Read),
             Phase::Held { current, .. } => (Intent::Renew { expect: current }, self.write_at(current)),
         };
@@ -330,6 +334,8 @@ impl Lease {
         match self.phase {
             Phase::Observe { at } => Some(at),
             Phase::Waiting { until, read_at, .. } => Some(until.min(read_at)),
+            // A release goes out at once (a check read first, when due).
+            Phase::Held { check: false, .. } if self.release_asked => Some(Time(0)),
             Phase::Held { next_at, valid_until, .. } => Some(next_at.min(valid_until)),
             Phase::Done => None,
         }
@@ -370,13 +376,20 @@ impl Lease {
                 // The lease runs out by itself: nobody waits longer than its TTL.
                 self.finish(Status::Released)
             }
-            // A write that found another version: read at once.
-            (_, Ending::Done(_)) => self.look_again(now),
+            // A write that found another version: what the lock holds now
+            // decides, read at once (a held lease stays held until its end
+            // meanwhile; a wait starts over from what the read shows).
+            (Intent::Take { .. } | Intent::Renew { .. } | Intent::Release { .. }, Ending::Done(_)) => {
+                self.look_again(now)
+            }
+            // A change not run, or of unknown outcome (or a read that did
+            // not tell the value): try again a little later. A wait goes on
+            // as it was: a failed read is no new observation.
             (_, Ending::NotRun(_)) => {
                 self.forget_sent(intent, sent);
-                self.look_again(now.plus_millis(limits::LEASE_RETRY_MS));
+                self.retry(now.plus_millis(limits::LEASE_RETRY_MS));
             }
-            (_, Ending::Unknown(_)) => self.look_again(now.plus_millis(limits::LEASE_RETRY_MS)),
+            (_, Ending::Unknown(_) | Ending::Done(_)) => self.retry(now.plus_millis(limits::LEASE_RETRY_MS)),
         }
     }
 
@@ -412,7 +425,7 @@ impl Lease {
         let sent = if self.counted_from_answer { now } else { sent };
         let valid_until = sent.plus_millis(self.record.ttl_ms);
         if now >= valid_until {
-            return self.finish(Status::Lost { token, why: LostWhy::Expired });
+            return self.ours_but_not_held(now, current, token);
         }
         let next_at = sent.plus_millis(self.record.ttl_ms / limits::LEASE_RENEWALS_PER_TTL);
         self.phase = Phase::Held { token, current, valid_until, next_at, check: false };
@@ -447,13 +460,21 @@ impl Lease {
         match (self.phase, self.sent_before(version)) {
             (Phase::Held { token, .. }, Some(sent)) => self.hold(now, token, version, sent),
             (_, Some(sent)) => self.hold(now, version, version, sent),
-            // Ours, from a write too old to count from: wait it out as
-            // anybody else would, then take it afresh.
-            (_, None) => {
-                let until = now.plus_micros(acquire_wait_us(self.record.ttl_ms));
-                self.lost_or_wait(now, version, self.record.holder, until)
-            }
+            (Phase::Held { token, .. }, None) => self.ours_but_not_held(now, version, token),
+            (_, None) => self.ours_but_not_held(now, version, version),
         }
+    }
+
+    /// The lock holds this machine's record at `version`, from a write
+    /// whose lease has run out (or whose send was forgotten). A holder has
+    /// lost it. Otherwise this machine never counted on that write, and
+    /// nobody else can have: take the lock afresh at once, expecting
+    /// `version` (a waiter that saw `version` then finds it moved).
+    fn ours_but_not_held(&mut self, now: Time, version: Version, token: Version) {
+        if let Phase::Held { .. } = self.phase {
+            return self.finish(Status::Lost { token, why: LostWhy::Expired });
+        }
+        self.lost_or_wait(now, version, HolderId::NONE, now);
     }
 
     /// The lock is free or another's at `version`: a holder has lost it;
@@ -471,6 +492,18 @@ impl Lease {
         let read_at = now.plus_millis(limits::LEASE_POLL_MS);
         self.phase = Phase::Waiting { seen: version, until, read_at };
         self.status = Status::Waiting { holder: (holder != HolderId::NONE).then_some(holder) };
+    }
+
+    /// Tries again at `at`: a held lease checks by a read, a wait goes on
+    /// as it was (a take due then is sent then), an observation reads.
+    fn retry(&mut self, at: Time) {
+        match &mut self.phase {
+            Phase::Waiting { until, read_at, .. } => {
+                *read_at = at;
+                *until = (*until).max(at);
+            }
+            _ => self.look_again(at),
+        }
     }
 
     /// Reads the lock again at `at`; a held lease stays held meanwhile.

@@ -227,3 +227,111 @@ fn records_round_trip_and_junk_is_not_a_record() {
         assert_eq!(LeaseRecord::decode(&Value::from(junk)), None, "{junk:?}");
     }
 }
+
+fn is_take(a: &Action) -> bool {
+    matches!(a, Action::Run(Change::CasVersion { .. }))
+}
+
+/// Drives the machine from `from` to `to` (ms), answering each read after
+/// 1 ms with `answer(t)` (`None`: the read was not run). Returns the time
+/// of the first take, if any.
+fn drive(l: &mut Lease, from: u64, to: u64, answer: impl Fn(u64) -> Option<Ending>) -> Option<u64> {
+    let mut t = from;
+    while t < to {
+        match l.poll(ms(t)) {
+            Action::Run(Change::Read) => {
+                let e = answer(t).unwrap_or(Ending::NotRun(NotRun::NoQuorum));
+                l.handle_ending(ms(t + 1), &e);
+                t += 1;
+            }
+            a if is_take(&a) => return Some(t),
+            Action::WaitUntil(at) => t = (at.0 / 1000).max(t + 1),
+            other => panic!("unexpected {other:?} at {t} ms"),
+        }
+    }
+    None
+}
+
+#[test]
+fn failed_reads_while_waiting_do_not_start_the_wait_over() {
+    let mut l = lease();
+    let _ = l.poll(ms(0));
+    l.handle_ending(ms(10), &read(5, Some(record(OTHER))));
+    // The holder is dead; one read in every 300 ms is not run.
+    let take = drive(&mut l, 10, 60_000, |t| (t % 300 >= 100).then(|| read(5, Some(record(OTHER)))));
+    let due = (10_000 + acquire_wait_us(TTL_MS)).div_ceil(1000);
+    assert!(take.is_some_and(|t| t >= due && t <= due + 100), "took at {take:?}, due at {due} ms");
+}
+
+#[test]
+fn a_take_not_run_is_sent_again_soon_not_after_a_new_wait() {
+    let mut l = lease();
+    let _ = l.poll(ms(0));
+    l.handle_ending(ms(10), &read(5, Some(record(OTHER))));
+    let t = drive(&mut l, 10, 10_000, |_| Some(read(5, Some(record(OTHER))))).expect("a take");
+    l.handle_ending(ms(t + 1), &Ending::NotRun(NotRun::NoQuorum));
+    let again = drive(&mut l, t + 1, 10_000, |_| Some(read(5, Some(record(OTHER))))).expect("a take again");
+    assert!(again - t <= 1 + crate::limits::LEASE_RETRY_MS, "taken again {} ms later", again - t);
+}
+
+#[test]
+fn its_own_record_from_a_forgotten_write_is_taken_afresh_at_once() {
+    let mut l = lease();
+    let _ = l.poll(ms(0));
+    l.handle_ending(ms(10), &read(5, Some(record(ME))));
+    assert_eq!(l.poll(ms(10)), take(5));
+}
+
+#[test]
+fn a_take_answered_after_its_ttl_is_taken_afresh_not_lost() {
+    let mut l = lease();
+    let _ = l.poll(ms(0));
+    l.handle_ending(ms(1), &read(0, None));
+    assert_eq!(l.poll(ms(1)), take(0));
+    l.handle_ending(ms(1_500), &wrote(1));
+    assert_eq!(l.status(ms(1_500)), Status::Waiting { holder: None });
+    assert_eq!(l.poll(ms(1_500)), take(1));
+    l.handle_ending(ms(1_502), &wrote(2));
+    let valid_until = ms(1_500 + TTL_MS);
+    assert_eq!(l.status(ms(1_502)), Status::Held { token: Version(2), valid_until });
+}
+
+#[test]
+fn a_lease_being_released_is_no_longer_held() {
+    let mut l = held();
+    l.release();
+    assert_eq!(l.status(ms(10)), Status::Released);
+    assert_eq!(l.poll_timeout(), Some(Time(0)), "the delete goes out at once");
+    assert_eq!(l.poll(ms(10)), Action::Run(Change::DeleteVersion { expect: Version(1) }));
+}
+
+#[test]
+fn a_release_not_run_is_checked_after_the_retry_delay() {
+    let mut l = held();
+    l.release();
+    let _ = l.poll(ms(10));
+    l.handle_ending(ms(11), &Ending::NotRun(NotRun::Unreachable));
+    let retry_at = ms(11 + crate::limits::LEASE_RETRY_MS);
+    assert_eq!(l.poll(ms(11)), Action::WaitUntil(retry_at));
+    assert_eq!(l.poll(retry_at), Action::Run(Change::Read));
+    l.handle_ending(retry_at, &read(1, Some(record(ME))));
+    assert_eq!(l.poll(retry_at), Action::Run(Change::DeleteVersion { expect: Version(1) }));
+}
+
+#[test]
+fn a_renewal_sent_twice_counts_from_the_first_send() {
+    let mut l = held();
+    let first = ms(1 + TTL_MS / 3);
+    assert_eq!(l.poll(first), take(1));
+    l.handle_ending(first.plus_millis(200), &Ending::Unknown(Unknown::NoAnswer));
+    let check = first.plus_millis(250);
+    assert_eq!(l.poll(check), Action::Run(Change::Read));
+    l.handle_ending(check, &read(1, Some(record(ME))));
+    // Still at 1: renew again, expecting 1; the first copy lands meanwhile.
+    assert_eq!(l.poll(check), take(1));
+    l.handle_ending(check.plus_millis(5), &conflict(2));
+    let _ = l.poll(check.plus_millis(5));
+    l.handle_ending(check.plus_millis(6), &read(2, Some(record(ME))));
+    let valid_until = first.plus_millis(TTL_MS);
+    assert_eq!(l.status(check.plus_millis(6)), Status::Held { token: Version(1), valid_until });
+}

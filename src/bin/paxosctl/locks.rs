@@ -126,8 +126,7 @@ pub fn lock(client: &mut Client, args: LockArgs) -> u8 {
     };
     eprintln!("paxosctl: lock {name} acquired, token {token}");
     let stop = stop_flag();
-    let child = Command::new(&args.command[0])
-        .args(&args.command[1..])
+    let child = command_of(&args.command)
         .env("PAXOSD_LOCK_TOKEN", token.0.to_string())
         .env("PAXOSD_LOCK_NAME", &args.name)
         .spawn();
@@ -139,6 +138,30 @@ pub fn lock(client: &mut Client, args: LockArgs) -> u8 {
         eprintln!("paxosctl: lock {name} not released ({e}); it runs out after its TTL");
     }
     code
+}
+
+/// The command, in a process group of its own, so that a lost lease stops
+/// everything it started (signals go to the group), and sent SIGTERM by
+/// the kernel should this process die (`PR_SET_PDEATHSIG`): nothing it
+/// started runs on without the lock being renewed.
+fn command_of(argv: &[String]) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]).process_group(0);
+    let parent = std::process::id();
+    // SAFETY: between fork and exec only async-signal-safe calls are made
+    // (prctl, getppid), and nothing is allocated.
+    unsafe {
+        command.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            // This process may have died before prctl took effect.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::other("paxosctl lock exited before the command started"));
+            }
+            Ok(())
+        });
+    }
+    command
 }
 
 /// Renews the lock until the command exits (its exit code) or the lease is
@@ -175,25 +198,34 @@ fn hold_while_running(
     }
 }
 
-fn terminate(child: &Child) {
-    let Ok(pid) = libc::pid_t::try_from(child.id()) else { return };
-    // SAFETY: kill(2) with a pid this process spawned and has not reaped.
+/// Sends `signal` to the command's process group (the command and all it
+/// started).
+fn signal_group(child: &Child, signal: libc::c_int) {
+    let Ok(pgid) = libc::pid_t::try_from(child.id()) else { return };
+    // SAFETY: kill(2) on the process group of a child this process spawned
+    // (its leader, whose pid is not reaped yet, keeps the group id taken).
     unsafe {
-        libc::kill(pid, libc::SIGTERM);
+        libc::kill(-pgid, signal);
     }
 }
 
-/// SIGTERM, then SIGKILL if the command has not exited within `grace`.
+fn terminate(child: &Child) {
+    signal_group(child, libc::SIGTERM);
+}
+
+/// SIGTERM to the command's group, then SIGKILL to what is left of it once
+/// the command has exited or `grace` has passed: nothing it started may run
+/// on without the lock.
 fn stop_within(child: &mut Child, grace: Duration) {
     terminate(child);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
-            return;
+            break;
         }
         std::thread::sleep(HOLD_TICK);
     }
-    let _ = child.kill();
+    signal_group(child, libc::SIGKILL);
     let _ = child.wait();
 }
 
