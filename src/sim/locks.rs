@@ -15,6 +15,7 @@
 //! runs at the end of the seed.
 
 use super::net::ClientAddr;
+use super::workload::ClientOut;
 use crate::checker::locks::{Acquisition, LockBook};
 use crate::core::client::{ClientMachine, Routing};
 use crate::core::lease::{Action, HolderId, Lease, LostWhy, Status};
@@ -146,14 +147,6 @@ pub struct LockCounts {
     pub taken: u64,
 }
 
-/// What lock sessions ask of the world: datagrams, and wake-ups (address,
-/// generation, true time).
-#[derive(Debug, Default)]
-pub struct LockOut {
-    pub sends: Vec<(ClientAddr, NodeId, Message)>,
-    pub wakes: Vec<(ClientAddr, u64, Time)>,
-}
-
 impl LockWorkload {
     pub fn new(plan: LockPlan, members: Vec<NodeId>, seed: u64) -> LockWorkload {
         LockWorkload {
@@ -178,7 +171,7 @@ impl LockWorkload {
         &self.plan
     }
 
-    pub fn start(&mut self, now: Time, out: &mut LockOut) {
+    pub fn start(&mut self, now: Time, out: &mut ClientOut) {
         for i in 0..self.plan.sessions {
             self.spawn(now, LOCK_ADDR_BASE + i as ClientAddr, out);
         }
@@ -189,7 +182,7 @@ impl LockWorkload {
         self.stopping = true;
     }
 
-    fn spawn(&mut self, now: Time, addr: ClientAddr, out: &mut LockOut) {
+    fn spawn(&mut self, now: Time, addr: ClientAddr, out: &mut ClientOut) {
         let session = SessionId((u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64()));
         let client = ClientMachine::new(self.members.clone(), None, session, Routing::Home);
         let clock = Clock::draw(&mut self.rng);
@@ -207,7 +200,7 @@ impl LockWorkload {
         out.wakes.push((addr, 0, now));
     }
 
-    pub fn on_wake(&mut self, now: Time, addr: ClientAddr, generation: u64, out: &mut LockOut) {
+    pub fn on_wake(&mut self, now: Time, addr: ClientAddr, generation: u64, out: &mut ClientOut) {
         match self.sessions.get_mut(&addr) {
             Some(s) if s.generation == generation => {
                 let local = s.clock.local(now);
@@ -218,7 +211,7 @@ impl LockWorkload {
         }
     }
 
-    pub fn on_reply(&mut self, now: Time, addr: ClientAddr, from: NodeId, msg: Message, out: &mut LockOut) {
+    pub fn on_reply(&mut self, now: Time, addr: ClientAddr, from: NodeId, msg: Message, out: &mut ClientOut) {
         let Some(s) = self.sessions.get_mut(&addr) else { return };
         if matches!(s.plan, Some(Plan::Stall { until }) if now < until) {
             // A stopped process reads nothing; the datagram is lost to it.
@@ -232,7 +225,7 @@ impl LockWorkload {
 
 impl LockWorkload {
     /// Runs session `addr` until it waits for something.
-    fn step(&mut self, now: Time, addr: ClientAddr, out: &mut LockOut) {
+    fn step(&mut self, now: Time, addr: ClientAddr, out: &mut ClientOut) {
         for _ in 0..STEPS_PER_TURN_MAX {
             let Some(s) = self.sessions.get_mut(&addr) else { return };
             if let Some(Plan::Stall { until }) = s.plan
@@ -286,7 +279,7 @@ impl LockWorkload {
     }
 
     /// Starts a new lease after the session's last one, unless stopping.
-    fn begin(&mut self, now: Time, addr: ClientAddr, out: &mut LockOut) {
+    fn begin(&mut self, now: Time, addr: ClientAddr, out: &mut ClientOut) {
         if self.stopping {
             return;
         }
@@ -311,7 +304,7 @@ impl LockWorkload {
         self.step(now, addr, out);
     }
 
-    fn think(&mut self, now: Time, addr: ClientAddr, out: &mut LockOut) {
+    fn think(&mut self, now: Time, addr: ClientAddr, out: &mut ClientOut) {
         let think = self.rng.range(0, 300_000);
         if let Some(s) = self.sessions.get_mut(&addr) {
             s.lease = None;
@@ -319,7 +312,7 @@ impl LockWorkload {
         self.wake_at(addr, now.plus_micros(think), out);
     }
 
-    fn wake_at(&mut self, addr: ClientAddr, at: Time, out: &mut LockOut) {
+    fn wake_at(&mut self, addr: ClientAddr, at: Time, out: &mut ClientOut) {
         if let Some(s) = self.sessions.get_mut(&addr) {
             s.generation += 1;
             out.wakes.push((addr, s.generation, at));

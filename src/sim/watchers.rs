@@ -8,7 +8,7 @@
 //! any skip announced by a gap first; never backwards.
 
 use super::net::ClientAddr;
-use super::workload::{Workload, key_name};
+use super::workload::{ClientOut, Workload, key_name};
 use crate::core::rng::Rng;
 use crate::core::watch::{WatchEvent, WatchMachine};
 use crate::types::{NodeId, Time, Version};
@@ -26,14 +26,6 @@ struct Watcher {
     generation: u64,
 }
 
-/// What watchers ask of the world: datagrams, wake-ups, violations.
-#[derive(Debug, Default)]
-pub struct WatchOut {
-    pub sends: Vec<(ClientAddr, NodeId, Message)>,
-    pub wakes: Vec<(ClientAddr, u64, Time)>,
-    pub violations: Vec<String>,
-}
-
 pub struct Watchers {
     watchers: BTreeMap<ClientAddr, Watcher>,
     /// Versions handed out, for the report.
@@ -44,13 +36,13 @@ pub struct Watchers {
 impl Watchers {
     /// In half the seeds, one or two watchers of the first register keys;
     /// drawn from a stream of their own.
-    pub fn choose(seed: u64, now: Time, members: &[NodeId], keys: u64) -> Option<(Watchers, WatchOut)> {
+    pub fn choose(seed: u64, now: Time, members: &[NodeId], keys: u64) -> Option<(Watchers, ClientOut)> {
         let mut rng = Rng::new(seed ^ 0x7761_7463_6865_7273);
         if !rng.chance(0.5) {
             return None;
         }
         let mut watchers = Watchers { watchers: BTreeMap::new(), versions_seen: 0, gaps: 0 };
-        let mut out = WatchOut::default();
+        let mut out = ClientOut::default();
         for i in 0..rng.range(1, 2) {
             let key = key_name(rng.below(keys.max(1)));
             let machine = WatchMachine::new(now, members.to_vec(), key, None, true, rng.next_u64());
@@ -68,7 +60,7 @@ impl Watchers {
         addr: ClientAddr,
         generation: u64,
         workload: &mut Workload,
-        out: &mut WatchOut,
+        out: &mut ClientOut,
     ) {
         match self.watchers.get_mut(&addr) {
             Some(w) if w.generation == generation => w.machine.handle_timeout(now),
@@ -84,7 +76,7 @@ impl Watchers {
         from: NodeId,
         msg: Message,
         workload: &mut Workload,
-        out: &mut WatchOut,
+        out: &mut ClientOut,
     ) {
         let Some(w) = self.watchers.get_mut(&addr) else { return };
         w.machine.handle_message(now, from, msg);
@@ -98,7 +90,7 @@ impl Watchers {
         now: Time,
         addr: ClientAddr,
         mut workload: Option<&mut Workload>,
-        out: &mut WatchOut,
+        out: &mut ClientOut,
     ) {
         let Some(w) = self.watchers.get_mut(&addr) else { return };
         while let Some((node, msg)) = w.machine.poll_transmit() {

@@ -5,11 +5,11 @@
 
 use super::SimOptions;
 use super::faults::{FaultCounts, FaultPlan};
-use super::locks::{LOCK_ADDR_BASE, LockOut, LockPlan, LockWorkload};
+use super::locks::{LOCK_ADDR_BASE, LockPlan, LockWorkload};
 use super::net::{ClientAddr, Endpoint, Net};
 use super::node::{Outgoing, SimNode};
 use super::trace::TraceHash;
-use super::watchers::{WATCH_ADDR_BASE, WatchOut, Watchers};
+use super::watchers::{WATCH_ADDR_BASE, Watchers};
 use super::workload::{ClientOut, Workload, WorkloadPlan};
 use crate::core::rng::Rng;
 use crate::members::ConfigTag;
@@ -180,17 +180,17 @@ impl World {
         let mut out = ClientOut::default();
         self.workload.start(self.now, &mut self.rng, &mut out);
         self.apply_client_out(out);
-        let mut lock_out = LockOut::default();
+        let mut lock_out = ClientOut::default();
         if let Some(locks) = self.locks.as_mut() {
             locks.start(self.now, &mut lock_out);
         }
-        self.apply_lock_out(lock_out);
+        self.apply_client_out(lock_out);
         let members: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         if let Some((watchers, out)) =
             Watchers::choose(self.seed, self.now, &members, self.workload.plan().keys)
         {
             self.watchers = Some(watchers);
-            self.apply_watch_out(out);
+            self.apply_client_out(out);
         }
         if self.plan.has_nemesis() {
             self.push(self.now, Event::Nemesis);
@@ -235,18 +235,18 @@ impl World {
             Event::NodeWake { node, life } => self.node_wake(node, life),
             Event::SyncDone { node, life } => self.sync_done(node, life),
             Event::ClientWake { addr, generation } if addr >= WATCH_ADDR_BASE => {
-                let mut out = WatchOut::default();
+                let mut out = ClientOut::default();
                 if let Some(watchers) = self.watchers.as_mut() {
                     watchers.on_wake(self.now, addr, generation, &mut self.workload, &mut out);
                 }
-                self.apply_watch_out(out);
+                self.apply_client_out(out);
             }
             Event::ClientWake { addr, generation } if addr >= LOCK_ADDR_BASE => {
-                let mut out = LockOut::default();
+                let mut out = ClientOut::default();
                 if let Some(locks) = self.locks.as_mut() {
                     locks.on_wake(self.now, addr, generation, &mut out);
                 }
-                self.apply_lock_out(out);
+                self.apply_client_out(out);
             }
             Event::ClientWake { addr, generation } => {
                 let mut out = ClientOut::default();
@@ -301,20 +301,20 @@ impl World {
             return;
         };
         if addr >= WATCH_ADDR_BASE {
-            let mut out = WatchOut::default();
+            let mut out = ClientOut::default();
             if let Some(watchers) = self.watchers.as_mut() {
                 for msg in msgs {
                     watchers.on_reply(self.now, addr, node, msg, &mut self.workload, &mut out);
                 }
             }
-            return self.apply_watch_out(out);
+            return self.apply_client_out(out);
         }
         if addr >= LOCK_ADDR_BASE {
-            let mut out = LockOut::default();
+            let mut out = ClientOut::default();
             if let Some(locks) = self.locks.as_mut() {
                 msgs.into_iter().for_each(|msg| locks.on_reply(self.now, addr, node, msg, &mut out));
             }
-            return self.apply_lock_out(out);
+            return self.apply_client_out(out);
         }
         let mut out = ClientOut::default();
         for msg in msgs {
@@ -331,25 +331,6 @@ impl World {
             self.push(time, Event::ClientWake { addr, generation });
         }
         self.violations.extend(out.violations);
-    }
-
-    fn apply_watch_out(&mut self, out: WatchOut) {
-        for (addr, node, msg) in out.sends {
-            self.send(Endpoint::Client(addr), vec![(Endpoint::Node(node), vec![msg])]);
-        }
-        for (addr, generation, time) in out.wakes {
-            self.push(time, Event::ClientWake { addr, generation });
-        }
-        self.violations.extend(out.violations);
-    }
-
-    fn apply_lock_out(&mut self, out: LockOut) {
-        for (addr, node, msg) in out.sends {
-            self.send(Endpoint::Client(addr), vec![(Endpoint::Node(node), vec![msg])]);
-        }
-        for (addr, generation, time) in out.wakes {
-            self.push(time, Event::ClientWake { addr, generation });
-        }
     }
 
     /// Puts each datagram on the network: lost, delivered, or delivered twice.
