@@ -227,7 +227,10 @@ impl Lock {
 /// Who holds a lock (or office) now, as the register says: the label and
 /// the version of its record. `None` when free. A record past its lease
 /// still shows until someone takes the lock; `elect --observe` judges that.
-pub fn holder(client: &mut Client, name: &Key) -> Result<Option<(LeaseRecord, Version)>, ClientError> {
+pub fn current_holder(
+    client: &mut Client,
+    name: &Key,
+) -> Result<Option<(LeaseRecord, Version)>, ClientError> {
     let answer = client.read(name)?;
     Ok(answer.value.as_ref().and_then(LeaseRecord::decode).map(|r| (r, answer.version)))
 }

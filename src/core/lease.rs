@@ -114,6 +114,14 @@ pub fn acquire_wait_us(ttl_ms: u64) -> u64 {
     stretched.saturating_add(1000)
 }
 
+/// Whether a holder's record, unchanged for `unchanged_us` since an
+/// observer first read it, has outlived its lease by the acquirer's rule:
+/// an acquirer may take the lock now, so the office counts as vacant even
+/// though the record still stands (`paxosctl elect --observe`).
+pub fn outlived(record: &LeaseRecord, unchanged_us: u64) -> bool {
+    unchanged_us > acquire_wait_us(record.ttl_ms)
+}
+
 /// What the driver should do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -128,7 +136,7 @@ pub enum Action {
 }
 
 /// Where a lease stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     /// Not held (yet): waiting for the holder's lease to end, or reading.
     Waiting { holder: Option<HolderId> },
@@ -164,28 +172,17 @@ enum Intent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Read the lock at `at`.
-    Observe {
-        at: Time,
-    },
+    Observe { at: Time },
     /// Another holder (or nobody, `HolderId::NONE`) was seen at `seen`:
     /// take the lock at `until` unless a read (every `LEASE_POLL_MS`, the
     /// next at `read_at`) shows that the version moved.
-    Waiting {
-        seen: Version,
-        until: Time,
-        read_at: Time,
-    },
+    Waiting { seen: Version, holder: HolderId, until: Time, read_at: Time },
     /// Held since the take that left `token`; the lock is at `current`. At
     /// `next_at` renew, or read first when `check` (a write's outcome is
     /// not known, so `current` may be stale).
-    Held {
-        token: Version,
-        current: Version,
-        valid_until: Time,
-        next_at: Time,
-        check: bool,
-    },
-    Done,
+    Held { token: Version, current: Version, valid_until: Time, next_at: Time, check: bool },
+    /// Finished: released, lost, or not a lock.
+    Done(Status),
 }
 
 /// One session's lease on one lock.
@@ -200,7 +197,6 @@ pub struct Lease {
     /// as this holder's was sent no earlier than `sent[v]`, so its lease
     /// counts from there. Bounded.
     sent: BTreeMap<Version, Time>,
-    status: Status,
     release_asked: bool,
     release_attempts: u32,
     #[cfg(feature = "planted-bugs")]
@@ -223,7 +219,6 @@ impl Lease {
             phase: Phase::Observe { at: now },
             in_flight: None,
             sent: BTreeMap::new(),
-            status: Status::Waiting { holder: None },
             release_asked: false,
             release_attempts: 0,
             #[cfg(feature = "planted-bugs")]
@@ -264,12 +259,17 @@ impl Lease {
     /// holder stops acting on it before the delete goes out, since a
     /// waiting acquirer may take the lock the moment the delete lands.
     pub fn status(&self, now: Time) -> Status {
-        match self.status {
-            Status::Held { token, valid_until } if now >= valid_until => {
+        match self.phase {
+            Phase::Held { token, valid_until, .. } if now >= valid_until => {
                 Status::Lost { token, why: LostWhy::Expired }
             }
-            Status::Held { .. } if self.release_asked => Status::Released,
-            ref s => s.clone(),
+            Phase::Held { .. } if self.release_asked => Status::Released,
+            Phase::Held { token, valid_until, .. } => Status::Held { token, valid_until },
+            Phase::Observe { .. } => Status::Waiting { holder: None },
+            Phase::Waiting { holder, .. } => {
+                Status::Waiting { holder: (holder != HolderId::NONE).then_some(holder) }
+            }
+            Phase::Done(status) => status,
         }
     }
 
@@ -292,7 +292,7 @@ impl Lease {
             self.finish(Status::Released);
         }
         let (intent, change) = match self.phase {
-            Phase::Done => return Action::Finished,
+            Phase::Done(_) => return Action::Finished,
             Phase::Observe { at } if now < at => return Action::WaitUntil(at),
             Phase::Observe { .. } => (Intent::Read, Change::Read),
             Phase::Waiting { seen, until, .. } if now >= until || self.skips_wait() => {
@@ -337,7 +337,7 @@ impl Lease {
             // A release goes out at once (a check read first, when due).
             Phase::Held { check: false, .. } if self.release_asked => Some(Time(0)),
             Phase::Held { next_at, valid_until, .. } => Some(next_at.min(valid_until)),
-            Phase::Done => None,
+            Phase::Done(_) => None,
         }
     }
 
@@ -361,7 +361,7 @@ impl Lease {
             return;
         };
         self.expire(now);
-        if matches!(self.phase, Phase::Done) {
+        if matches!(self.phase, Phase::Done(_)) {
             return;
         }
         match (intent, ending) {
@@ -429,7 +429,6 @@ impl Lease {
         }
         let next_at = sent.plus_millis(self.record.ttl_ms / limits::LEASE_RENEWALS_PER_TTL);
         self.phase = Phase::Held { token, current, valid_until, next_at, check: false };
-        self.status = Status::Held { token, valid_until };
     }
 
     /// A read answered at `now` found the lock at `version` holding `value`.
@@ -490,8 +489,7 @@ impl Lease {
             return self.finish(status);
         }
         let read_at = now.plus_millis(limits::LEASE_POLL_MS);
-        self.phase = Phase::Waiting { seen: version, until, read_at };
-        self.status = Status::Waiting { holder: (holder != HolderId::NONE).then_some(holder) };
+        self.phase = Phase::Waiting { seen: version, holder, until, read_at };
     }
 
     /// Tries again at `at`: a held lease checks by a read, a wait goes on
@@ -527,7 +525,6 @@ impl Lease {
     }
 
     fn finish(&mut self, status: Status) {
-        self.phase = Phase::Done;
-        self.status = status;
+        self.phase = Phase::Done(status);
     }
 }

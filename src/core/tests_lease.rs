@@ -335,3 +335,10 @@ fn a_renewal_sent_twice_counts_from_the_first_send() {
     let valid_until = first.plus_millis(TTL_MS);
     assert_eq!(l.status(check.plus_millis(6)), Status::Held { token: Version(1), valid_until });
 }
+
+#[test]
+fn a_record_outlives_its_lease_once_an_acquirer_may_take_the_lock() {
+    let r = LeaseRecord { holder: OTHER, ttl_ms: TTL_MS, label: Vec::new() };
+    assert!(!outlived(&r, acquire_wait_us(TTL_MS)));
+    assert!(outlived(&r, acquire_wait_us(TTL_MS) + 1));
+}

@@ -4,7 +4,7 @@
 use super::{EXIT_OK, EXIT_OTHER, EXIT_PRECONDITION, EXIT_USAGE, client_error, fail};
 use clap::Args as ClapArgs;
 use paxosd::client::Client;
-use paxosd::core::lease::{HolderId, LeaseRecord, acquire_wait_us};
+use paxosd::core::lease::{HolderId, LeaseRecord, outlived};
 use paxosd::lock::{self, Fenced, Lock, LockError};
 use paxosd::types::{Key, Version};
 use std::process::{Child, Command, ExitStatus};
@@ -297,7 +297,7 @@ fn observe(client: &mut Client, name: &Key, count: Option<u64>) -> u8 {
     let mut lines = 0u64;
     let mut last_change: Option<(Version, Instant)> = None;
     while count.is_none_or(|c| lines < c) {
-        let (seen, text) = match lock::holder(client, name) {
+        let (seen, text) = match lock::current_holder(client, name) {
             Ok(None) => (Seen::Vacant, "-".to_string()),
             Ok(Some((record, version))) => {
                 let changed_at = match last_change {
@@ -326,8 +326,8 @@ fn observe(client: &mut Client, name: &Key, count: Option<u64>) -> u8 {
 /// The leader a record names, unless it has gone unrenewed longer than
 /// an acquirer would wait since the version last moved.
 fn leader_or_vacant(record: &LeaseRecord, changed_at: Instant) -> (Seen, String) {
-    let expired = changed_at.elapsed() > Duration::from_micros(acquire_wait_us(record.ttl_ms));
-    if expired {
+    let unchanged_us = changed_at.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+    if outlived(record, unchanged_us) {
         (Seen::Vacant, "-".to_string())
     } else {
         (Seen::Leader(record.holder), String::from_utf8_lossy(&record.label).into_owned())
