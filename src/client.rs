@@ -8,6 +8,7 @@
 //! so a write is applied at most once, and an outcome that cannot be known
 //! is reported as such.
 
+use crate::auth::{KeyFiles, Keyring};
 use crate::change::Change;
 use crate::config::Config;
 use crate::core::client::{ClientMachine, NotRun, Routing, Unknown};
@@ -55,6 +56,8 @@ pub enum ClientError {
         version: Version,
         timeout: Duration,
     },
+    /// The cluster secret's key files could not be used.
+    Secret(crate::auth::SecretError),
     Io(io::Error),
 }
 
@@ -90,6 +93,7 @@ impl fmt::Display for ClientError {
                 "the key did not reach version {version} within {} ms (or no node could tell)",
                 timeout.as_millis()
             ),
+            ClientError::Secret(e) => write!(f, "{e}"),
             ClientError::Io(e) => write!(f, "network error: {e}"),
         }
     }
@@ -105,6 +109,8 @@ impl From<io::Error> for ClientError {
 
 pub struct Client {
     cluster: ClusterId,
+    keys: Keyring,
+    key_files: KeyFiles,
     nodes: Vec<(NodeId, SocketAddr)>,
     pinned: Option<NodeId>,
     timeout: Duration,
@@ -129,11 +135,14 @@ impl Client {
             Some((_, a)) if a.is_ipv6() => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
             _ => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
         };
+        let (keys, key_files) = KeyFiles::open(config).map_err(ClientError::Secret)?;
         let socket = UdpSocket::bind(local)?;
         let members = nodes.iter().map(|(id, _)| *id).collect();
         let session = crate::seed::session_id();
         Ok(Client {
             cluster: config.cluster_id,
+            keys,
+            key_files,
             machine: ClientMachine::new(members, node, session, Routing::Home),
             nodes,
             pinned: node,
@@ -464,6 +473,7 @@ impl Client {
     /// Sends what the machine wants sent. A failed send is like a lost
     /// datagram: the machine's timers cover it.
     fn flush(&mut self) -> Result<(), ClientError> {
+        self.reload_keys();
         while let Some((node, msg)) = self.machine.poll_transmit() {
             if let Some(&(_, addr)) = self.nodes.iter().find(|(id, _)| *id == node) {
                 let _ = self.send(addr, &msg);
@@ -478,9 +488,20 @@ impl Client {
             sender: NodeId::CLIENT,
             config: wire::ConfigDigest::NONE,
             epoch: Epoch(0),
+            sent_unix_ms: crate::driver::unix_ms_now(),
         };
-        let datagram = wire::encode_datagram(header, std::slice::from_ref(msg));
+        let datagram = wire::encode_datagram(header, std::slice::from_ref(msg), &self.keys);
         self.socket.send_to(&datagram, addr)
+    }
+
+    /// Takes a rotation's new keys (`auth`); keeps the old ones, and says
+    /// why, when the changed files are unusable.
+    fn reload_keys(&mut self) {
+        match self.key_files.poll() {
+            Some(Ok(keys)) => self.keys = keys,
+            Some(Err(e)) => log::warn!("keeping the cluster keys in use: {e}"),
+            None => {}
+        }
     }
 
     /// Waits until `wake` for one datagram from a node; `None` when the time
@@ -501,7 +522,7 @@ impl Client {
             let Some(&(node, _)) = self.nodes.iter().find(|(_, addr)| *addr == from) else {
                 continue;
             };
-            match wire::decode_datagram(self.cluster, &self.buf[..len]) {
+            match wire::decode_datagram(&self.keys, self.cluster, &self.buf[..len]) {
                 Ok((header, messages)) if header.sender == node => return Ok(Some((node, messages))),
                 _ => continue,
             }

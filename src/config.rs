@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 struct RawConfig {
     cluster_id: u64,
     #[serde(default)]
+    secret_file: Option<PathBuf>,
+    #[serde(default)]
+    previous_secret_file: Option<PathBuf>,
+    #[serde(default)]
     client: RawClient,
     #[serde(rename = "node", default)]
     nodes: Vec<RawNode>,
@@ -44,6 +48,11 @@ struct RawNode {
 pub struct Config {
     pub path: PathBuf,
     pub cluster_id: ClusterId,
+    /// The cluster secret's key file, resolved against the config file's
+    /// directory when relative (`auth`); `None`: datagrams carry no MAC.
+    pub secret_file: Option<PathBuf>,
+    /// A second key accepted but not sent with, during a rotation.
+    pub previous_secret_file: Option<PathBuf>,
     pub client_timeout_ms: u64,
     pub nodes: Vec<NodeConfig>,
 }
@@ -106,9 +115,17 @@ impl Config {
                 limits::REQUEST_TIMEOUT_MS_MAX
             )));
         }
+        if raw.previous_secret_file.is_some() && raw.secret_file.is_none() {
+            return Err(invalid(
+                "previous_secret_file is set without secret_file: set both, or neither".into(),
+            ));
+        }
+        let resolve = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
         Ok(Config {
             path: path.to_path_buf(),
             cluster_id: ClusterId(raw.cluster_id),
+            secret_file: raw.secret_file.as_ref().map(resolve),
+            previous_secret_file: raw.previous_secret_file.as_ref().map(resolve),
             client_timeout_ms,
             nodes,
         })
@@ -230,6 +247,16 @@ data_dir = "/var/lib/paxosd"
     fn id_zero_and_empty_cluster_are_errors() {
         assert!(parse(&GOOD.replace("id = 2", "id = 0")).unwrap_err().contains("reserved"));
         assert!(parse("cluster_id = 1").unwrap_err().contains("no [[node]]"));
+    }
+
+    #[test]
+    fn key_files_resolve_against_the_config_and_need_each_other() {
+        let c = parse(&GOOD.replace("cluster_id = 7", "cluster_id = 7\nsecret_file = \"keys/a\""))
+            .expect("valid");
+        assert_eq!(c.secret_file, Some(PathBuf::from("/etc/px/keys/a")));
+        assert_eq!(c.previous_secret_file, None);
+        let alone = GOOD.replace("cluster_id = 7", "cluster_id = 7\nprevious_secret_file = \"/k\"");
+        assert!(parse(&alone).unwrap_err().contains("without secret_file"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! then commit the turn: append every record the turn produced, sync once
 //! (group commit), and only then send what the core released.
 
+use crate::auth::{KeyFiles, Keyring};
 use crate::config::{Config, NodeConfig};
 use crate::core::{ClientLimits, Envelope, Node, NodeSetup};
 use crate::limits;
@@ -68,6 +69,7 @@ pub enum DriverError {
     },
     Identity(IdentityError),
     Log(LogError),
+    Secret(crate::auth::SecretError),
     Io {
         what: String,
         error: io::Error,
@@ -87,6 +89,7 @@ impl fmt::Display for DriverError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DriverError::UnknownNode(id) => write!(f, "node {id} is not in the config"),
+            DriverError::Secret(e) => write!(f, "{e}"),
             DriverError::NoParentDir(dir) => write!(
                 f,
                 "the parent of data dir {} does not exist; create it or fix data_dir",
@@ -158,6 +161,13 @@ pub struct Driver {
     started: Instant,
     buf: Vec<u8>,
     stopping: bool,
+    /// The cluster secret's keys, and their files, looked at again now and
+    /// then for a rotation.
+    keys: Keyring,
+    key_files: KeyFiles,
+    /// Datagrams dropped for a missing or wrong MAC ...
+    dropped_unauthenticated: u64,
+    /// ... and for anything else.
     dropped: u64,
     /// Peers already warned about for sending another member list.
     mismatched: HashSet<NodeId>,
@@ -165,6 +175,10 @@ pub struct Driver {
     _lock: File,
     /// See `crash_if_told`.
     crash_while_driving: Option<String>,
+    /// Added to the wall clock (`PAXOSD_WALL_CLOCK_OFFSET_MS`): the tests
+    /// use it to play a node that receives a recorded datagram long after
+    /// it was sent, which waiting for would take the whole window.
+    wall_offset_ms: i64,
 }
 
 impl Driver {
@@ -177,6 +191,8 @@ impl Driver {
         if (options.join && !me.joins) || (options.bootstrap && me.joins) {
             return Err(DriverError::JoinMismatch { id: me.id, joins: me.joins });
         }
+        let (keys, key_files) = KeyFiles::open(&config).map_err(DriverError::Secret)?;
+        warn_if_open(&me, &keys);
         let lock = lock_data_dir(&me, options)?;
         let (log, recovered) = open_data_dir(&config, &me, options)?;
         info!(
@@ -214,10 +230,14 @@ impl Driver {
             started: Instant::now(),
             buf: vec![0u8; 64 * 1024],
             stopping: false,
+            keys,
+            key_files,
+            dropped_unauthenticated: 0,
             dropped: 0,
             mismatched: HashSet::new(),
             _lock: lock,
             crash_while_driving: std::env::var("PAXOSD_CRASH_WHILE_DRIVING").ok().filter(|s| !s.is_empty()),
+            wall_offset_ms: wall_offset_ms()?,
         })
     }
 
@@ -279,6 +299,11 @@ impl Driver {
         Ok(())
     }
 
+    /// The wall clock, as the datagrams' sending times count it.
+    fn wall_now(&self) -> u64 {
+        unix_ms_now().saturating_add_signed(self.wall_offset_ms)
+    }
+
     fn now(&self) -> Time {
         Time(self.started.elapsed().as_micros() as u64)
     }
@@ -324,14 +349,19 @@ impl Driver {
     }
 
     fn handle_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
-        let (header, messages) = match wire::decode_datagram(self.config.cluster_id, bytes) {
+        let (header, messages) = match wire::decode_datagram(&self.keys, self.config.cluster_id, bytes) {
             Ok(decoded) => decoded,
+            Err(e) if e.is_unauthenticated() => return self.drop_unauthenticated(from, &e),
             Err(e) => return self.drop_datagram(from, &e.to_string()),
         };
         let now = self.now();
+        let fresh = wire::is_fresh(header.sent_unix_ms, self.wall_now());
         if header.sender == NodeId::CLIENT {
             for msg in messages {
-                self.node.handle_client(now, from, msg);
+                match fresh {
+                    true => self.node.handle_client(now, from, msg),
+                    false => self.node.handle_client_stale(now, from, msg),
+                }
             }
             return;
         }
@@ -347,7 +377,10 @@ impl Driver {
         }
         let tag = ConfigTag { epoch: header.epoch, digest: header.config };
         for msg in messages {
-            self.node.handle_peer_tagged(now, header.sender, tag, msg);
+            match fresh {
+                true => self.node.handle_peer_tagged(now, header.sender, tag, msg),
+                false => self.node.handle_peer_stale(now, header.sender, tag, msg),
+            }
         }
     }
 
@@ -372,6 +405,33 @@ impl Driver {
         debug!("dropped datagram from {from}: {why} ({} dropped so far)", self.dropped);
     }
 
+    /// Dropped unread and unanswered; a count in status, and a warning
+    /// now and then (not per datagram, which a flood would turn into a
+    /// flood of log lines).
+    fn drop_unauthenticated(&mut self, from: SocketAddr, why: &wire::DecodeError) {
+        self.dropped_unauthenticated += 1;
+        if self.dropped_unauthenticated.is_power_of_two() {
+            warn!(
+                "dropped datagram from {from}: {why} ({} dropped so far for their MAC; \
+                 a peer or client with another cluster secret, or a forger)",
+                self.dropped_unauthenticated
+            );
+        }
+    }
+
+    /// Takes a rotation's new keys; an unusable change keeps the old ones.
+    fn reload_keys(&mut self) {
+        match self.key_files.poll() {
+            Some(Ok(keys)) => {
+                info!("node {}: cluster secret files changed; keys reloaded", self.me.id);
+                warn_if_open(&self.me, &keys);
+                self.keys = keys;
+            }
+            Some(Err(e)) => warn!("node {}: keeping the cluster keys in use: {e}", self.me.id),
+            None => {}
+        }
+    }
+
     /// Sends the proposer's messages that need no sync (see `Ready`), then
     /// appends the turn's records, syncs once, and sends what the core
     /// released. A storage failure is fatal: after a failed fsync the state
@@ -393,6 +453,8 @@ impl Driver {
         self.send_envelopes(envelopes);
         self.maybe_compact()?;
         self.node.set_log_bytes(self.log.len_bytes());
+        self.node.set_dropped(self.keys.is_enabled(), self.dropped_unauthenticated, self.dropped);
+        self.reload_keys();
         Ok(())
     }
 
@@ -431,8 +493,9 @@ impl Driver {
             sender: self.me.id,
             config: tag.digest,
             epoch: tag.epoch,
+            sent_unix_ms: self.wall_now(),
         };
-        for datagram in wire::pack_datagrams(header, &encoded) {
+        for datagram in wire::pack_datagrams(header, &encoded, &self.keys) {
             match self.socket.send_to(&datagram, addr) {
                 Ok(_) => {}
                 // A full buffer or an unreachable peer loses this datagram;
@@ -440,6 +503,33 @@ impl Driver {
                 Err(e) => debug!("send_to {addr}: {e}"),
             }
         }
+    }
+}
+
+/// The wall clock, in milliseconds since the Unix epoch, for the sending
+/// time in datagram headers (`wire::is_fresh`); 0 for a clock set before 1970.
+pub fn unix_ms_now() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| d.as_millis() as u64)
+}
+
+fn wall_offset_ms() -> Result<i64, DriverError> {
+    let Ok(text) = std::env::var("PAXOSD_WALL_CLOCK_OFFSET_MS") else { return Ok(0) };
+    text.trim().parse().map_err(|_| DriverError::Io {
+        what: format!("PAXOSD_WALL_CLOCK_OFFSET_MS={text:?} is not a whole number of milliseconds"),
+        error: io::Error::from(io::ErrorKind::InvalidInput),
+    })
+}
+
+/// Without a cluster secret anyone who can reach the port can write any
+/// key and vote as any peer: say so loudly, at start and on every reload.
+fn warn_if_open(me: &NodeConfig, keys: &Keyring) {
+    if !keys.is_enabled() {
+        warn!(
+            "node {}: NO CLUSTER SECRET: anyone who can send a datagram to {} can read and write every key \
+             and forge votes; set secret_file in the config (see the README, \"Securing a cluster\")",
+            me.id, me.address
+        );
     }
 }
 

@@ -12,6 +12,7 @@
 //! - `storage`: the acceptor's append-only record log;
 //! - `wire`, `change`, `types`: messages, datagram framing and value types.
 
+pub mod auth;
 pub mod bench;
 pub mod bench_plot;
 pub mod change;

@@ -96,9 +96,54 @@ pub const WATCH_CLIENT_SILENCE_MS: u64 = WATCH_PARK_MS + 2 * WATCH_READ_MS + 300
 /// watch is not asked in a tight loop.
 pub const WATCH_CLIENT_RETRY_MS: u64 = 100;
 
-/// Datagram header: magic, protocol version, cluster id, sender id, body
-/// length, and room reserved for a MAC.
-pub const HEADER_BYTES_MAX: usize = 64;
+/// Datagram header and trailer: magic, protocol version, flags, cluster id,
+/// sender id, configuration digest and epoch, sending time, the message
+/// count, and the MAC, with room to spare.
+pub const HEADER_BYTES_MAX: usize = 96;
+
+/// How far above a node's own round counter a ballot from the network may
+/// lie (`core::node`, "Ballots from the network"). Honest peers are ahead
+/// by the rounds the cluster used since they last spoke: at a million
+/// proposals a second, reaching this takes 12 days of a node hearing
+/// nothing. A forged ballot can move a counter by at most this, so
+/// spending the 64-bit counter takes millions of forgeries.
+pub const ROUND_LEAP_MAX: u64 = 1 << 40;
+
+/// No honest round reaches this: at a million proposals a second it takes
+/// 146,000 years. Ballots at or past it are refused from the network and
+/// never adopted from a log (`core::node`), and the rounds above it stay
+/// free, so a node's counter can never be spent.
+pub const ROUND_MAX: u64 = 1 << 62;
+
+/// No honest epoch reaches this (one per membership change or rejoin).
+pub const EPOCH_MAX: u64 = 1 << 62;
+
+/// How far above a node's own epoch a ballot's epoch may lie. Epochs grow
+/// by one per membership change or rejoin.
+pub const EPOCH_LEAP_MAX: u64 = 1 << 20;
+
+/// How far apart the wall clocks of nodes and clients may be (`wire::is_fresh`).
+pub const CLOCK_SKEW_MS_MAX: u64 = 30_000;
+
+/// A datagram sent longer ago than this, by its header's sending time and
+/// the receiver's clock, or stamped this far ahead, carries no request the
+/// node will run (`wire::is_fresh`): a recorded request replayed later is
+/// refused. The clock skew allowed, plus the longest a datagram is taken
+/// to linger in the network.
+pub const REPLAY_WINDOW_MS: u64 = CLOCK_SKEW_MS_MAX + 30_000;
+
+/// Bytes of the MAC at the end of every datagram when a cluster secret is
+/// configured (keyed BLAKE3, see `auth`).
+pub const MAC_BYTES: usize = 32;
+
+/// How often nodes and clients look at their key files again, so that a
+/// rotation's new keys are taken without a restart (`auth::KeyFiles`).
+pub const SECRET_CHECK_MS: u64 = 1_000;
+
+/// After a key file changes, the keys accepted before are accepted this
+/// much longer (`auth::KeyFiles`), so a rotation step that rewrites two
+/// files is never seen half done.
+pub const SECRET_GRACE_MS: u64 = 5 * SECRET_CHECK_MS;
 
 /// Largest datagram paxosd sends or accepts. Below the 65,507-byte UDP
 /// payload limit of IPv4; several messages to one peer share a datagram up to
@@ -419,3 +464,7 @@ const _: () = assert!(LEASE_TTL_MS_MIN < LEASE_TTL_MS_MAX);
 /// A fenced write that keeps meeting concurrent writes of the protected
 /// key gives up after this many compare-and-set attempts.
 pub const FENCED_PUT_ATTEMPTS_MAX: u32 = 16;
+const _: () = assert!(ROUND_LEAP_MAX < ROUND_MAX && EPOCH_LEAP_MAX < EPOCH_MAX);
+const _: () = assert!(ROUND_MAX.checked_add(ROUND_LEAP_MAX + ROUND_BLOCK).is_some());
+const _: () = assert!(SECRET_CHECK_MS < SECRET_GRACE_MS);
+const _: () = assert!(REPLAY_WINDOW_MS > CLOCK_SKEW_MS_MAX);

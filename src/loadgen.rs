@@ -13,6 +13,7 @@
 //! run the due timers. Every reply names its session, which is how one
 //! socket serves them all.
 
+use crate::auth::{KeyFiles, Keyring};
 use crate::change::Change;
 use crate::config::Config;
 use crate::core::client::{ClientMachine, Ending, Routing};
@@ -99,6 +100,7 @@ impl fmt::Display for Stats {
 pub enum LoadError {
     UnknownNode(NodeId),
     Io { what: &'static str, error: io::Error },
+    Secret(crate::auth::SecretError),
 }
 
 impl fmt::Display for LoadError {
@@ -106,6 +108,7 @@ impl fmt::Display for LoadError {
         match self {
             LoadError::UnknownNode(id) => write!(f, "node {id} is not in the config"),
             LoadError::Io { what, error } => write!(f, "{what}: {error}"),
+            LoadError::Secret(e) => write!(f, "{e}"),
         }
     }
 }
@@ -193,6 +196,8 @@ struct Slot {
 /// `run`, so one generator can run a warm-up and then the measured part.
 pub struct LoadGen {
     cluster: ClusterId,
+    keys: Keyring,
+    key_files: KeyFiles,
     nodes: Vec<(NodeId, SocketAddr)>,
     pinned: Option<NodeId>,
     timeout_ms: u64,
@@ -221,6 +226,7 @@ impl LoadGen {
             config.node(id).ok_or(LoadError::UnknownNode(id))?;
         }
         let nodes: Vec<(NodeId, SocketAddr)> = config.nodes.iter().map(|n| (n.id, n.address)).collect();
+        let (keys, key_files) = KeyFiles::open(config).map_err(LoadError::Secret)?;
         let mut socket = bind(nodes.first().is_some_and(|(_, a)| a.is_ipv6()))?;
         let poll = Poll::new().map_err(io_err("cannot create poll"))?;
         poll.registry()
@@ -231,6 +237,8 @@ impl LoadGen {
             options.timeout.as_millis().clamp(1, u128::from(limits::REQUEST_TIMEOUT_MS_MAX)) as u64;
         let mut load = LoadGen {
             cluster: config.cluster_id,
+            keys,
+            key_files,
             outbox: vec![Vec::new(); nodes.len()],
             nodes,
             pinned: options.node,
@@ -406,7 +414,7 @@ impl LoadGen {
             self.stats.datagrams_dropped += 1;
             return debug!("dropped datagram from {from}: not a node of the cluster");
         };
-        let messages = match wire::decode_datagram(self.cluster, bytes) {
+        let messages = match wire::decode_datagram(&self.keys, self.cluster, bytes) {
             Ok((header, messages)) if header.sender == node => messages,
             Ok((header, _)) => {
                 self.stats.datagrams_dropped += 1;
@@ -430,18 +438,24 @@ impl LoadGen {
     /// Sends the queued messages, as few datagrams per node as they fit in.
     /// A failed send is like a lost datagram: the machines resend.
     fn flush(&mut self) {
+        match self.key_files.poll() {
+            Some(Ok(keys)) => self.keys = keys,
+            Some(Err(e)) => log::warn!("keeping the cluster keys in use: {e}"),
+            None => {}
+        }
         let header = Header {
             cluster: self.cluster,
             sender: NodeId::CLIENT,
             config: wire::ConfigDigest::NONE,
             epoch: Epoch(0),
+            sent_unix_ms: crate::driver::unix_ms_now(),
         };
         for (index, encoded) in self.outbox.iter_mut().enumerate() {
             if encoded.is_empty() {
                 continue;
             }
             let addr = self.nodes[index].1;
-            for datagram in wire::pack_datagrams(header, encoded) {
+            for datagram in wire::pack_datagrams(header, encoded, &self.keys) {
                 match send_to(&self.socket, &datagram, addr) {
                     Ok(_) => self.stats.datagrams_sent += 1,
                     Err(e) => {
@@ -578,7 +592,9 @@ mod tests {
         while stop.try_recv().is_err() {
             let Ok((len, from)) = socket.recv_from(&mut buf) else { continue };
             datagrams += 1;
-            let Ok((_, messages)) = wire::decode_datagram(cluster, &buf[..len]) else { continue };
+            let Ok((_, messages)) = wire::decode_datagram(&Keyring::none(), cluster, &buf[..len]) else {
+                continue;
+            };
             let answers: Vec<Message> = messages
                 .into_iter()
                 .filter_map(|msg| match msg {
@@ -596,9 +612,14 @@ mod tests {
                     _ => None,
                 })
                 .collect();
-            let header =
-                Header { cluster, sender: NodeId(1), config: wire::ConfigDigest(7), epoch: Epoch(0) };
-            let _ = socket.send_to(&wire::encode_datagram(header, &answers), from);
+            let header = Header {
+                cluster,
+                sender: NodeId(1),
+                config: wire::ConfigDigest(7),
+                epoch: Epoch(0),
+                sent_unix_ms: 0,
+            };
+            let _ = socket.send_to(&wire::encode_datagram(header, &answers, &Keyring::none()), from);
         }
         datagrams
     }
@@ -637,6 +658,8 @@ mod tests {
         let config = Config {
             path: "test.toml".into(),
             cluster_id: cluster,
+            secret_file: None,
+            previous_secret_file: None,
             client_timeout_ms: 1000,
             nodes: vec![NodeConfig { id: NodeId(1), address, data_dir: "unused".into(), joins: false }],
         };

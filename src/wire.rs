@@ -6,23 +6,37 @@
 //! |--------|------|------------------------------------------------------|
 //! | 0      | 4    | magic `PXD1`                                         |
 //! | 4      | 1    | protocol version (`PROTOCOL_VERSION`)                |
-//! | 5      | 1    | flags (bit 0: a MAC follows the body; none defined yet) |
+//! | 5      | 1    | flags (bit 0: a MAC follows the body; others 0)      |
 //! | 6      | 8    | cluster id, little endian                            |
 //! | 14     | 2    | sender node id, little endian (0 = a client)         |
 //! | 16     | 4    | configuration digest, little endian (0 from clients) |
 //! | 20     | 8    | configuration epoch, little endian (0 from clients)  |
-//! | 28     | ..   | body: postcard `Vec<Message>` (varint count, messages)|
+//! | 28     | 8    | sender's wall clock at sending, Unix ms, little endian |
+//! | 36     | ..   | body: postcard `Vec<Message>` (varint count, messages)|
+//! | end-32 | 32   | MAC, when flag bit 0 is set (`auth`)                 |
+//!
+//! The MAC is keyed BLAKE3 over everything before it, header included, under
+//! the cluster secret (`auth::Keyring`). A node or client with a secret
+//! drops every datagram whose MAC is missing or wrong before reading its
+//! body; one without a secret drops every datagram that carries a MAC, which
+//! it could not check. Either way nothing is answered, so a forger gets no
+//! reply at all, let alone a larger one.
 //!
 //! The configuration epoch and digest name the sender's active
 //! configuration (`core::membership`): a node votes only for, and counts
 //! only votes from, a peer that names its own, so two nodes that disagree
 //! on the members never count quorums that need not intersect.
 //!
+//! The sending time lets a node refuse a recorded request replayed later
+//! (`is_fresh`): under a cluster secret, a captured datagram is the one
+//! thing a forger can still send.
+//!
 //! The body must use every remaining byte: a datagram with trailing bytes is
 //! dropped. Decoding never panics and never sizes an allocation from a length
 //! it has not checked against the datagram (postcard borrows from the input
 //! and fails on short input).
 
+use crate::auth::Keyring;
 use crate::change::Change;
 use crate::limits;
 use crate::members::{Configuration, FreezeAnswer, MemberChange, Members};
@@ -34,9 +48,15 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub const MAGIC: [u8; 4] = *b"PXD1";
-pub const PROTOCOL_VERSION: u8 = 5;
-pub const HEADER_BYTES: usize = 28;
-const _: () = assert!(HEADER_BYTES <= limits::HEADER_BYTES_MAX);
+pub const PROTOCOL_VERSION: u8 = 6;
+pub const HEADER_BYTES: usize = 36;
+/// Flag bit 0: a MAC follows the body.
+const FLAG_MAC: u8 = 1;
+/// A body's message count takes at most this many bytes (a varint of at
+/// most `MESSAGES_PER_DATAGRAM_MAX`).
+const COUNT_BYTES_MAX: usize = 2;
+const _: () = assert!(limits::MESSAGES_PER_DATAGRAM_MAX < 1 << 14);
+const _: () = assert!(HEADER_BYTES + COUNT_BYTES_MAX + limits::MAC_BYTES <= limits::HEADER_BYTES_MAX);
 
 /// Everything nodes and clients say to each other.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -326,6 +346,10 @@ pub enum Refusal {
     /// The node is not a member of the cluster's configuration (it was
     /// removed, or has not joined yet): other nodes serve the request.
     NotMember,
+    /// The datagram that carried this copy was sent outside the replay
+    /// window (`is_fresh`). This copy never runs, but an earlier copy of
+    /// the request may have: the client cannot count it as not run.
+    Expired,
 }
 
 const _: () = assert!(limits::KEY_BYTES_MAX == 1024 && limits::VALUE_BYTES_MAX == 16384);
@@ -341,6 +365,10 @@ impl fmt::Display for Refusal {
             Refusal::CatchingUp => "node is catching up after losing data",
             Refusal::StaleIncarnation => "request named another incarnation of the node",
             Refusal::NotMember => "node is not a member of the cluster's configuration",
+            Refusal::Expired => {
+                "request was sent outside the node's replay window: check that the clocks of nodes and \
+                 clients agree (NTP)"
+            }
         };
         f.write_str(text)
     }
@@ -375,6 +403,29 @@ pub struct NodeStatus {
     pub frozen: Option<MemberChange>,
     /// What the membership change this node drives is doing, if any.
     pub driving: Option<String>,
+    /// Hostile or broken input the node turned away, counted since it
+    /// started (see `Guarded`).
+    pub guarded: Guarded,
+}
+
+/// What a node turned away, for status: a rise in any of these means
+/// someone sends what no honest peer or client of this cluster would.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guarded {
+    /// True when the node checks a MAC on every datagram (a cluster secret
+    /// is configured).
+    pub secret: bool,
+    /// Datagrams dropped for a missing or wrong MAC.
+    pub unauthenticated: u64,
+    /// Datagrams dropped as malformed: not paxosd's, another cluster's,
+    /// undecodable, over a limit, or from a peer at the wrong address.
+    pub malformed: u64,
+    /// Ballots refused or not adopted because they lie beyond what the
+    /// cluster can have used (`core::node`, "Ballots from the network").
+    pub ballots_out_of_range: u64,
+    /// Client requests refused as older than the replay window
+    /// (`limits::REQUEST_AGE_MS_MAX`).
+    pub requests_expired: u64,
 }
 
 impl Message {
@@ -458,9 +509,27 @@ pub struct Header {
     pub sender: NodeId,
     pub config: ConfigDigest,
     pub epoch: Epoch,
+    /// The sender's wall clock when it sent the datagram, in milliseconds
+    /// since the Unix epoch.
+    pub sent_unix_ms: u64,
 }
 
 pub use crate::members::ConfigDigest;
+
+/// Whether a datagram sent at `sent_unix_ms` (its sender's clock) and
+/// received at `now_unix_ms` (the receiver's) may still carry a request to
+/// run: sent at most `REPLAY_WINDOW_MS` before now, and not more than that
+/// ahead of it. Clocks of nodes and clients are assumed to be within
+/// `CLOCK_SKEW_MS_MAX` of each other (NTP keeps them far closer), which the
+/// window exceeds by the largest delay a datagram may see on the way; so
+/// no honest datagram is refused, and a recorded one runs nowhere once the
+/// window has passed. Within it, sessions and the registers' memory of
+/// their recent writes keep a replayed copy from running twice
+/// (`core::sessions`, `core::proposer`).
+pub fn is_fresh(sent_unix_ms: u64, now_unix_ms: u64) -> bool {
+    let window = limits::REPLAY_WINDOW_MS;
+    sent_unix_ms.saturating_add(window) >= now_unix_ms && sent_unix_ms <= now_unix_ms.saturating_add(window)
+}
 
 /// Why a datagram was dropped. Dropping is the protocol's answer to any bad
 /// datagram; the reason is only logged.
@@ -472,6 +541,12 @@ pub enum DecodeError {
     UnsupportedVersion(u8),
     UnsupportedFlags(u8),
     WrongCluster(ClusterId),
+    /// This side has a secret and the datagram carries no MAC.
+    MissingMac,
+    /// The MAC is not that of any key this side accepts.
+    BadMac,
+    /// The datagram carries a MAC and this side has no secret to check it.
+    UnexpectedMac,
     BadBody(String),
     TrailingBytes(usize),
     TooManyMessages(usize),
@@ -487,6 +562,9 @@ impl fmt::Display for DecodeError {
             DecodeError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
             DecodeError::UnsupportedFlags(x) => write!(f, "unsupported header flags {x:#04x}"),
             DecodeError::WrongCluster(c) => write!(f, "datagram from another cluster ({c})"),
+            DecodeError::MissingMac => write!(f, "no MAC, and this side has a cluster secret"),
+            DecodeError::BadMac => write!(f, "MAC made with no key this side accepts"),
+            DecodeError::UnexpectedMac => write!(f, "a MAC, and this side has no cluster secret"),
             DecodeError::BadBody(e) => write!(f, "undecodable body: {e}"),
             DecodeError::TrailingBytes(n) => write!(f, "{n} trailing bytes after the body"),
             DecodeError::TooManyMessages(n) => write!(f, "{n} messages in one datagram"),
@@ -495,14 +573,23 @@ impl fmt::Display for DecodeError {
     }
 }
 
-fn encode_header(header: Header, out: &mut Vec<u8>) {
+impl DecodeError {
+    /// Dropped for want of a valid MAC (counted apart from malformed ones:
+    /// a rise means someone without the key is sending, or a key mismatch).
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self, DecodeError::MissingMac | DecodeError::BadMac | DecodeError::UnexpectedMac)
+    }
+}
+
+fn encode_header(header: Header, keys: &Keyring, out: &mut Vec<u8>) {
     out.extend_from_slice(&MAGIC);
     out.push(PROTOCOL_VERSION);
-    out.push(0);
+    out.push(if keys.is_enabled() { FLAG_MAC } else { 0 });
     out.extend_from_slice(&header.cluster.0.to_le_bytes());
     out.extend_from_slice(&header.sender.0.to_le_bytes());
     out.extend_from_slice(&header.config.0.to_le_bytes());
     out.extend_from_slice(&header.epoch.0.to_le_bytes());
+    out.extend_from_slice(&header.sent_unix_ms.to_le_bytes());
 }
 
 /// Encodes one message for packing with `DatagramPacker`.
@@ -512,23 +599,33 @@ pub fn encode_message(msg: &Message) -> Vec<u8> {
     postcard::to_stdvec(msg).unwrap_or_default()
 }
 
-/// Encodes a whole datagram.
-pub fn encode_datagram(header: Header, messages: &[Message]) -> Vec<u8> {
+/// Encodes a whole datagram, with a MAC under `keys`' sending key if any.
+pub fn encode_datagram(header: Header, messages: &[Message], keys: &Keyring) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    encode_header(header, &mut out);
+    encode_header(header, keys, &mut out);
     let body = postcard::to_stdvec(messages).unwrap_or_default();
     out.extend_from_slice(&body);
+    seal(&mut out, keys);
     out
 }
 
+/// Appends the MAC of everything in `datagram` (whose flags already say a
+/// MAC follows) under the sending key; nothing without a secret.
+fn seal(datagram: &mut Vec<u8>, keys: &Keyring) {
+    if let Some(key) = keys.sending() {
+        let tag = key.mac(datagram);
+        datagram.extend_from_slice(&tag);
+    }
+}
+
 /// Packs already-encoded messages for one destination into datagrams of at
-/// most `DATAGRAM_BYTES_MAX` bytes.
-pub fn pack_datagrams(header: Header, encoded: &[Vec<u8>]) -> Vec<Vec<u8>> {
+/// most `DATAGRAM_BYTES_MAX` bytes, each with a MAC under `keys`, if any.
+pub fn pack_datagrams(header: Header, encoded: &[Vec<u8>], keys: &Keyring) -> Vec<Vec<u8>> {
     let mut datagrams = Vec::new();
     let mut start = 0;
     while start < encoded.len() {
         let mut end = start;
-        let mut size = HEADER_BYTES + 5;
+        let mut size = HEADER_BYTES + COUNT_BYTES_MAX + limits::MAC_BYTES;
         while end < encoded.len()
             && end - start < limits::MESSAGES_PER_DATAGRAM_MAX
             && (end == start || size + encoded[end].len() <= limits::DATAGRAM_BYTES_MAX)
@@ -537,11 +634,12 @@ pub fn pack_datagrams(header: Header, encoded: &[Vec<u8>]) -> Vec<Vec<u8>> {
             end += 1;
         }
         let mut out = Vec::with_capacity(size);
-        encode_header(header, &mut out);
+        encode_header(header, keys, &mut out);
         push_varint(&mut out, (end - start) as u64);
         for m in &encoded[start..end] {
             out.extend_from_slice(m);
         }
+        seal(&mut out, keys);
         datagrams.push(out);
         start = end;
     }
@@ -556,8 +654,14 @@ fn push_varint(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
-/// Decodes and validates a datagram addressed to cluster `cluster`.
-pub fn decode_datagram(cluster: ClusterId, bytes: &[u8]) -> Result<(Header, Vec<Message>), DecodeError> {
+/// Decodes and validates a datagram addressed to cluster `cluster`, after
+/// checking its MAC under `keys` (see the module comment): the body of a
+/// datagram that fails the check is never read.
+pub fn decode_datagram(
+    keys: &Keyring,
+    cluster: ClusterId,
+    bytes: &[u8],
+) -> Result<(Header, Vec<Message>), DecodeError> {
     if bytes.len() < HEADER_BYTES {
         return Err(DecodeError::TooShort(bytes.len()));
     }
@@ -565,8 +669,9 @@ pub fn decode_datagram(cluster: ClusterId, bytes: &[u8]) -> Result<(Header, Vec<
         return Err(DecodeError::TooLong(bytes.len()));
     }
     let header = decode_header(cluster, bytes)?;
+    let body = authenticated_body(keys, bytes)?;
     let (messages, rest): (Vec<Message>, &[u8]) =
-        postcard::take_from_bytes(&bytes[HEADER_BYTES..]).map_err(|e| DecodeError::BadBody(e.to_string()))?;
+        postcard::take_from_bytes(body).map_err(|e| DecodeError::BadBody(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
@@ -579,6 +684,24 @@ pub fn decode_datagram(cluster: ClusterId, bytes: &[u8]) -> Result<(Header, Vec<
     Ok((header, messages))
 }
 
+/// The body of a datagram whose header checked out, once its MAC has been
+/// found good under `keys` (or, without a secret, found absent).
+fn authenticated_body<'a>(keys: &Keyring, bytes: &'a [u8]) -> Result<&'a [u8], DecodeError> {
+    let has_mac = bytes[5] & FLAG_MAC != 0;
+    match (keys.is_enabled(), has_mac) {
+        (false, false) => return Ok(&bytes[HEADER_BYTES..]),
+        (false, true) => return Err(DecodeError::UnexpectedMac),
+        (true, false) => return Err(DecodeError::MissingMac),
+        (true, true) => {}
+    }
+    let split = bytes.len().checked_sub(limits::MAC_BYTES).filter(|&s| s >= HEADER_BYTES);
+    let split = split.ok_or(DecodeError::TooShort(bytes.len()))?;
+    let (signed, tag) = bytes.split_at(split);
+    let tag: &[u8; limits::MAC_BYTES] = tag.try_into().map_err(|_| DecodeError::BadMac)?;
+    keys.verify(signed, tag).ok_or(DecodeError::BadMac)?;
+    Ok(&signed[HEADER_BYTES..])
+}
+
 fn decode_header(cluster: ClusterId, bytes: &[u8]) -> Result<Header, DecodeError> {
     let field = |range: std::ops::Range<usize>| bytes.get(range).ok_or(DecodeError::TooShort(bytes.len()));
     if field(0..4)? != MAGIC {
@@ -588,7 +711,7 @@ fn decode_header(cluster: ClusterId, bytes: &[u8]) -> Result<Header, DecodeError
     if version != PROTOCOL_VERSION {
         return Err(DecodeError::UnsupportedVersion(version));
     }
-    if bytes[5] != 0 {
+    if bytes[5] & !FLAG_MAC != 0 {
         return Err(DecodeError::UnsupportedFlags(bytes[5]));
     }
     let mut id = [0u8; 8];
@@ -605,7 +728,10 @@ fn decode_header(cluster: ClusterId, bytes: &[u8]) -> Result<Header, DecodeError
     let mut epoch = [0u8; 8];
     epoch.copy_from_slice(field(20..28)?);
     let epoch = Epoch(u64::from_le_bytes(epoch));
-    Ok(Header { cluster: found, sender: NodeId(u16::from_le_bytes(sender)), config, epoch })
+    let mut sent = [0u8; 8];
+    sent.copy_from_slice(field(28..36)?);
+    let sent_unix_ms = u64::from_le_bytes(sent);
+    Ok(Header { cluster: found, sender: NodeId(u16::from_le_bytes(sender)), config, epoch, sent_unix_ms })
 }
 
 #[cfg(test)]
@@ -613,6 +739,7 @@ mod tests {
     use super::*;
 
     const CLUSTER: ClusterId = ClusterId(42);
+    const NONE: Keyring = Keyring::none();
 
     fn header() -> Header {
         Header {
@@ -620,6 +747,7 @@ mod tests {
             sender: NodeId(2),
             config: ConfigDigest(0x0a0b_0c0d),
             epoch: Epoch(0x0102_0304),
+            sent_unix_ms: 1_790_000_000_000,
         }
     }
 
@@ -638,15 +766,15 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let bytes = encode_datagram(header(), &sample());
-        assert_eq!(decode_datagram(CLUSTER, &bytes), Ok((header(), sample())));
+        let bytes = encode_datagram(header(), &sample(), &NONE);
+        assert_eq!(decode_datagram(&NONE, CLUSTER, &bytes), Ok((header(), sample())));
     }
 
     #[test]
     fn packed_equals_whole() {
         let encoded: Vec<Vec<u8>> = sample().iter().map(encode_message).collect();
-        let packed = pack_datagrams(header(), &encoded);
-        assert_eq!(packed, vec![encode_datagram(header(), &sample())]);
+        let packed = pack_datagrams(header(), &encoded, &NONE);
+        assert_eq!(packed, vec![encode_datagram(header(), &sample(), &NONE)]);
     }
 
     #[test]
@@ -660,43 +788,126 @@ mod tests {
             next: Ballot::ZERO,
         };
         let encoded = vec![encode_message(&msg); 10];
-        let packed = pack_datagrams(header(), &encoded);
+        let packed = pack_datagrams(header(), &encoded, &NONE);
         assert!(packed.len() > 1);
         let mut total = 0;
         for d in &packed {
             assert!(d.len() <= limits::DATAGRAM_BYTES_MAX);
-            total += decode_datagram(CLUSTER, d).map(|(_, m)| m.len()).unwrap_or(0);
+            total += decode_datagram(&NONE, CLUSTER, d).map(|(_, m)| m.len()).unwrap_or(0);
         }
         assert_eq!(total, 10);
     }
 
     #[test]
     fn rejects_wrong_cluster_magic_version_and_trailing() {
-        let bytes = encode_datagram(header(), &sample());
-        assert_eq!(decode_datagram(ClusterId(1), &bytes), Err(DecodeError::WrongCluster(CLUSTER)));
+        let bytes = encode_datagram(header(), &sample(), &NONE);
+        assert_eq!(decode_datagram(&NONE, ClusterId(1), &bytes), Err(DecodeError::WrongCluster(CLUSTER)));
         let mut bad = bytes.clone();
         bad[0] = b'X';
-        assert_eq!(decode_datagram(CLUSTER, &bad), Err(DecodeError::BadMagic));
+        assert_eq!(decode_datagram(&NONE, CLUSTER, &bad), Err(DecodeError::BadMagic));
         let mut bad = bytes.clone();
         bad[4] = 9;
-        assert_eq!(decode_datagram(CLUSTER, &bad), Err(DecodeError::UnsupportedVersion(9)));
+        assert_eq!(decode_datagram(&NONE, CLUSTER, &bad), Err(DecodeError::UnsupportedVersion(9)));
         let mut bad = bytes.clone();
         bad.push(0);
-        assert_eq!(decode_datagram(CLUSTER, &bad), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(decode_datagram(&NONE, CLUSTER, &bad), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    fn ring(current: u8, previous: Option<u8>) -> Keyring {
+        let key = |n: u8| crate::auth::Secret::from_bytes([n; 32]);
+        Keyring::new(key(current), previous.map(key))
+    }
+
+    #[test]
+    fn a_sealed_datagram_opens_under_its_key_and_every_changed_byte_is_refused() {
+        let keys = ring(1, None);
+        let bytes = encode_datagram(header(), &sample(), &keys);
+        assert_eq!(bytes.len(), encode_datagram(header(), &sample(), &NONE).len() + limits::MAC_BYTES);
+        assert_eq!(decode_datagram(&keys, CLUSTER, &bytes), Ok((header(), sample())));
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x20;
+            let err = decode_datagram(&keys, CLUSTER, &bad).expect_err("a changed byte");
+            // Bytes the header check reads first may fail it instead.
+            assert!(i < 28 || err == DecodeError::BadMac, "byte {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_wrong_or_unexpected_mac_is_refused_as_unauthenticated() {
+        let keys = ring(1, None);
+        let plain = encode_datagram(header(), &sample(), &NONE);
+        assert_eq!(decode_datagram(&keys, CLUSTER, &plain), Err(DecodeError::MissingMac));
+        let other = encode_datagram(header(), &sample(), &ring(2, None));
+        assert_eq!(decode_datagram(&keys, CLUSTER, &other), Err(DecodeError::BadMac));
+        let sealed = encode_datagram(header(), &sample(), &keys);
+        assert_eq!(decode_datagram(&NONE, CLUSTER, &sealed), Err(DecodeError::UnexpectedMac));
+        // A plain datagram with the flag set and a made-up tag.
+        let mut forged = plain.clone();
+        forged[5] = FLAG_MAC;
+        forged.extend_from_slice(&[0u8; limits::MAC_BYTES]);
+        assert_eq!(decode_datagram(&keys, CLUSTER, &forged), Err(DecodeError::BadMac));
+        for err in [DecodeError::MissingMac, DecodeError::BadMac, DecodeError::UnexpectedMac] {
+            assert!(err.is_unauthenticated());
+        }
+        assert!(!DecodeError::BadMagic.is_unauthenticated());
+    }
+
+    #[test]
+    fn during_a_rotation_both_keys_open_and_the_first_seals() {
+        let (old, both, new) = (ring(1, None), ring(2, Some(1)), ring(2, None));
+        let from_old = encode_datagram(header(), &sample(), &old);
+        let from_both = encode_datagram(header(), &sample(), &both);
+        assert!(decode_datagram(&both, CLUSTER, &from_old).is_ok());
+        assert!(decode_datagram(&new, CLUSTER, &from_both).is_ok(), "sealed with the first key");
+        assert_eq!(decode_datagram(&old, CLUSTER, &from_both), Err(DecodeError::BadMac));
+    }
+
+    #[test]
+    fn sealed_packing_stays_within_the_datagram_limit() {
+        let big = Value(vec![7u8; limits::VALUE_BYTES_MAX]);
+        let state = RegisterState { value: Some(big), version: Version(1), ..Default::default() };
+        let msg = Message::Accept {
+            key: Key::from("k"),
+            ballot: Ballot::new(1, NodeId(1)),
+            state,
+            next: Ballot::ZERO,
+        };
+        let keys = ring(3, None);
+        let packed = pack_datagrams(header(), &vec![encode_message(&msg); 10], &keys);
+        let mut total = 0;
+        for d in &packed {
+            assert!(d.len() <= limits::DATAGRAM_BYTES_MAX, "{} bytes", d.len());
+            total += decode_datagram(&keys, CLUSTER, d).map(|(_, m)| m.len()).expect("opens");
+        }
+        assert_eq!(total, 10);
+        let watch = largest_watch_reply(full_history_states());
+        let bytes = encode_datagram(header(), std::slice::from_ref(&watch), &keys);
+        assert!(bytes.len() <= limits::DATAGRAM_BYTES_MAX, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn freshness_is_a_window_on_both_sides_of_the_receivers_clock() {
+        let now = 1_790_000_000_000;
+        let w = limits::REPLAY_WINDOW_MS;
+        assert!(is_fresh(now, now) && is_fresh(now - w, now) && is_fresh(now + w, now));
+        assert!(!is_fresh(now - w - 1, now), "a recorded datagram replayed later");
+        assert!(!is_fresh(now + w + 1, now), "stamped too far ahead");
+        assert!(!is_fresh(0, now) && !is_fresh(u64::MAX, now) && is_fresh(u64::MAX, u64::MAX));
     }
 
     #[test]
     fn every_truncation_is_rejected_without_panic() {
-        let bytes = encode_datagram(header(), &sample());
+        let bytes = encode_datagram(header(), &sample(), &NONE);
         for len in 0..bytes.len() {
-            assert!(decode_datagram(CLUSTER, &bytes[..len]).is_err(), "prefix {len} accepted");
+            assert!(decode_datagram(&NONE, CLUSTER, &bytes[..len]).is_err(), "prefix {len} accepted");
         }
     }
 
     #[test]
     fn random_bytes_never_panic() {
         let mut x: u64 = 0x9E3779B97F4A7C15;
-        let good = encode_datagram(header(), &sample());
+        let good = encode_datagram(header(), &sample(), &NONE);
         for i in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -710,7 +921,7 @@ mod tests {
                     *b = x as u8;
                 }
             }
-            let _ = decode_datagram(CLUSTER, &bytes);
+            let _ = decode_datagram(&NONE, CLUSTER, &bytes);
         }
     }
 
@@ -736,21 +947,25 @@ mod tests {
     #[test]
     fn the_largest_watch_reply_fits_one_datagram() {
         let msg = largest_watch_reply(full_history_states());
-        let bytes = encode_datagram(header(), std::slice::from_ref(&msg));
+        let bytes = encode_datagram(header(), std::slice::from_ref(&msg), &NONE);
         assert!(bytes.len() <= limits::DATAGRAM_BYTES_MAX, "{} bytes", bytes.len());
-        assert_eq!(decode_datagram(CLUSTER, &bytes), Ok((header(), vec![msg])));
+        assert_eq!(decode_datagram(&NONE, CLUSTER, &bytes), Ok((header(), vec![msg])));
     }
 
     #[test]
     fn a_watch_reply_out_of_order_or_over_the_bounds_is_dropped() {
         let mut versions = full_history_states();
         versions.swap(0, 1);
-        let bytes = encode_datagram(header(), &[largest_watch_reply(versions)]);
-        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit), "not rising");
+        let bytes = encode_datagram(header(), &[largest_watch_reply(versions)], &NONE);
+        assert_eq!(decode_datagram(&NONE, CLUSTER, &bytes), Err(DecodeError::OverLimit), "not rising");
         let mut versions = full_history_states();
         versions.insert(0, PastState { version: Version(0), value: None });
-        let bytes = encode_datagram(header(), &[largest_watch_reply(versions)]);
-        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit), "one state too many");
+        let bytes = encode_datagram(header(), &[largest_watch_reply(versions)], &NONE);
+        assert_eq!(
+            decode_datagram(&NONE, CLUSTER, &bytes),
+            Err(DecodeError::OverLimit),
+            "one state too many"
+        );
     }
 
     #[test]
@@ -764,8 +979,8 @@ mod tests {
             state,
             next: Ballot::ZERO,
         };
-        let bytes = encode_datagram(header(), &[msg]);
-        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit));
+        let bytes = encode_datagram(header(), &[msg], &NONE);
+        assert_eq!(decode_datagram(&NONE, CLUSTER, &bytes), Err(DecodeError::OverLimit));
     }
 
     #[test]
@@ -778,7 +993,7 @@ mod tests {
             state,
             next: Ballot::ZERO,
         };
-        let bytes = encode_datagram(header(), &[msg]);
-        assert_eq!(decode_datagram(CLUSTER, &bytes), Err(DecodeError::OverLimit));
+        let bytes = encode_datagram(header(), &[msg], &NONE);
+        assert_eq!(decode_datagram(&NONE, CLUSTER, &bytes), Err(DecodeError::OverLimit));
     }
 }

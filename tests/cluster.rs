@@ -304,17 +304,22 @@ fn garbage_datagrams_are_dropped_and_the_node_keeps_serving() {
         sender: paxosd::types::NodeId(2),
         config: paxosd::wire::ConfigDigest::NONE,
         epoch: paxosd::types::Epoch(0),
+        sent_unix_ms: paxosd::driver::unix_ms_now(),
     };
     let msg = paxosd::wire::Message::Prepare {
         key: Key::from("k"),
         ballot: paxosd::types::Ballot::new(u64::MAX, paxosd::types::NodeId(2)),
     };
-    let good = paxosd::wire::encode_datagram(header, std::slice::from_ref(&msg));
+    let good =
+        paxosd::wire::encode_datagram(header, std::slice::from_ref(&msg), &paxosd::auth::Keyring::none());
     for len in 0..good.len() {
         let _ = socket.send_to(&good[..len], &target);
     }
     let wrong = paxosd::wire::Header { cluster: paxosd::types::ClusterId(cluster.cluster_id + 1), ..header };
-    let _ = socket.send_to(&paxosd::wire::encode_datagram(wrong, std::slice::from_ref(&msg)), &target);
+    let _ = socket.send_to(
+        &paxosd::wire::encode_datagram(wrong, std::slice::from_ref(&msg), &paxosd::auth::Keyring::none()),
+        &target,
+    );
     // A whole, valid prepare claiming to be node 2 but from another address:
     // it would block every proposer if believed.
     let _ = socket.send_to(&good, &target);

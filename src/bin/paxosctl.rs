@@ -140,6 +140,15 @@ enum Command {
     ///   paxosctl member remove 2
     #[command(subcommand, verbatim_doc_comment)]
     Member(MemberCommand),
+    /// Make a cluster secret (see the README, "Securing a cluster").
+    ///
+    /// With secret_file set in paxosd.toml, every datagram carries a MAC
+    /// under that key, and datagrams without a valid one are dropped.
+    ///
+    /// Examples:
+    ///   paxosctl secret new /etc/paxosd/secret.key
+    #[command(subcommand, verbatim_doc_comment)]
+    Secret(SecretCommand),
     /// Print the live keys under PREFIX with their versions, in key order.
     ///
     /// One line per key: KEY<TAB>VERSION. A key is printed as it is, except
@@ -565,9 +574,20 @@ enum MemberCommand {
     Remove { id: u16 },
 }
 
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Write a new random key to FILE (64 hex digits, mode 600). An
+    /// existing FILE is never overwritten. Needs no config.
+    New {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
 fn run(cli: Cli) -> u8 {
     match &cli.command {
         Command::Check { history } => return check(history),
+        Command::Secret(SecretCommand::New { file }) => return new_secret(file),
         Command::Timeline { history, faults, out, title } => {
             return timeline(history, faults.as_deref(), out, title);
         }
@@ -612,7 +632,7 @@ fn run(cli: Cli) -> u8 {
         Command::FencedPut(args) => locks::fenced_put(&mut client, args),
         Command::Torture(args) => torture(&config, cli.node.map(NodeId), args),
         Command::Bench(args) => bench(&config, cli.node.map(NodeId), timeout, args),
-        Command::Check { .. } | Command::Timeline { .. } => EXIT_USAGE,
+        Command::Check { .. } | Command::Timeline { .. } | Command::Secret(_) => EXIT_USAGE,
         Command::Export { .. } | Command::Import { .. } | Command::List { .. } => EXIT_USAGE,
     }
 }
@@ -1416,6 +1436,16 @@ fn append(client: &mut Client, key: &str, tail: &str) -> u8 {
     }
 }
 
+fn new_secret(file: &std::path::Path) -> u8 {
+    match paxosd::auth::write_new_secret(file) {
+        Ok(()) => {
+            println!("wrote a new cluster secret to {} (mode 600)", file.display());
+            EXIT_OK
+        }
+        Err(e) => fail(EXIT_OTHER, &format!("cannot write {}: {e}", file.display())),
+    }
+}
+
 fn status(client: &mut Client, members: usize) -> u8 {
     let mut answered = 0;
     let results = client.status_all();
@@ -1426,7 +1456,9 @@ fn status(client: &mut Client, members: usize) -> u8 {
                 answered += 1;
                 println!(
                     "node {id}  {addr}  {}  config={}:{} {}epoch={} keys={} in_flight={} sessions={} log_bytes={} \
-                     uptime_s={} incarnation={} writes_one_round={} writes_two_rounds={} reads_one_round={}",
+                     uptime_s={} incarnation={} writes_one_round={} writes_two_rounds={} reads_one_round={} \
+                     secret={} dropped_unauthenticated={} dropped_malformed={} ballots_out_of_range={} \
+                     requests_expired={}",
                     node_state(&s),
                     s.config.epoch,
                     s.config.members,
@@ -1440,7 +1472,12 @@ fn status(client: &mut Client, members: usize) -> u8 {
                     s.incarnation,
                     s.writes_one_round,
                     s.writes_two_rounds,
-                    s.reads_one_round
+                    s.reads_one_round,
+                    if s.guarded.secret { "on" } else { "OFF" },
+                    s.guarded.unauthenticated,
+                    s.guarded.malformed,
+                    s.guarded.ballots_out_of_range,
+                    s.guarded.requests_expired
                 );
             }
             Err(_) => println!("node {id}  {addr}  DOWN (no answer)"),

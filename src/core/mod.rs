@@ -37,6 +37,8 @@ pub mod sessions;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_guard;
+#[cfg(test)]
 mod tests_lease;
 #[cfg(test)]
 mod tests_membership;

@@ -142,7 +142,13 @@ impl Rounds {
 
     /// Fast-forward past a ballot another proposer used, and into its
     /// epoch: ballots of older epochs are refused by fenced acceptors.
+    /// Ballots at or past `ROUND_MAX` or `EPOCH_MAX` are no honest ones
+    /// (a log written before ballots from the network were checked may
+    /// hold one): adopting them would spend the counter for every key.
     fn observe(&mut self, ballot: Ballot) {
+        if ballot.round >= limits::ROUND_MAX || ballot.epoch.0 >= limits::EPOCH_MAX {
+            return;
+        }
         self.epoch = self.epoch.max(ballot.epoch);
         self.next = self.next.max(ballot.round.saturating_add(1));
     }
@@ -229,6 +235,8 @@ pub struct Node<A> {
     quorum_us: Option<u64>,
     started: Time,
     log_bytes: u64,
+    /// What was turned away (status).
+    guarded: wire::Guarded,
     /// Set while the node catches up after losing data: it then votes on
     /// nothing and proposes nothing.
     rejoin: Option<Rejoin>,
@@ -346,6 +354,7 @@ impl<A: Copy + Ord> Node<A> {
             quorum_us: None,
             started: setup.now,
             log_bytes: 0,
+            guarded: wire::Guarded::default(),
             rejoin,
             membership,
             config_gossip: BTreeMap::new(),
@@ -415,6 +424,14 @@ impl<A: Copy + Ord> Node<A> {
         self.log_bytes = bytes;
     }
 
+    /// The driver tells what it dropped before the node saw it (whether it
+    /// checks MACs, and the datagrams it dropped), for status replies.
+    pub fn set_dropped(&mut self, secret: bool, unauthenticated: u64, malformed: u64) {
+        self.guarded.secret = secret;
+        self.guarded.unauthenticated = unauthenticated;
+        self.guarded.malformed = malformed;
+    }
+
     /// What a status request is answered with.
     pub fn status(&self) -> NodeStatus {
         NodeStatus {
@@ -433,6 +450,7 @@ impl<A: Copy + Ord> Node<A> {
             config: self.membership.active.clone(),
             frozen: self.membership.frozen.clone(),
             driving: self.reconfig.as_ref().map(|(r, _)| r.describe()),
+            guarded: self.guarded,
         }
     }
 
@@ -524,13 +542,60 @@ impl<A: Copy + Ord> Node<A> {
             }
             // A node catching up votes on nothing and proposes nothing.
             msg if is_vote(&msg) && self.rejoin.is_some() => {}
+            msg if is_vote(&msg) && !self.ballots_in_range(&msg) => self.guarded.ballots_out_of_range += 1,
             msg if is_vote(&msg) => self.dispatch(now, from, msg),
+            msg if !self.epoch_in_range(&msg) => self.guarded.ballots_out_of_range += 1,
             msg => self.membership_message(now, from, msg),
         }
         self.drain_loopback(now);
         // Here, with no proposal half-finished: an accept or a read's end
         // may have left watches waiting for a read.
         self.start_watch_reads(now);
+    }
+
+    /// # Ballots from the network
+    ///
+    /// Whether every ballot `msg` carries lies within reach of what this
+    /// node has seen: rounds at most `ROUND_LEAP_MAX` above its own
+    /// counter, epochs at most `EPOCH_LEAP_MAX` above its own. An honest
+    /// peer's ballot is ahead of this node's counter by no more than the
+    /// rounds the cluster used since they last spoke, which never comes
+    /// near the leap; a ballot further ahead is forged or corrupt. Such a
+    /// message is dropped whole: an acceptor that promised or accepted it
+    /// would refuse every honest ballot on its key for good, and a
+    /// proposer that fast-forwarded to it would have spent its round
+    /// counter, for every key. Dropped, it costs at most the one key a
+    /// poisoned acceptor already refuses: its proposals find no quorum.
+    fn ballots_in_range(&self, msg: &Message) -> bool {
+        let within = |b: &Ballot| {
+            b.round < limits::ROUND_MAX
+                && b.epoch.0 < limits::EPOCH_MAX
+                && b.round <= self.rounds.next.saturating_add(limits::ROUND_LEAP_MAX)
+                && b.epoch.0 <= self.rounds.epoch.0.saturating_add(limits::EPOCH_LEAP_MAX)
+        };
+        match msg {
+            Message::Prepare { ballot, .. } => within(ballot),
+            Message::Accept { ballot, next, .. } => within(ballot) && within(next),
+            Message::Promise { ballot, accepted, .. } => within(ballot) && within(accepted),
+            Message::Accepted { ballot, promised, .. } | Message::Reject { ballot, promised, .. } => {
+                within(ballot) && within(promised)
+            }
+            Message::QueryReply { accepted, .. } => within(accepted),
+            _ => true,
+        }
+    }
+
+    /// Whether the epoch a membership message names is within reach (see
+    /// `ballots_in_range`): a fence or a configuration at an absurd epoch
+    /// would make the node refuse every honest ballot, on every key.
+    fn epoch_in_range(&self, msg: &Message) -> bool {
+        let epoch = match msg {
+            Message::Scan { epoch, .. } | Message::Seed { epoch, .. } => *epoch,
+            Message::ConfigInfo { config } | Message::Install { config } => config.epoch,
+            Message::Freeze { change } => change.epoch,
+            _ => return true,
+        };
+        epoch.0 < limits::EPOCH_MAX && epoch.0 <= self.rounds.epoch.0.saturating_add(limits::EPOCH_LEAP_MAX)
     }
 
     /// The messages of catching up and of membership changes, from a peer
@@ -646,6 +711,47 @@ impl<A: Copy + Ord> Node<A> {
         self.clock = now;
         self.client_message(now, ReplyTo::Client(from), msg);
         self.start_watch_reads(now);
+    }
+
+    /// A client's message from a datagram sent outside the replay window
+    /// (`wire::is_fresh`): a recorded datagram replayed, or a client whose
+    /// clock is far off. A request is refused unrun, and the node never
+    /// runs it (every later copy of that datagram is older still); the
+    /// rest asks for nothing that a replay could change, and is dropped.
+    pub fn handle_client_stale(&mut self, now: Time, from: A, msg: Message) {
+        self.clock = now;
+        self.stale_message(ReplyTo::Client(from), msg);
+    }
+
+    /// A peer's datagram sent outside the replay window: requests it
+    /// carries (a node catching up writes as a client does) are refused as
+    /// a client's would be; votes and membership messages are judged by
+    /// their ballots and epochs, which a replay cannot raise.
+    pub fn handle_peer_stale(&mut self, now: Time, from: NodeId, tag: ConfigTag, msg: Message) {
+        match msg {
+            Message::Request(_) | Message::MembersRequest { .. } => {
+                self.clock = now;
+                self.stale_message(ReplyTo::Peer(from), msg);
+            }
+            msg => self.handle_peer_tagged(now, from, tag, msg),
+        }
+    }
+
+    fn stale_message(&mut self, from: ReplyTo<A>, msg: Message) {
+        let why = "the request was sent outside the replay window: check that the clocks of nodes and \
+                   clients agree (NTP)";
+        match msg {
+            Message::Request(request) => {
+                self.guarded.requests_expired += 1;
+                self.reply(from, request.id, Outcome::Refused(Refusal::Expired));
+            }
+            Message::MembersRequest { id, .. } => {
+                self.guarded.requests_expired += 1;
+                let reply = Message::MembersReply { id, outcome: MembersOutcome::Failed(why.to_string()) };
+                self.ready.messages.push(from.envelope(reply));
+            }
+            _ => {}
+        }
     }
 
     fn client_message(&mut self, now: Time, from: ReplyTo<A>, msg: Message) {

@@ -126,6 +126,11 @@ impl TestCluster {
         self.spawn(id, config, &[]);
     }
 
+    /// Starts node `id` reading another config file, with extra flags.
+    pub fn start_node_config_flags(&mut self, id: u16, config: &Path, flags: &[&str]) {
+        self.spawn(id, config, flags);
+    }
+
     fn spawn(&mut self, id: u16, config: &Path, flags: &[&str]) {
         self.spawn_env(id, config, flags, &[]);
     }

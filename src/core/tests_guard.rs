@@ -1,0 +1,194 @@
+//! Hostile input at the node: ballots and epochs beyond reach, and
+//! requests from datagrams sent outside the replay window.
+
+use super::client::{ClientMachine, Ending, NotRun, Routing};
+use super::node::{ClientLimits, Envelope, Node, NodeSetup, Ready};
+use crate::change::Change;
+use crate::limits;
+use crate::members::Members;
+use crate::storage::{Record, Synced};
+use crate::types::{Ballot, Epoch, Key, NodeId, RegisterState, RequestId, SessionId, Time, Value, Version};
+use crate::wire::{self, Message, Outcome, Refusal};
+
+const T0: Time = Time(1_000_000);
+const CLIENT: u32 = 77;
+
+fn node1() -> Node<u32> {
+    Node::new(NodeSetup {
+        id: NodeId(1),
+        founding: Members::named(&[NodeId(1), NodeId(2), NodeId(3)]),
+        records: Vec::new(),
+        seed: 7,
+        now: Time(0),
+        limits: ClientLimits::default(),
+    })
+}
+
+fn drain(node: &mut Node<u32>) -> (Vec<Record>, Vec<Envelope<u32>>) {
+    let ready: Ready<u32> = node.take_ready();
+    let records = ready.records.clone();
+    (records, ready.release(Synced(())))
+}
+
+fn put(node: &mut Node<u32>, key: &str, seq: u64) -> Message {
+    Message::Request(wire::Request {
+        id: RequestId { session: SessionId(9), seq },
+        key: Key::from(key),
+        change: Change::Put(Value::from("v")),
+        timeout_ms: 1000,
+        incarnation: node.status().incarnation,
+        sent_at: T0,
+        resent: false,
+        floor: Version(0),
+    })
+}
+
+/// The ballot of the prepare the node sends for `key`, if any.
+fn prepared(messages: &[Envelope<u32>]) -> Option<Ballot> {
+    messages.iter().find_map(|m| match m {
+        Envelope::Peer(_, Message::Prepare { ballot, .. }) => Some(*ballot),
+        _ => None,
+    })
+}
+
+fn forged_accept(round: u64) -> Message {
+    let ballot = Ballot::new(round, NodeId(2));
+    let state = RegisterState { value: Some(Value::from("x")), version: Version(1), ..Default::default() };
+    Message::Accept { key: Key::from("poisoned"), ballot, state, next: ballot }
+}
+
+#[test]
+fn a_forged_accept_at_the_end_of_the_rounds_changes_nothing_and_other_keys_still_propose() {
+    let mut node = node1();
+    node.handle_peer(T0, NodeId(2), forged_accept(u64::MAX));
+    assert_eq!(drain(&mut node), (vec![], vec![]), "no promise kept, no answer");
+    assert_eq!(node.status().guarded.ballots_out_of_range, 1);
+    let msg = put(&mut node, "other", 1);
+    node.handle_client(T0, CLIENT, msg);
+    let ballot = prepared(&drain(&mut node).1).expect("the node still proposes");
+    assert_eq!(ballot, Ballot::new(1, NodeId(1)), "its round counter was not touched");
+}
+
+#[test]
+fn a_ballot_within_reach_is_accepted_and_one_just_beyond_is_not() {
+    let mut node = node1();
+    // The counter starts at 1: the furthest round within reach is 1 + leap.
+    node.handle_peer(T0, NodeId(2), forged_accept(1 + limits::ROUND_LEAP_MAX + 1));
+    assert_eq!(drain(&mut node), (vec![], vec![]));
+    node.handle_peer(T0, NodeId(2), forged_accept(1 + limits::ROUND_LEAP_MAX));
+    let (records, messages) = drain(&mut node);
+    assert_eq!((records.len(), messages.len()), (1, 1), "kept and answered: {messages:?}");
+    assert_eq!(node.status().guarded.ballots_out_of_range, 1);
+}
+
+#[test]
+fn a_refusal_naming_an_absurd_promise_does_not_spend_the_round_counter() {
+    let mut node = node1();
+    let msg = put(&mut node, "k", 1);
+    node.handle_client(T0, CLIENT, msg);
+    let ballot = prepared(&drain(&mut node).1).expect("prepare");
+    let poisoned = Ballot::new(u64::MAX, NodeId(3));
+    node.handle_peer(T0, NodeId(2), Message::Reject { key: Key::from("k"), ballot, promised: poisoned });
+    node.handle_peer(T0, NodeId(3), Message::Reject { key: Key::from("k"), ballot, promised: poisoned });
+    drain(&mut node);
+    let msg = put(&mut node, "j", 2);
+    node.handle_client(T0, CLIENT, msg);
+    let next = prepared(&drain(&mut node).1).expect("another key still proposes");
+    assert!(next.round < 1 << 20, "round {} adopted from a forged refusal", next.round);
+    assert_eq!(node.status().guarded.ballots_out_of_range, 2);
+}
+
+#[test]
+fn a_scan_fencing_at_an_absurd_epoch_is_dropped() {
+    let mut node = node1();
+    node.handle_peer(T0, NodeId(2), Message::Scan { epoch: Epoch(u64::MAX), after: None });
+    assert_eq!(drain(&mut node), (vec![], vec![]));
+    let msg = put(&mut node, "k", 1);
+    node.handle_client(T0, CLIENT, msg);
+    assert_eq!(prepared(&drain(&mut node).1).map(|b| b.epoch), Some(Epoch(0)));
+}
+
+#[test]
+fn a_stale_request_is_refused_unrun_and_counted() {
+    let mut node = node1();
+    let msg = put(&mut node, "k", 1);
+    node.handle_client_stale(T0, CLIENT, msg);
+    let (records, messages) = drain(&mut node);
+    assert!(records.is_empty(), "nothing proposed: {records:?}");
+    let [Envelope::Client(CLIENT, Message::Reply { outcome, .. })] = &messages[..] else {
+        panic!("one reply: {messages:?}");
+    };
+    assert_eq!(*outcome, Outcome::Refused(Refusal::Expired));
+    assert_eq!(node.status().guarded.requests_expired, 1);
+    assert_eq!(node.requests_in_flight(), 0);
+}
+
+#[test]
+fn a_stale_status_request_gets_no_answer() {
+    let mut node = node1();
+    node.handle_client_stale(T0, CLIENT, Message::StatusRequest { session: SessionId(1), probe: 1 });
+    assert_eq!(drain(&mut node), (vec![], vec![]));
+}
+
+/// A client machine whose write to node 1 was sent `sends` times before
+/// node 1 refused it as expired.
+fn expired_after(sends: usize) -> Option<Ending> {
+    let mut m = ClientMachine::new(vec![NodeId(1)], Some(NodeId(1)), SessionId(5), Routing::Home);
+    m.start(Time(0), Key::from("k"), Change::Put(Value::from("v")), 5_000).expect("start");
+    let status = wire::NodeStatus { node: NodeId(1), ..Default::default() };
+    let probe = match m.poll_transmit() {
+        Some((_, Message::StatusRequest { session, probe })) => (session, probe),
+        other => panic!("a probe first: {other:?}"),
+    };
+    let reply = Message::StatusReply { session: probe.0, probe: probe.1, node_time: Time(10), status };
+    m.handle_message(Time(10), NodeId(1), reply);
+    let mut id = None;
+    let mut now = Time(10);
+    for i in 0..sends {
+        if i > 0 {
+            now = m.poll_timeout().expect("a retransmission is due");
+            m.handle_timeout(now);
+        }
+        while let Some((_, msg)) = m.poll_transmit() {
+            if let Message::Request(r) = msg {
+                id = Some(r.id);
+            }
+        }
+    }
+    let id = id.expect("the request was sent");
+    let outcome = Outcome::Refused(Refusal::Expired);
+    let reply = Message::Reply { id, incarnation: Default::default(), node_time: now, outcome };
+    m.handle_message(now, NodeId(1), reply);
+    m.poll_ending()
+}
+
+#[test]
+fn a_client_told_its_only_send_expired_knows_it_did_not_run() {
+    assert_eq!(expired_after(1), Some(Ending::NotRun(NotRun::Refused(Refusal::Expired))));
+}
+
+#[test]
+fn a_client_told_a_resend_expired_cannot_tell_whether_an_earlier_one_ran() {
+    assert!(matches!(expired_after(3), Some(Ending::Unknown(_))), "{:?}", expired_after(3));
+}
+
+#[test]
+fn a_promise_at_the_end_of_the_rounds_in_an_old_log_poisons_its_key_only() {
+    let poisoned = Record::Slot {
+        key: Key::from("poisoned"),
+        promised: Ballot::new(u64::MAX, NodeId(2)),
+        accepted: Ballot::ZERO,
+        state: RegisterState::default(),
+    };
+    let mut node: Node<u32> = Node::new(NodeSetup {
+        id: NodeId(1),
+        founding: Members::named(&[NodeId(1), NodeId(2), NodeId(3)]),
+        records: vec![poisoned],
+        seed: 7,
+        now: Time(0),
+        limits: ClientLimits::default(),
+    });
+    let msg = put(&mut node, "other", 1);
+    node.handle_client(T0, CLIENT, msg);
+    assert_eq!(prepared(&drain(&mut node).1), Some(Ballot::new(1, NodeId(1))));
+}
