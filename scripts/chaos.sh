@@ -117,8 +117,12 @@ addr() { echo "127.0.0.$((10 + $1))"; }
 # With --disk-faults, two more nodes join and leave by membership changes.
 SLOTS=$NODES
 [ "$DISK_FAULTS" = no ] || SLOTS=$((NODES + 2))
+# The cluster runs with a secret, as it should anywhere but on a private
+# loopback: every datagram of the run is sealed and checked.
+"$BIN/paxosctl" secret new "$ART/secret.key" >/dev/null
 {
     echo "cluster_id = $((SEED + 1))"
+    echo 'secret_file = "secret.key"'
     echo "[client]"
     echo "timeout_ms = 1000"
     for i in $(seq 1 "$SLOTS"); do

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::limits;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// One 32-byte key. Its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -225,7 +225,10 @@ pub fn write_new_secret(path: &Path) -> std::io::Result<()> {
 #[derive(Debug)]
 pub struct KeyFiles {
     config: Config,
-    stamps: Vec<Option<(SystemTime, u64)>>,
+    /// Each file's mode and contents when last looked at (a few dozen
+    /// bytes each): a change of either, `chmod` included, is seen, where
+    /// a timestamp may not tick between two writes.
+    stamps: Vec<Option<(u32, Vec<u8>)>>,
     checked: Instant,
     /// The keys the files named when last read.
     named: Keyring,
@@ -252,8 +255,17 @@ impl KeyFiles {
         self.config.secret_file.iter().chain(self.config.previous_secret_file.iter())
     }
 
-    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
-        let stamp = |p: &PathBuf| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+    fn stamps(&self) -> Vec<Option<(u32, Vec<u8>)>> {
+        use std::os::unix::fs::PermissionsExt;
+        let stamp = |p: &PathBuf| {
+            let mode = std::fs::metadata(p).ok()?.permissions().mode();
+            // A key file is 65 bytes; anything far larger is not one, and is
+            // not read whole every second.
+            let mut contents = Vec::new();
+            let file = std::fs::File::open(p).ok()?;
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, 1024), &mut contents).ok()?;
+            Some((mode, contents))
+        };
         self.paths().map(stamp).collect()
     }
 
@@ -364,6 +376,16 @@ mod tests {
         assert_eq!(ring, Keyring::new(Secret::from_bytes([2; 32]), None));
         wait();
         assert!(files.poll().is_none(), "nothing changed since");
+        // A file refused for its mode is taken once `chmod 600` fixes it,
+        // though neither its contents nor its times changed.
+        write(&previous, 3);
+        std::fs::set_permissions(&previous, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        wait();
+        assert!(files.poll().expect("changed").is_err(), "readable by others");
+        std::fs::set_permissions(&previous, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        wait();
+        let ring = files.poll().expect("the mode changed").expect("usable");
+        assert_eq!(ring.verify(b"d", &Secret::from_bytes([3; 32]).mac(b"d")), Some(1));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -244,9 +244,9 @@ impl Client {
         let probe = self.next_probe;
         let deadline = Instant::now() + self.timeout.min(Duration::from_secs(1));
         while Instant::now() < deadline && answers.iter().any(Option::is_none) {
-            for ((_, addr), _) in asked.iter().zip(&answers).filter(|(_, a)| a.is_none()) {
+            for ((node, addr), _) in asked.iter().zip(&answers).filter(|(_, a)| a.is_none()) {
                 let msg = Message::StatusRequest { session: self.session(), probe };
-                let _ = self.send(*addr, &msg);
+                let _ = self.send(*node, *addr, &msg);
             }
             let until = (Instant::now() + STATUS_RETRY_INTERVAL).min(deadline);
             while let Ok(Some((from, messages))) = self.receive_until(self.time_of(until)) {
@@ -321,7 +321,7 @@ impl Client {
         let request = Message::MembersRequest { id, target: target.clone() };
         let mut heard = Instant::now();
         while Instant::now() < deadline && heard.elapsed() < silence {
-            let _ = self.send(addr, &request);
+            let _ = self.send(node, addr, &request);
             let until = self.time_of((Instant::now() + STATUS_RETRY_INTERVAL * 5).min(deadline));
             while let Some((from, messages)) = self.receive_until(until)? {
                 for msg in messages {
@@ -360,7 +360,7 @@ impl Client {
             self.nodes.iter().find(|(id, _)| *id == node).ok_or(ClientError::UnknownNode(node))?;
         let scan = Message::Scan { epoch: Epoch(0), after: after.cloned() };
         for _ in 0..crate::limits::EXPORT_SCAN_ATTEMPTS_MAX {
-            let _ = self.send(addr, &scan);
+            let _ = self.send(node, addr, &scan);
             let until = self.time_of(Instant::now() + SCAN_RESEND_INTERVAL);
             while let Some((from, messages)) = self.receive_until(until)? {
                 for msg in messages {
@@ -439,7 +439,7 @@ impl Client {
         loop {
             while let Some((node, msg)) = machine.poll_transmit() {
                 if let Some(&(_, addr)) = self.nodes.iter().find(|(id, _)| *id == node) {
-                    let _ = self.send(addr, &msg);
+                    let _ = self.send(node, addr, &msg);
                 }
             }
             while let Some(event) = machine.poll_event() {
@@ -476,19 +476,20 @@ impl Client {
         self.reload_keys();
         while let Some((node, msg)) = self.machine.poll_transmit() {
             if let Some(&(_, addr)) = self.nodes.iter().find(|(id, _)| *id == node) {
-                let _ = self.send(addr, &msg);
+                let _ = self.send(node, addr, &msg);
             }
         }
         Ok(())
     }
 
-    fn send(&self, addr: SocketAddr, msg: &Message) -> io::Result<usize> {
+    fn send(&self, node: NodeId, addr: SocketAddr, msg: &Message) -> io::Result<usize> {
         let header = Header {
             cluster: self.cluster,
             sender: NodeId::CLIENT,
             config: wire::ConfigDigest::NONE,
             epoch: Epoch(0),
             sent_unix_ms: crate::driver::unix_ms_now(),
+            receiver: node,
         };
         let datagram = wire::encode_datagram(header, std::slice::from_ref(msg), &self.keys);
         self.socket.send_to(&datagram, addr)
@@ -523,7 +524,9 @@ impl Client {
                 continue;
             };
             match wire::decode_datagram(&self.keys, self.cluster, &self.buf[..len]) {
-                Ok((header, messages)) if header.sender == node => return Ok(Some((node, messages))),
+                Ok((header, messages)) if header.sender == node && header.receiver == NodeId::CLIENT => {
+                    return Ok(Some((node, messages)));
+                }
                 _ => continue,
             }
         }

@@ -169,6 +169,8 @@ pub struct Driver {
     dropped_unauthenticated: u64,
     /// ... and for anything else.
     dropped: u64,
+    /// Datagrams sent outside the replay window (`wire::is_fresh`).
+    stale: u64,
     /// Peers already warned about for sending another member list.
     mismatched: HashSet<NodeId>,
     /// Held for the life of the process: no second daemon for this node.
@@ -234,6 +236,7 @@ impl Driver {
             key_files,
             dropped_unauthenticated: 0,
             dropped: 0,
+            stale: 0,
             mismatched: HashSet::new(),
             _lock: lock,
             crash_while_driving: std::env::var("PAXOSD_CRASH_WHILE_DRIVING").ok().filter(|s| !s.is_empty()),
@@ -354,8 +357,16 @@ impl Driver {
             Err(e) if e.is_unauthenticated() => return self.drop_unauthenticated(from, &e),
             Err(e) => return self.drop_datagram(from, &e.to_string()),
         };
+        // A datagram names the node it is for: one recorded on its way to
+        // another node and replayed here is not this node's to act on.
+        if header.receiver != self.me.id {
+            return self.drop_datagram(from, &format!("meant for node {}", header.receiver));
+        }
         let now = self.now();
         let fresh = wire::is_fresh(header.sent_unix_ms, self.wall_now());
+        if !fresh {
+            self.warn_stale(from, header.sent_unix_ms);
+        }
         if header.sender == NodeId::CLIENT {
             for msg in messages {
                 match fresh {
@@ -419,6 +430,22 @@ impl Driver {
         }
     }
 
+    /// A datagram sent outside the replay window: a replay, or a sender
+    /// whose clock is off. Said now and then, with how far off, since the
+    /// sender itself may only see its requests go unanswered.
+    fn warn_stale(&mut self, from: SocketAddr, sent_unix_ms: u64) {
+        self.stale += 1;
+        if self.stale.is_power_of_two() {
+            let off_s = (i128::from(sent_unix_ms) - i128::from(self.wall_now())) / 1000;
+            warn!(
+                "node {}: datagram from {from} stamped {off_s} s from this node's clock, outside the \
+                 replay window; its requests are refused ({} such datagrams so far): a replay, or \
+                 clocks that disagree (check NTP)",
+                self.me.id, self.stale
+            );
+        }
+    }
+
     /// Takes a rotation's new keys; an unusable change keeps the old ones.
     fn reload_keys(&mut self) {
         match self.key_files.poll() {
@@ -470,23 +497,23 @@ impl Driver {
     }
 
     fn send_envelopes(&mut self, envelopes: Vec<Envelope<SocketAddr>>) {
-        let mut by_dest: HashMap<SocketAddr, Vec<Vec<u8>>> = HashMap::new();
+        let mut by_dest: HashMap<(SocketAddr, NodeId), Vec<Vec<u8>>> = HashMap::new();
         for envelope in envelopes {
-            let (addr, msg) = match envelope {
+            let (addr, to, msg) = match envelope {
                 Envelope::Peer(to, msg) => match self.config.node(to) {
-                    Some(peer) => (peer.address, msg),
+                    Some(peer) => (peer.address, to, msg),
                     None => continue,
                 },
-                Envelope::Client(addr, msg) => (addr, msg),
+                Envelope::Client(addr, msg) => (addr, NodeId::CLIENT, msg),
             };
-            by_dest.entry(addr).or_default().push(wire::encode_message(&msg));
+            by_dest.entry((addr, to)).or_default().push(wire::encode_message(&msg));
         }
-        for (addr, encoded) in by_dest {
-            self.send_to(addr, encoded);
+        for ((addr, to), encoded) in by_dest {
+            self.send_to(addr, to, encoded);
         }
     }
 
-    fn send_to(&mut self, addr: SocketAddr, encoded: Vec<Vec<u8>>) {
+    fn send_to(&mut self, addr: SocketAddr, receiver: NodeId, encoded: Vec<Vec<u8>>) {
         let tag = self.node.config_tag();
         let header = Header {
             cluster: self.config.cluster_id,
@@ -494,6 +521,7 @@ impl Driver {
             config: tag.digest,
             epoch: tag.epoch,
             sent_unix_ms: self.wall_now(),
+            receiver,
         };
         for datagram in wire::pack_datagrams(header, &encoded, &self.keys) {
             match self.socket.send_to(&datagram, addr) {

@@ -101,13 +101,19 @@ pub const WATCH_CLIENT_RETRY_MS: u64 = 100;
 /// count, and the MAC, with room to spare.
 pub const HEADER_BYTES_MAX: usize = 96;
 
-/// How far above a node's own round counter a ballot from the network may
-/// lie (`core::node`, "Ballots from the network"). Honest peers are ahead
-/// by the rounds the cluster used since they last spoke: at a million
+/// How far above a node's round counter at start a ballot from the network
+/// may lie, besides what `ROUND_RATE_MAX` adds with time (`core::node`,
+/// "Ballots from the network"). Honest peers are ahead by the rounds the
+/// cluster used before the node started that it had not seen: at a million
 /// proposals a second, reaching this takes 12 days of a node hearing
-/// nothing. A forged ballot can move a counter by at most this, so
-/// spending the 64-bit counter takes millions of forgeries.
+/// nothing.
 pub const ROUND_LEAP_MAX: u64 = 1 << 40;
+
+/// Rounds a second no cluster ever uses (about a million, where a busy
+/// node uses tens of thousands): the reach of ballots from the network
+/// grows at this rate, so forged ballots cannot bring a round counter to
+/// `ROUND_MAX` in less than 139,000 years.
+pub const ROUND_RATE_MAX: u64 = 1 << 20;
 
 /// No honest round reaches this: at a million proposals a second it takes
 /// 146,000 years. Ballots at or past it are refused from the network and

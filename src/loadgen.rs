@@ -415,7 +415,7 @@ impl LoadGen {
             return debug!("dropped datagram from {from}: not a node of the cluster");
         };
         let messages = match wire::decode_datagram(&self.keys, self.cluster, bytes) {
-            Ok((header, messages)) if header.sender == node => messages,
+            Ok((header, messages)) if header.sender == node && header.receiver == NodeId::CLIENT => messages,
             Ok((header, _)) => {
                 self.stats.datagrams_dropped += 1;
                 return debug!("dropped datagram from {from}: claims to be node {}", header.sender);
@@ -449,12 +449,14 @@ impl LoadGen {
             config: wire::ConfigDigest::NONE,
             epoch: Epoch(0),
             sent_unix_ms: crate::driver::unix_ms_now(),
+            receiver: NodeId::CLIENT,
         };
         for (index, encoded) in self.outbox.iter_mut().enumerate() {
             if encoded.is_empty() {
                 continue;
             }
-            let addr = self.nodes[index].1;
+            let (node, addr) = self.nodes[index];
+            let header = Header { receiver: node, ..header };
             for datagram in wire::pack_datagrams(header, encoded, &self.keys) {
                 match send_to(&self.socket, &datagram, addr) {
                     Ok(_) => self.stats.datagrams_sent += 1,
@@ -618,6 +620,7 @@ mod tests {
                 config: wire::ConfigDigest(7),
                 epoch: Epoch(0),
                 sent_unix_ms: 0,
+                receiver: NodeId::CLIENT,
             };
             let _ = socket.send_to(&wire::encode_datagram(header, &answers, &Keyring::none()), from);
         }

@@ -12,7 +12,8 @@
 //! | 16     | 4    | configuration digest, little endian (0 from clients) |
 //! | 20     | 8    | configuration epoch, little endian (0 from clients)  |
 //! | 28     | 8    | sender's wall clock at sending, Unix ms, little endian |
-//! | 36     | ..   | body: postcard `Vec<Message>` (varint count, messages)|
+//! | 36     | 2    | receiver node id, little endian (0 = a client)       |
+//! | 38     | ..   | body: postcard `Vec<Message>` (varint count, messages)|
 //! | end-32 | 32   | MAC, when flag bit 0 is set (`auth`)                 |
 //!
 //! The MAC is keyed BLAKE3 over everything before it, header included, under
@@ -27,9 +28,10 @@
 //! only votes from, a peer that names its own, so two nodes that disagree
 //! on the members never count quorums that need not intersect.
 //!
-//! The sending time lets a node refuse a recorded request replayed later
-//! (`is_fresh`): under a cluster secret, a captured datagram is the one
-//! thing a forger can still send.
+//! The sending time and the receiver let a node refuse a recorded request
+//! replayed later (`is_fresh`) or to another node (a datagram names the one
+//! it is for): under a cluster secret, a captured datagram is the one thing
+//! a forger can still send, and the MAC covers both fields.
 //!
 //! The body must use every remaining byte: a datagram with trailing bytes is
 //! dropped. Decoding never panics and never sizes an allocation from a length
@@ -49,7 +51,7 @@ use std::fmt;
 
 pub const MAGIC: [u8; 4] = *b"PXD1";
 pub const PROTOCOL_VERSION: u8 = 6;
-pub const HEADER_BYTES: usize = 36;
+pub const HEADER_BYTES: usize = 38;
 /// Flag bit 0: a MAC follows the body.
 const FLAG_MAC: u8 = 1;
 /// A body's message count takes at most this many bytes (a varint of at
@@ -347,8 +349,8 @@ pub enum Refusal {
     /// removed, or has not joined yet): other nodes serve the request.
     NotMember,
     /// The datagram that carried this copy was sent outside the replay
-    /// window (`is_fresh`). This copy never runs, but an earlier copy of
-    /// the request may have: the client cannot count it as not run.
+    /// window (`is_fresh`): it never runs, here or anywhere (a datagram
+    /// names its node). Earlier datagrams of the same copy may have run.
     Expired,
 }
 
@@ -512,6 +514,9 @@ pub struct Header {
     /// The sender's wall clock when it sent the datagram, in milliseconds
     /// since the Unix epoch.
     pub sent_unix_ms: u64,
+    /// The node the datagram is for (`NodeId::CLIENT` for a client): a node
+    /// drops one meant for another.
+    pub receiver: NodeId,
 }
 
 pub use crate::members::ConfigDigest;
@@ -590,6 +595,7 @@ fn encode_header(header: Header, keys: &Keyring, out: &mut Vec<u8>) {
     out.extend_from_slice(&header.config.0.to_le_bytes());
     out.extend_from_slice(&header.epoch.0.to_le_bytes());
     out.extend_from_slice(&header.sent_unix_ms.to_le_bytes());
+    out.extend_from_slice(&header.receiver.0.to_le_bytes());
 }
 
 /// Encodes one message for packing with `DatagramPacker`.
@@ -731,7 +737,11 @@ fn decode_header(cluster: ClusterId, bytes: &[u8]) -> Result<Header, DecodeError
     let mut sent = [0u8; 8];
     sent.copy_from_slice(field(28..36)?);
     let sent_unix_ms = u64::from_le_bytes(sent);
-    Ok(Header { cluster: found, sender: NodeId(u16::from_le_bytes(sender)), config, epoch, sent_unix_ms })
+    let mut receiver = [0u8; 2];
+    receiver.copy_from_slice(field(36..38)?);
+    let receiver = NodeId(u16::from_le_bytes(receiver));
+    let sender = NodeId(u16::from_le_bytes(sender));
+    Ok(Header { cluster: found, sender, config, epoch, sent_unix_ms, receiver })
 }
 
 #[cfg(test)]
@@ -748,6 +758,7 @@ mod tests {
             config: ConfigDigest(0x0a0b_0c0d),
             epoch: Epoch(0x0102_0304),
             sent_unix_ms: 1_790_000_000_000,
+            receiver: NodeId(3),
         }
     }
 

@@ -50,8 +50,8 @@ fn address(cluster: &TestCluster, id: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], cluster.ports[usize::from(id) - 1]))
 }
 
-/// The header a peer of the founding configuration sends.
-fn peer_header(cluster: &TestCluster, sender: u16) -> Header {
+/// The header peer `sender` of the founding configuration sends to `receiver`.
+fn peer_header(cluster: &TestCluster, sender: u16, receiver: u16) -> Header {
     let members = cluster.config().founding_members();
     let tag = Configuration { epoch: Epoch(0), members }.tag();
     Header {
@@ -60,6 +60,7 @@ fn peer_header(cluster: &TestCluster, sender: u16) -> Header {
         config: tag.digest,
         epoch: tag.epoch,
         sent_unix_ms: paxosd::driver::unix_ms_now(),
+        receiver: NodeId(receiver),
     }
 }
 
@@ -115,7 +116,7 @@ fn forgeries_without_the_secret_change_nothing_and_are_counted() {
     // Node 3 goes away and the forger takes its address, as a spoofer would.
     cluster.kill(3);
     let forger = UdpSocket::bind(address(&cluster, 3)).expect("bind node 3's address");
-    let header = peer_header(&cluster, 3);
+    let header = |to: u16| peer_header(&cluster, 3, to);
     let wrong_key = Keyring::new(paxosd::auth::Secret::from_bytes([7; 32]), None);
     let promise = Message::Promise {
         key: Key::from("k"),
@@ -127,13 +128,13 @@ fn forgeries_without_the_secret_change_nothing_and_are_counted() {
     let mut sent = 0;
     for keys in [Keyring::none(), wrong_key] {
         for target in [1, 2] {
-            let datagram = wire::encode_datagram(header, &forgeries, &keys);
+            let datagram = wire::encode_datagram(header(target), &forgeries, &keys);
             forger.send_to(&datagram, address(&cluster, target)).expect("send");
             sent += u64::from(target == 1);
         }
     }
     let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let client_header = Header { sender: NodeId::CLIENT, ..header };
+    let client_header = Header { sender: NodeId::CLIENT, ..header(1) };
     let datagram = wire::encode_datagram(client_header, &[client_write("k", "forged")], &Keyring::none());
     client.send_to(&datagram, address(&cluster, 1)).expect("send");
     sent += 1;
@@ -149,7 +150,8 @@ fn forgeries_without_the_secret_change_nothing_and_are_counted() {
     // and a read adopts it. Without the key, then, it was the MAC that
     // kept the forgeries out.
     let key = read_secret(&cluster.dir.join("secret.key")).expect("key");
-    let datagram = wire::encode_datagram(header, &[accept("victim", "insider", 3)], &Keyring::new(key, None));
+    let datagram =
+        wire::encode_datagram(header(1), &[accept("victim", "insider", 3)], &Keyring::new(key, None));
     forger.send_to(&datagram, address(&cluster, 1)).expect("send");
     assert!(anything_arrives(&forger, Duration::from_secs(2)), "node 1 answers a sealed accept");
     assert_eq!(read(&cluster, "victim"), "insider\n");
@@ -177,12 +179,9 @@ fn a_forged_ballot_at_the_end_of_the_rounds_disables_nothing() {
     let end = Ballot::new(u64::MAX, NodeId(3));
     let poison =
         |key: &str| Message::Accept { key: Key::from(key), ballot: end, state: state("x", 1), next: end };
-    let datagram = wire::encode_datagram(
-        peer_header(&cluster, 3),
-        &[poison("poisoned"), poison("other")],
-        &Keyring::none(),
-    );
     for target in [1, 2] {
+        let poisons = [poison("poisoned"), poison("other")];
+        let datagram = wire::encode_datagram(peer_header(&cluster, 3, target), &poisons, &Keyring::none());
         forger.send_to(&datagram, address(&cluster, target)).expect("send");
     }
     drop(forger);
@@ -297,37 +296,46 @@ fn recorded_client_datagrams_replayed_later_change_nothing() {
     assert!(!recorded.is_empty());
     assert_exit(&cluster.ctl(&["propose", "k", "newer"]), 0);
 
-    // Replayed a moment later, to the same node and to the others.
+    // Replayed a moment later to the same node: its sessions and the
+    // key's memory of its writes answer the copies without running them.
     let key = read_secret(&cluster.dir.join("secret.key")).expect("key");
     let keys = Keyring::new(key, None);
     let replayer = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    for target in [1, 2, 3] {
+    for datagram in &recorded {
+        replayer.send_to(datagram, address(&cluster, 1)).expect("send");
+    }
+    let answers = outcomes(&replayer, &keys, cluster.cluster_id, Duration::from_millis(500));
+    let ran = |o: &Outcome| matches!(o, Outcome::Done { precondition_held: true, version, .. } if *version > Version(2));
+    assert!(!answers.iter().any(ran), "a replay ran: {answers:?}");
+    assert_eq!(read(&cluster, "k"), "newer\n");
+
+    // To the other nodes: the datagrams name node 1, and are dropped.
+    let dropped = |id| status_count(&cluster, id, "dropped_malformed");
+    let before = [dropped(2), dropped(3)];
+    for target in [2, 3] {
         for datagram in &recorded {
             replayer.send_to(datagram, address(&cluster, target)).expect("send");
         }
     }
-    let answers = outcomes(&replayer, &keys, cluster.cluster_id, Duration::from_millis(500));
-    assert!(
-        answers.iter().all(
-            |o| !matches!(o, Outcome::Done { precondition_held: true, version, .. } if *version > Version(2))
-        ),
-        "a replay ran: {answers:?}"
-    );
+    assert!(outcomes(&replayer, &keys, cluster.cluster_id, Duration::from_millis(500)).is_empty());
+    let n = recorded.len() as u64;
+    assert_eq!([dropped(2), dropped(3)], [before[0] + n, before[1] + n], "each dropped");
     assert_eq!(read(&cluster, "k"), "newer\n");
 
-    // Replayed a day later: node 2 now lives a day ahead of the recording.
-    cluster.stop(2);
+    // A day later: node 1, restarted, now lives a day after the recording.
+    cluster.stop(1);
     let day = (24 * 3600 * 1000).to_string();
-    cluster.start_node_env(2, &[], &[("PAXOSD_WALL_CLOCK_OFFSET_MS", &day)]);
+    cluster.start_node_env(1, &[], &[("PAXOSD_WALL_CLOCK_OFFSET_MS", &day)]);
     std::thread::sleep(Duration::from_millis(300));
     for datagram in &recorded {
-        replayer.send_to(datagram, address(&cluster, 2)).expect("send");
+        replayer.send_to(datagram, address(&cluster, 1)).expect("send");
     }
     let answers = outcomes(&replayer, &keys, cluster.cluster_id, Duration::from_millis(500));
     assert!(answers.contains(&Outcome::Refused(Refusal::Expired)), "{answers:?}");
     assert!(answers.iter().all(|o| *o == Outcome::Refused(Refusal::Expired)), "{answers:?}");
-    let out = cluster.ctl(&["--node", "1", "read", "k"]);
+    let out = cluster.ctl(&["--node", "2", "read", "k"]);
     assert_eq!(stdout(&out), "newer\n", "{}", stderr(&out));
+    assert!(cluster.stderr(1).contains("outside the replay window"), "the node says why");
 }
 
 /// Puts the key in `from` into `to` the way an operator should: a new file
@@ -406,7 +414,7 @@ fn the_cluster_moves_from_key_a_to_key_b_node_by_node_under_torture() {
     let old = Keyring::new(read_secret(&a).expect("key a"), None);
     let before = status_count(&cluster, 1, "dropped_unauthenticated");
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let header = Header { sender: NodeId::CLIENT, ..peer_header(&cluster, 3) };
+    let header = Header { sender: NodeId::CLIENT, ..peer_header(&cluster, 3, 1) };
     let probe = Message::StatusRequest { session: SessionId(1), probe: 1 };
     socket.send_to(&wire::encode_datagram(header, &[probe], &old), address(&cluster, 1)).expect("send");
     assert!(!anything_arrives(&socket, Duration::from_millis(300)));

@@ -305,6 +305,7 @@ fn garbage_datagrams_are_dropped_and_the_node_keeps_serving() {
         config: paxosd::wire::ConfigDigest::NONE,
         epoch: paxosd::types::Epoch(0),
         sent_unix_ms: paxosd::driver::unix_ms_now(),
+        receiver: paxosd::types::NodeId(1),
     };
     let msg = paxosd::wire::Message::Prepare {
         key: Key::from("k"),

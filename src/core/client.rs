@@ -517,7 +517,7 @@ impl ClientMachine {
                 self.leave(now, index, None);
             }
             Outcome::Refused(Refusal::StaleIncarnation) => self.on_stale_incarnation(now, index, incarnation),
-            Outcome::Refused(Refusal::Expired) => self.on_expired(index, incarnation),
+            Outcome::Refused(Refusal::Expired) => self.on_expired(now, index, incarnation),
             Outcome::Refused(
                 r @ (Refusal::Overloaded | Refusal::ShuttingDown | Refusal::CatchingUp | Refusal::NotMember),
             ) => {
@@ -582,19 +582,19 @@ impl ClientMachine {
         }
     }
 
-    /// The node refused a copy sent outside its replay window: the clocks
-    /// disagree, and every node will say the same, so the operation ends.
-    /// A copy sent there more than once may have run from an earlier
-    /// datagram; one sent once did not, and never will.
-    fn on_expired(&mut self, index: usize, incarnation: Incarnation) {
+    /// The node refused a copy sent outside its replay window: its clock
+    /// and ours disagree. Another node's may not, so the request moves on,
+    /// as from an overloaded node. A copy sent there once never runs (the
+    /// datagram names that node, and only grows older); one sent more than
+    /// once may have run from an earlier datagram.
+    fn on_expired(&mut self, now: Time, index: usize, incarnation: Incarnation) {
         let Some(op) = self.op.as_mut() else { return };
-        op.refused = Some(Refusal::Expired);
         for copy in op.copies.iter_mut().filter(|c| c.node == index && c.incarnation == incarnation) {
-            if copy.sends <= 1 && copy.fate == Fate::Pending {
-                copy.fate = Fate::Dead;
+            if copy.fate == Fate::Pending {
+                copy.fate = if copy.sends <= 1 { Fate::Dead } else { Fate::MayHaveRun };
             }
         }
-        self.end_now();
+        self.leave(now, index, Some(Refusal::Expired));
     }
 
     /// The node did not know us under the incarnation we named. Copies named

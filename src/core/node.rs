@@ -123,6 +123,11 @@ struct Rounds {
     epoch: Epoch,
     next: u64,
     limit: u64,
+    /// The counter when the node started (or last adopted a whole key
+    /// space), and when: a peer's round is within reach of it, grown at
+    /// the fastest rate rounds are ever used (see `reach`).
+    reach_base: u64,
+    reach_since: Time,
 }
 
 impl Rounds {
@@ -142,6 +147,26 @@ impl Rounds {
 
     /// Fast-forward past a ballot another proposer used, and into its
     /// epoch: ballots of older epochs are refused by fenced acceptors.
+    /// The highest round a peer's ballot may have at `now`: the counter at
+    /// `reach_since`, what the whole cluster could have used since at
+    /// `ROUND_RATE_MAX` rounds a second, and `ROUND_LEAP_MAX` for what it
+    /// used before that this node has not seen. It grows with time only,
+    /// not with the rounds this node adopts: forged ballots each within
+    /// reach cannot walk the counter to the end of the rounds.
+    fn reach(&self, now: Time) -> u64 {
+        let seconds = now.micros_since(self.reach_since) / 1_000_000;
+        let used = seconds.saturating_mul(limits::ROUND_RATE_MAX);
+        self.reach_base.saturating_add(used).saturating_add(limits::ROUND_LEAP_MAX)
+    }
+
+    /// Adopts the promises of a whole key space (a rejoin's or a seed's
+    /// pages, from a quorum of peers): what they say is what the cluster
+    /// used, so reach starts over from there.
+    fn adopt(&mut self, promised: Ballot) {
+        self.observe(promised);
+        self.reach_base = self.reach_base.max(self.next);
+    }
+
     /// Ballots at or past `ROUND_MAX` or `EPOCH_MAX` are no honest ones
     /// (a log written before ballots from the network were checked may
     /// hold one): adopting them would spend the counter for every key.
@@ -274,7 +299,7 @@ pub struct Node<A> {
 impl<A: Copy + Ord> Node<A> {
     /// A node restored from its log.
     pub fn new(setup: NodeSetup) -> Node<A> {
-        let mut rounds = Rounds { epoch: Epoch(0), next: 1, limit: 1 };
+        let mut rounds = Rounds { epoch: Epoch(0), next: 1, limit: 1, reach_base: 1, reach_since: setup.now };
         let mut floor = Epoch(0);
         let mut catching_up = false;
         let mut adopted = Epoch(0);
@@ -321,6 +346,7 @@ impl<A: Copy + Ord> Node<A> {
         acceptor.raise_floor(floor);
         acceptor.mark_adopted_below(adopted);
         rounds.observe(Ballot::floor_of(floor));
+        rounds.reach_base = rounds.next;
         let mut rng = Rng::new(setup.seed);
         let sessions = Sessions::new(setup.limits.sessions_per_generation, Rng::new(rng.next_u64()));
         let members = membership.active.members.ids();
@@ -523,6 +549,13 @@ impl<A: Copy + Ord> Node<A> {
         if from == self.id {
             return;
         }
+        // A header naming an epoch beyond reach (see `epoch_in_range`) would
+        // keep a node catching up waiting for a configuration that never
+        // comes.
+        if !self.epoch_within_reach(tag.epoch) {
+            self.guarded.ballots_out_of_range += 1;
+            return;
+        }
         self.last_heard.insert(from, now);
         self.gossip_config(now, from, tag);
         if is_vote(&msg) && !(self.membership.votes(self.id) && tag == self.tag) {
@@ -556,21 +589,23 @@ impl<A: Copy + Ord> Node<A> {
     /// # Ballots from the network
     ///
     /// Whether every ballot `msg` carries lies within reach of what this
-    /// node has seen: rounds at most `ROUND_LEAP_MAX` above its own
-    /// counter, epochs at most `EPOCH_LEAP_MAX` above its own. An honest
-    /// peer's ballot is ahead of this node's counter by no more than the
+    /// node has seen: rounds within `Rounds::reach` (its counter at start,
+    /// grown with time at the fastest rate rounds are ever used, plus
+    /// `ROUND_LEAP_MAX`), epochs at most `EPOCH_LEAP_MAX` above its own. An
+    /// honest peer's ballot is ahead of this node by no more than the
     /// rounds the cluster used since they last spoke, which never comes
-    /// near the leap; a ballot further ahead is forged or corrupt. Such a
+    /// near that; a ballot further ahead is forged or corrupt. Such a
     /// message is dropped whole: an acceptor that promised or accepted it
     /// would refuse every honest ballot on its key for good, and a
     /// proposer that fast-forwarded to it would have spent its round
     /// counter, for every key. Dropped, it costs at most the one key a
     /// poisoned acceptor already refuses: its proposals find no quorum.
     fn ballots_in_range(&self, msg: &Message) -> bool {
+        let reach = self.rounds.reach(self.clock);
         let within = |b: &Ballot| {
             b.round < limits::ROUND_MAX
                 && b.epoch.0 < limits::EPOCH_MAX
-                && b.round <= self.rounds.next.saturating_add(limits::ROUND_LEAP_MAX)
+                && b.round <= reach
                 && b.epoch.0 <= self.rounds.epoch.0.saturating_add(limits::EPOCH_LEAP_MAX)
         };
         match msg {
@@ -595,6 +630,10 @@ impl<A: Copy + Ord> Node<A> {
             Message::Freeze { change } => change.epoch,
             _ => return true,
         };
+        self.epoch_within_reach(epoch)
+    }
+
+    fn epoch_within_reach(&self, epoch: Epoch) -> bool {
         epoch.0 < limits::EPOCH_MAX && epoch.0 <= self.rounds.epoch.0.saturating_add(limits::EPOCH_LEAP_MAX)
     }
 
@@ -749,6 +788,11 @@ impl<A: Copy + Ord> Node<A> {
                 self.guarded.requests_expired += 1;
                 let reply = Message::MembersReply { id, outcome: MembersOutcome::Failed(why.to_string()) };
                 self.ready.messages.push(from.envelope(reply));
+            }
+            // Counted too: a client whose clock is off sees its probes
+            // unanswered, and status shows why.
+            Message::StatusRequest { .. } | Message::WatchRequest { .. } => {
+                self.guarded.requests_expired += 1
             }
             _ => {}
         }
@@ -938,7 +982,7 @@ impl<A: Copy + Ord> Node<A> {
         }
         if adopted {
             for slot in slots {
-                self.rounds.observe(slot.promised);
+                self.rounds.adopt(slot.promised);
                 self.ready.records.extend(self.acceptor.adopt(slot));
             }
             // Marked adopted: below the change's epoch, and above any later
@@ -973,7 +1017,7 @@ impl<A: Copy + Ord> Node<A> {
         let Some(rejoin) = self.rejoin.as_mut() else { return };
         if rejoin.handle_page(now, from, epoch, after, slots, done) == PageFate::Adopt {
             for slot in slots {
-                self.rounds.observe(slot.promised);
+                self.rounds.adopt(slot.promised);
                 self.ready.records.extend(self.acceptor.adopt(slot));
             }
         }

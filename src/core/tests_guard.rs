@@ -69,16 +69,36 @@ fn a_forged_accept_at_the_end_of_the_rounds_changes_nothing_and_other_keys_still
     assert_eq!(ballot, Ballot::new(1, NodeId(1)), "its round counter was not touched");
 }
 
+/// The furthest round within reach of `node1` at `T0`, a second after it
+/// started with its counter at 1.
+const REACH_AT_T0: u64 = 1 + limits::ROUND_RATE_MAX + limits::ROUND_LEAP_MAX;
+
 #[test]
 fn a_ballot_within_reach_is_accepted_and_one_just_beyond_is_not() {
     let mut node = node1();
-    // The counter starts at 1: the furthest round within reach is 1 + leap.
-    node.handle_peer(T0, NodeId(2), forged_accept(1 + limits::ROUND_LEAP_MAX + 1));
+    node.handle_peer(T0, NodeId(2), forged_accept(REACH_AT_T0 + 1));
     assert_eq!(drain(&mut node), (vec![], vec![]));
-    node.handle_peer(T0, NodeId(2), forged_accept(1 + limits::ROUND_LEAP_MAX));
+    node.handle_peer(T0, NodeId(2), forged_accept(REACH_AT_T0));
     let (records, messages) = drain(&mut node);
     assert_eq!((records.len(), messages.len()), (1, 1), "kept and answered: {messages:?}");
     assert_eq!(node.status().guarded.ballots_out_of_range, 1);
+}
+
+#[test]
+fn ballots_each_within_reach_cannot_walk_the_counter_further_than_time_allows() {
+    let mut node = node1();
+    node.handle_peer(T0, NodeId(2), forged_accept(REACH_AT_T0));
+    drain(&mut node);
+    // The counter adopted that round; reach did not grow with it.
+    node.handle_peer(T0, NodeId(2), forged_accept(REACH_AT_T0 + 2));
+    assert_eq!(drain(&mut node), (vec![], vec![]));
+    // A second later, reach has grown by what a second can honestly use.
+    let later = T0.plus_millis(1000);
+    node.handle_peer(later, NodeId(2), forged_accept(REACH_AT_T0 + limits::ROUND_RATE_MAX));
+    assert_eq!(drain(&mut node).1.len(), 1);
+    node.handle_peer(later, NodeId(2), forged_accept(REACH_AT_T0 + limits::ROUND_RATE_MAX + 1));
+    assert_eq!(drain(&mut node), (vec![], vec![]));
+    assert_eq!(node.status().guarded.ballots_out_of_range, 2);
 }
 
 #[test]
@@ -128,6 +148,7 @@ fn a_stale_status_request_gets_no_answer() {
     let mut node = node1();
     node.handle_client_stale(T0, CLIENT, Message::StatusRequest { session: SessionId(1), probe: 1 });
     assert_eq!(drain(&mut node), (vec![], vec![]));
+    assert_eq!(node.status().guarded.requests_expired, 1, "counted, so status tells why");
 }
 
 /// A client machine whose write to node 1 was sent `sends` times before
@@ -191,4 +212,38 @@ fn a_promise_at_the_end_of_the_rounds_in_an_old_log_poisons_its_key_only() {
     let msg = put(&mut node, "other", 1);
     node.handle_client(T0, CLIENT, msg);
     assert_eq!(prepared(&drain(&mut node).1), Some(Ballot::new(1, NodeId(1))));
+}
+
+#[test]
+fn a_node_whose_clock_is_off_sends_the_request_on_to_the_next() {
+    let members = vec![NodeId(1), NodeId(2), NodeId(3)];
+    let mut m = ClientMachine::new(members, None, SessionId(5), Routing::Home);
+    m.start(Time(0), Key::from("k"), Change::Put(Value::from("v")), 5_000).expect("start");
+    let (to, session, probe) = match m.poll_transmit() {
+        Some((to, Message::StatusRequest { session, probe })) => (to, session, probe),
+        other => panic!("a probe first: {other:?}"),
+    };
+    let status = wire::NodeStatus { node: to, ..Default::default() };
+    m.handle_message(Time(10), to, Message::StatusReply { session, probe, node_time: Time(10), status });
+    let id = std::iter::from_fn(|| m.poll_transmit())
+        .find_map(|(_, msg)| if let Message::Request(r) = msg { Some(r.id) } else { None })
+        .expect("the request was sent");
+    let outcome = Outcome::Refused(Refusal::Expired);
+    m.handle_message(
+        Time(11),
+        to,
+        Message::Reply { id, incarnation: Default::default(), node_time: Time(11), outcome },
+    );
+    assert_eq!(m.poll_ending(), None, "two nodes are left to ask");
+    let next = m.poll_transmit().map(|(node, _)| node);
+    assert!(next.is_some_and(|n| n != to), "asked {next:?} next, after {to}");
+}
+
+#[test]
+fn a_header_naming_an_epoch_beyond_reach_is_dropped() {
+    let mut node = node1();
+    let far = super::membership::ConfigTag { epoch: Epoch(u64::MAX), digest: node.config_tag().digest };
+    node.handle_peer_tagged(T0, NodeId(2), far, Message::ConfigQuery);
+    assert_eq!(drain(&mut node), (vec![], vec![]), "no answer, no ConfigQuery of our own");
+    assert_eq!(node.status().guarded.ballots_out_of_range, 1);
 }
