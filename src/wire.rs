@@ -845,6 +845,40 @@ mod tests {
     }
 
     #[test]
+    fn no_mutation_of_a_sealed_datagram_opens() {
+        let keys = ring(1, None);
+        let good = encode_datagram(header(), &sample(), &keys);
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..5_000 {
+            let mut bytes = good.clone();
+            match next() % 4 {
+                0 => bytes.truncate((next() as usize) % bytes.len()),
+                1 => bytes.extend((0..1 + next() % 40).map(|_| next() as u8)),
+                2 => {
+                    let at = (next() as usize) % bytes.len();
+                    bytes.insert(at, next() as u8);
+                }
+                _ => {}
+            }
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % bytes.len().max(1);
+                if let Some(b) = bytes.get_mut(at) {
+                    *b ^= 1 + (next() as u8 % 255);
+                }
+            }
+            if bytes != good {
+                assert!(decode_datagram(&keys, CLUSTER, &bytes).is_err(), "a mutation opened: {bytes:?}");
+            }
+        }
+    }
+
+    #[test]
     fn a_missing_wrong_or_unexpected_mac_is_refused_as_unauthenticated() {
         let keys = ring(1, None);
         let plain = encode_datagram(header(), &sample(), &NONE);
