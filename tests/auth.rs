@@ -89,6 +89,12 @@ fn client_write(key: &str, value: &str) -> Message {
     })
 }
 
+/// Runs paxosctl with another config than the cluster's.
+fn ctl_with(config: &Path, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(common::PAXOSCTL);
+    command.arg("--config").arg(config).args(args).output().expect("run paxosctl")
+}
+
 fn read(cluster: &TestCluster, key: &str) -> String {
     let out = cluster.ctl(&["read", key]);
     assert_exit(&out, 0);
@@ -160,12 +166,7 @@ fn forgeries_without_the_secret_change_nothing_and_are_counted() {
     let plain = cluster.dir.join("plain.toml");
     let text = std::fs::read_to_string(&cluster.config_path).expect("config");
     std::fs::write(&plain, text.replace("secret_file = \"secret.key\"\n", "")).expect("write");
-    let out = std::process::Command::new(common::PAXOSCTL)
-        .arg("--config")
-        .arg(&plain)
-        .args(["--timeout-ms", "500", "propose", "k", "outsider"])
-        .output()
-        .expect("run paxosctl");
+    let out = ctl_with(&plain, &["--timeout-ms", "500", "propose", "k", "outsider"]);
     assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
     assert_eq!(read(&cluster, "k"), "good\n");
 }
@@ -284,12 +285,7 @@ fn recorded_client_datagrams_replayed_later_change_nothing() {
     let node1 = format!("127.0.0.1:{}", cluster.ports[0]);
     let relayed = cluster.dir.join("relayed.toml");
     std::fs::write(&relayed, text.replace(&node1, &recorder.address.to_string())).expect("write");
-    let out = std::process::Command::new(common::PAXOSCTL)
-        .arg("--config")
-        .arg(&relayed)
-        .args(["--node", "1", "propose", "k", "recorded"])
-        .output()
-        .expect("run paxosctl");
+    let out = ctl_with(&relayed, &["--node", "1", "propose", "k", "recorded"]);
     assert_exit(&out, 0);
     let recorded = recorder.datagrams();
     drop(recorder);
