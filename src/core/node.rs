@@ -145,8 +145,6 @@ impl Rounds {
         Some(Ballot::at(self.epoch, round, node))
     }
 
-    /// Fast-forward past a ballot another proposer used, and into its
-    /// epoch: ballots of older epochs are refused by fenced acceptors.
     /// The highest round a peer's ballot may have at `now`: the counter at
     /// `reach_since`, what the whole cluster could have used since at
     /// `ROUND_RATE_MAX` rounds a second, and `ROUND_LEAP_MAX` for what it
@@ -167,6 +165,8 @@ impl Rounds {
         self.reach_base = self.reach_base.max(self.next);
     }
 
+    /// Fast-forward past a ballot another proposer used, and into its
+    /// epoch: ballots of older epochs are refused by fenced acceptors.
     /// Ballots at or past `ROUND_MAX` or `EPOCH_MAX` are no honest ones
     /// (a log written before ballots from the network were checked may
     /// hold one): adopting them would spend the counter for every key.
