@@ -119,6 +119,17 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
 /// Requests waiting behind another one on the same key at the same node.
 pub const REQUESTS_QUEUED_PER_KEY_MAX: usize = 64;
 
+/// Keys for which an acceptor keeps a promise and nothing else: a prepare
+/// no accept followed, on a key nothing was ever accepted for (a read of a
+/// key that does not exist that fell back to both phases, a write given up
+/// after its prepare). Beyond this many, the lowest such promise is
+/// dropped and every key without a slot counts as promised it (see
+/// `core::acceptor`), so reads of ever-new keys cost a bounded table. An
+/// entry holds its key twice (at most `KEY_BYTES_MAX` each) and two
+/// ballots. Room for the keys the writes in flight at two nodes are
+/// creating: dropping one of those costs its write another attempt.
+pub const ABSENT_PROMISES_MAX: usize = 16 * 1024;
+
 /// Records the log reader makes room for up front (one per 128 bytes of
 /// log, at most this many: about 280 MB of record structs, reserved, not
 /// touched), so that the list of a large log is not copied as it grows,
@@ -223,6 +234,13 @@ pub const PHASE_RESENDS_MAX: u32 = 4;
 
 /// Time to wait for answers before resending a prepare or accept.
 pub const PHASE_RESEND_MS: u64 = 40;
+
+/// Resends of a read's query to acceptors that have not answered before
+/// the read falls back to both phases (which costs every acceptor a
+/// promise on disk). Few: an acceptor holding an adopted state stays silent
+/// on purpose (`core::acceptor`), and a read must fall back before its
+/// node takes the silence for being cut off (`STALL_MS_MIN`).
+pub const QUERY_RESENDS_MAX: u32 = 1;
 
 /// Backoff after a failed attempt: starts at MIN, doubles up to MAX, with
 /// full jitter.
@@ -338,10 +356,14 @@ const _: () = assert!(RECORD_BYTES_MAX < u32::MAX as usize);
 const _: () = assert!(RECORD_BYTES_MAX < LOG_UNIT_BYTES_MAX);
 const _: () = assert!(LOG_UNIT_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(SOCKET_BUFFER_BYTES >= 16 * DATAGRAM_BYTES_MAX);
+// The writes in flight at two nodes each create at most one key.
+const _: () = assert!(ABSENT_PROMISES_MAX >= 2 * REQUESTS_IN_FLIGHT_MAX);
 const _: () = assert!(BATCH_REQUESTS_MAX <= RECENT_WRITES_MAX);
 const _: () = assert!(CLIENT_MOVE_WRITE_AFTER_MS > EXCLUSIVE_WINDOW_MS);
 const _: () = assert!(CLIENT_RENEW_WRITE_MS < EXCLUSIVE_WINDOW_MS);
 const _: () = assert!(PHASE_RESEND_MS <= STALL_MS_MIN && STALL_MS_MIN <= STALL_MS_MAX);
+const _: () = assert!((QUERY_RESENDS_MAX as u64 + 1) * PHASE_RESEND_MS < STALL_MS_MIN);
+const _: () = assert!(QUERY_RESENDS_MAX <= PHASE_RESENDS_MAX);
 const _: () =
     assert!(CLIENT_RTO_MS_MIN <= CLIENT_RTO_MS_INITIAL && CLIENT_RTO_MS_INITIAL <= CLIENT_RTO_MS_MAX);
 const _: () = assert!(CLIENT_REPLY_MARGIN_MS < REQUEST_TIMEOUT_MS_DEFAULT);

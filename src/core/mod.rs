@@ -72,6 +72,10 @@ pub struct PlantedBugs {
     /// later copy of the refused request runs after all: a "not run" answer
     /// that does not stay true.
     pub forget_refusals: bool,
+    /// An acceptor that drops a promise of a key nothing was accepted for
+    /// (to bound their number) does not widen it to every key without a
+    /// slot: the key's promise goes down, and a lower ballot is accepted.
+    pub forget_dropped_promises: bool,
     /// After an accept without a prepare is refused (another proposer came
     /// by), the node goes on sending accepts without a prepare, at a fresh
     /// ballot, built on what its own acceptor holds: updates chosen through

@@ -166,6 +166,9 @@ pub struct ClientLimits {
     pub sessions_per_generation: usize,
     /// Reads run for watches at once, apart from the requests' budget.
     pub watch_reads_in_flight_max: usize,
+    /// Slots of the acceptor that hold only a promise (see
+    /// `core::acceptor`): what reads of keys that do not exist may leave.
+    pub absent_promises_max: usize,
 }
 
 impl Default for ClientLimits {
@@ -175,6 +178,7 @@ impl Default for ClientLimits {
             requests_queued_per_key_max: limits::REQUESTS_QUEUED_PER_KEY_MAX,
             sessions_per_generation: limits::SESSIONS_PER_GENERATION,
             watch_reads_in_flight_max: limits::WATCH_READS_IN_FLIGHT_MAX,
+            absent_promises_max: limits::ABSENT_PROMISES_MAX,
         }
     }
 }
@@ -268,6 +272,7 @@ impl<A: Copy + Ord> Node<A> {
     pub fn new(setup: NodeSetup) -> Node<A> {
         let mut rounds = Rounds { epoch: Epoch(0), next: 1, limit: 1 };
         let mut floor = Epoch(0);
+        let mut absent_floor = Ballot::ZERO;
         let mut catching_up = false;
         let mut adopted = Epoch(0);
         // A node the founding members do not name joins a running cluster:
@@ -295,6 +300,11 @@ impl<A: Copy + Ord> Node<A> {
                 floor = floor.max(epoch);
                 None
             }
+            Record::AbsentFloor { promised } => {
+                rounds.observe(promised);
+                absent_floor = absent_floor.max(promised);
+                None
+            }
             Record::CatchingUp => {
                 catching_up = true;
                 None
@@ -309,7 +319,8 @@ impl<A: Copy + Ord> Node<A> {
                 None
             }
         });
-        let mut acceptor = Acceptor::restored(slots, keys_hint);
+        let mut acceptor = Acceptor::restored(slots, keys_hint, setup.limits.absent_promises_max);
+        acceptor.restore_absent_floor(absent_floor);
         acceptor.raise_floor(floor);
         acceptor.mark_adopted_below(adopted);
         rounds.observe(Ballot::floor_of(floor));
@@ -399,11 +410,12 @@ impl<A: Copy + Ord> Node<A> {
     pub fn live_records(&self) -> impl Iterator<Item = Record> + '_ {
         let rounds = Record::RoundsReserved { round_limit: self.rounds.limit };
         let fence = Record::Fence { epoch: self.acceptor.floor() };
+        let absent = Record::AbsentFloor { promised: self.acceptor.absent_floor() };
         let adopted = Record::CaughtUp { epoch: self.acceptor.adopted_epoch() };
         // Last, so that a restart replays it after the mark above.
         let catching_up = self.catching_up().then_some(Record::CatchingUp);
         let membership = Record::Membership(self.membership.clone());
-        self.acceptor.live_records().chain([rounds, fence, adopted, membership]).chain(catching_up)
+        self.acceptor.live_records().chain([rounds, fence, absent, adopted, membership]).chain(catching_up)
     }
 
     pub fn requests_in_flight(&self) -> usize {
@@ -420,7 +432,8 @@ impl<A: Copy + Ord> Node<A> {
         NodeStatus {
             node: self.id,
             incarnation: self.sessions.incarnation(),
-            keys: self.acceptor.keys() as u64,
+            // Slots holding only a promise are no keys of the store.
+            keys: (self.acceptor.keys() - self.acceptor.absent_promises()) as u64,
             requests_in_flight: self.requests_in_flight() as u64,
             sessions: self.sessions.len() as u64,
             uptime_ms: self.clock.micros_since(self.started) / 1000,
