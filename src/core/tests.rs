@@ -980,6 +980,47 @@ fn a_cut_off_node_gives_up_what_it_never_sent_and_keeps_the_rest_without_exclusi
     assert_eq!(drain(&mut node).1, vec![reply_at(&node, 1, at, working)]);
 }
 
+/// A write of session `session` on a key of its own, from `client`.
+fn write_from(node: &mut Node<u32>, client: u32, session: u128) {
+    let r = wire::Request {
+        id: RequestId { session: SessionId(session), seq: 1 },
+        key: Key::from(format!("k{session}").as_str()),
+        ..request(node, 1, Change::Put(Value::from("v")), 1000)
+    };
+    node.handle_client(T0, client, Message::Request(r));
+}
+
+/// The refusals among `messages`, by client and session.
+fn refused(messages: &[Envelope<u32>]) -> Vec<(u32, u128)> {
+    let busy = Outcome::Refused(Refusal::Overloaded);
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Envelope::Client(to, Message::Reply { id, outcome, .. }) if *outcome == busy => {
+                Some((*to, id.session.0))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_behind_on_its_votes_refuses_a_client_with_its_share_running_and_serves_the_others() {
+    let limits = ClientLimits { requests_per_client_behind_max: 2, ..ClientLimits::default() };
+    let mut node: Node<u32> = Node::new(NodeSetup { limits, ..setup(3, Vec::new()) });
+    write_from(&mut node, CLIENT, 1);
+    write_from(&mut node, CLIENT, 2);
+    node.set_behind(true);
+    write_from(&mut node, CLIENT, 3);
+    write_from(&mut node, WATCHER, 4);
+    assert_eq!(refused(&drain(&mut node).1), [(CLIENT, 3)], "only the client with its share running");
+    assert_eq!(node.requests_in_flight(), 3);
+    node.set_behind(false);
+    write_from(&mut node, CLIENT, 5);
+    assert_eq!(refused(&drain(&mut node).1), [], "caught up, the node takes more");
+    assert_eq!(node.requests_in_flight(), 4);
+}
+
 #[test]
 fn a_request_naming_another_incarnation_is_refused_unrun_and_names_the_current_one() {
     let mut node = node1();

@@ -100,6 +100,7 @@ impl FaultPlan {
             // Small budgets for requests make small ones for watch reads.
             watch_reads_in_flight_max: limits::WATCH_READS_IN_FLIGHT_MAX.min(self.requests_in_flight_max),
             absent_promises_max: self.absent_promises_max,
+            requests_per_client_behind_max: limits::REQUESTS_PER_CLIENT_BEHIND_MAX,
         }
     }
 
