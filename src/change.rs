@@ -39,7 +39,9 @@ pub enum Change {
     /// Observe the current state, and keep the key's history from now on
     /// (see `RegisterState::history`). Value and version stay as they are;
     /// once the history is on this is a read. Running it twice does no
-    /// harm, so it is not remembered as a write.
+    /// harm, so it is not remembered as a write. On a key nothing was ever
+    /// accepted for it is a read too: a key that does not exist keeps no
+    /// history (`docs/watch.md`).
     Watch,
 }
 

@@ -1,13 +1,19 @@
 //! The mio driver: the only code that touches the socket, the clock and the
 //! acceptor log. One thread, one `Poll`, one UDP socket.
 //!
-//! Each loop turn: wait for datagrams or the core's next deadline; decode and
-//! validate every ready datagram and feed it to the core; run due timers;
-//! then commit the turn: append every record the turn produced, sync once
-//! (group commit), and only then send what the core released.
+//! Each loop turn: wait for datagrams or the core's next deadline (not at
+//! all while datagrams wait); read the socket dry into the intake
+//! (`core::intake`, at most `INTAKE_READS_PER_TURN_MAX`); decode and
+//! validate the intake's datagrams, one sender's in turn, and feed them to
+//! the core, up to `TURN_MESSAGES_MAX` messages; run due timers; then
+//! commit the turn: append every record the turn produced, sync once
+//! (group commit), and only then send what the core released. However fast
+//! datagrams come, every turn ends, and a sender's datagram waits behind at
+//! most one of each other sender's.
 
 use crate::auth::{KeyFiles, Keyring};
 use crate::config::{Config, NodeConfig};
+use crate::core::intake::Intake;
 use crate::core::{ClientLimits, Envelope, Node, NodeSetup};
 use crate::limits;
 use crate::members::ConfigTag;
@@ -160,6 +166,14 @@ pub struct Driver {
     poll: Poll,
     started: Instant,
     buf: Vec<u8>,
+    /// Datagrams read and not handled yet.
+    intake: Intake<SocketAddr>,
+    /// The socket may hold more datagrams: the last read stopped at its
+    /// budget, not at `WouldBlock` (the poll is edge-triggered, so no new
+    /// event would say so).
+    socket_backlog: bool,
+    /// The intake's drops the log has told of, and when it last did.
+    drops_reported: (u64, Instant),
     stopping: bool,
     /// The cluster secret's keys, and their files, looked at again now and
     /// then for a rotation.
@@ -231,6 +245,9 @@ impl Driver {
             poll,
             started: Instant::now(),
             buf: vec![0u8; 64 * 1024],
+            intake: Intake::default(),
+            socket_backlog: false,
+            drops_reported: (0, Instant::now()),
             stopping: false,
             keys,
             key_files,
@@ -270,7 +287,8 @@ impl Driver {
         info!("node {} serving on {} (cluster {})", self.me.id, self.me.address, self.config.cluster_id);
         let mut events = Events::with_capacity(64);
         while !self.stopping {
-            let timeout = self.poll_timeout();
+            let waiting = self.socket_backlog || !self.intake.is_empty();
+            let timeout = if waiting { Duration::ZERO } else { self.poll_timeout() };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -279,16 +297,21 @@ impl Driver {
             }
             for event in events.iter() {
                 match event.token() {
-                    SOCKET => self.read_datagrams(),
+                    SOCKET => self.socket_backlog = true,
                     SIGNALS => self.read_signals(),
                     _ => {}
                 }
             }
+            if self.socket_backlog {
+                self.socket_backlog = self.read_datagrams();
+            }
+            self.handle_intake();
             let now = self.now();
             if self.node.next_deadline().is_some_and(|d| d <= now) {
                 self.node.handle_timeout(now);
             }
             self.commit_turn()?;
+            self.report_drops();
             self.crash_if_told();
         }
         info!(
@@ -331,42 +354,85 @@ impl Driver {
         }
     }
 
-    /// Reads every ready datagram (until WouldBlock); one bad datagram is
-    /// dropped and never ends the loop.
-    fn read_datagrams(&mut self) {
-        loop {
+    /// Reads ready datagrams into the intake until `WouldBlock`, or until
+    /// `INTAKE_READS_PER_TURN_MAX` were read: then returns true (more may
+    /// be waiting). Nothing is decoded here, so reading keeps up with far
+    /// more than the node can handle, and the kernel's queue stays short.
+    fn read_datagrams(&mut self) -> bool {
+        let mut reads = 0;
+        while reads < limits::INTAKE_READS_PER_TURN_MAX {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((len, from)) => {
-                    // Lend the buffer out rather than copy each datagram.
-                    let buf = std::mem::take(&mut self.buf);
-                    self.handle_datagram(&buf[..len], from);
-                    self.buf = buf;
+                    reads += 1;
+                    let peer = self.config.node_at(from).is_some();
+                    self.intake.push(from, self.buf[..len].to_vec(), peer);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ICMP errors from earlier sends surface here; they say
                 // nothing about this node's health.
-                Err(e) => debug!("recv_from: {e}"),
+                Err(e) => {
+                    reads += 1;
+                    debug!("recv_from: {e}");
+                }
             }
+        }
+        true
+    }
+
+    /// Handles the intake's datagrams, at most `TURN_MESSAGES_MAX`
+    /// messages; the rest wait for the next turn. Peers' first: they carry
+    /// the votes that requests taken already (here or at the peer) wait
+    /// for, so work begun is finished before more is taken on. Then
+    /// clients', one client's datagram in turn, up to
+    /// `TURN_CLIENT_MESSAGES_MAX`, then peers' again if room is left.
+    fn handle_intake(&mut self) {
+        let peers_first = limits::TURN_MESSAGES_MAX - limits::TURN_CLIENT_MESSAGES_MAX;
+        let mut messages = 0;
+        while messages < peers_first {
+            let Some((from, datagram)) = self.intake.pop_peer() else { break };
+            messages += self.handle_datagram(&datagram, from);
+        }
+        self.node.set_behind(self.intake.has_peer_datagrams());
+        let mut from_clients = 0;
+        while from_clients < limits::TURN_CLIENT_MESSAGES_MAX {
+            let Some((from, datagram)) = self.intake.pop_client() else { break };
+            from_clients += self.handle_datagram(&datagram, from);
+        }
+        messages += from_clients;
+        while messages < limits::TURN_MESSAGES_MAX {
+            let Some((from, datagram)) = self.intake.pop_peer() else { break };
+            messages += self.handle_datagram(&datagram, from);
         }
     }
 
-    fn handle_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+    /// Decodes and handles one datagram; returns how many messages it held
+    /// (one for a datagram dropped: decoding it was work too). One bad
+    /// datagram is dropped and never ends the loop.
+    fn handle_datagram(&mut self, bytes: &[u8], from: SocketAddr) -> usize {
         let (header, messages) = match wire::decode_datagram(&self.keys, self.config.cluster_id, bytes) {
             Ok(decoded) => decoded,
-            Err(e) if e.is_unauthenticated() => return self.drop_unauthenticated(from, &e),
-            Err(e) => return self.drop_datagram(from, &e.to_string()),
+            Err(e) if e.is_unauthenticated() => {
+                self.drop_unauthenticated(from, &e);
+                return 1;
+            }
+            Err(e) => {
+                self.drop_datagram(from, &e.to_string());
+                return 1;
+            }
         };
         // A datagram names the node it is for: one recorded on its way to
         // another node and replayed here is not this node's to act on.
         if header.receiver != self.me.id {
-            return self.drop_datagram(from, &format!("meant for node {}", header.receiver));
+            self.drop_datagram(from, &format!("meant for node {}", header.receiver));
+            return 1;
         }
         let now = self.now();
         let fresh = wire::is_fresh(header.sent_unix_ms, self.wall_now());
         if !fresh {
             self.warn_stale(from, header.sent_unix_ms);
         }
+        let count = messages.len().max(1);
         if header.sender == NodeId::CLIENT {
             for msg in messages {
                 match fresh {
@@ -374,12 +440,13 @@ impl Driver {
                     false => self.node.handle_client_stale(now, from, msg),
                 }
             }
-            return;
+            return count;
         }
         // A peer must send from its configured address; anything else is
         // a stray or spoofed datagram.
         if self.config.node_at(from) != Some(header.sender) || header.sender == self.me.id {
-            return self.drop_datagram(from, &format!("claims to be node {}", header.sender));
+            self.drop_datagram(from, &format!("claims to be node {}", header.sender));
+            return count;
         }
         let mine = self.node.config_tag();
         let named = header.config != wire::ConfigDigest::NONE && mine.digest != wire::ConfigDigest::NONE;
@@ -393,6 +460,7 @@ impl Driver {
                 false => self.node.handle_peer_stale(now, header.sender, tag, msg),
             }
         }
+        count
     }
 
     /// A peer that names another member list for the same epoch could count
@@ -409,6 +477,24 @@ impl Driver {
                 self.node.config_tag().digest
             );
         }
+    }
+
+    /// Tells the operator, at most every `DROPS_REPORT_MS`, how many
+    /// datagrams the intake dropped since it last did.
+    fn report_drops(&mut self) {
+        let (reported, at) = self.drops_reported;
+        let dropped = self.intake.dropped();
+        if dropped == reported || at.elapsed() < Duration::from_millis(limits::DROPS_REPORT_MS) {
+            return;
+        }
+        warn!(
+            "node {}: dropped {} datagrams in {} s: clients send faster than the node handles them \
+             (each is served in turn; the oldest of the busiest are dropped)",
+            self.me.id,
+            dropped - reported,
+            at.elapsed().as_secs()
+        );
+        self.drops_reported = (dropped, Instant::now());
     }
 
     fn drop_datagram(&mut self, from: SocketAddr, why: &str) {

@@ -170,6 +170,62 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
 /// Requests waiting behind another one on the same key at the same node.
 pub const REQUESTS_QUEUED_PER_KEY_MAX: usize = 64;
 
+/// Requests one client address may have running at a node while the node
+/// is behind on its votes (its peers' messages wait for room in its turns,
+/// see `core::Node::set_behind`); one more is refused with "overloaded".
+/// A client waiting for one answer at a time is always served; one that
+/// floods the node is told it is busy instead of crowding out the rest.
+pub const REQUESTS_PER_CLIENT_BEHIND_MAX: usize = 64;
+
+/// Keys for which an acceptor keeps a promise and nothing else: a prepare
+/// no accept followed, on a key nothing was ever accepted for (a read of a
+/// key that does not exist that fell back to both phases, a write given up
+/// after its prepare). Beyond this many, the lowest such promise is
+/// dropped and every key without a slot counts as promised it (see
+/// `core::acceptor`), so reads of ever-new keys cost a bounded table. An
+/// entry holds its key twice (at most `KEY_BYTES_MAX` each) and two
+/// ballots. Room for the keys the writes in flight at two nodes are
+/// creating: dropping one of those costs its write another attempt.
+pub const ABSENT_PROMISES_MAX: usize = 16 * 1024;
+
+/// Bytes of datagrams a node has read from its socket and not handled yet
+/// (each counted with `INTAKE_DATAGRAM_OVERHEAD_BYTES`). Reading the
+/// socket dry every turn keeps the kernel's queue, shared by every sender,
+/// short; the node then serves the senders in turn (`core::intake`). A
+/// datagram that finds this full is dropped, as the network would.
+pub const INTAKE_BYTES_MAX: usize = 16 << 20;
+
+/// Bytes of datagrams one client address may have waiting in the intake:
+/// beyond this its oldest are dropped, so a flood from one address waits
+/// behind nobody else's requests and is served fresh. Room for a few of
+/// the largest datagrams. Peers are not held to it.
+pub const INTAKE_SOURCE_BYTES_MAX: usize = 4 * DATAGRAM_BYTES_MAX;
+
+/// What the intake counts for a datagram besides its bytes (its buffer's
+/// header and its place in a queue), so that tiny datagrams are bounded too.
+pub const INTAKE_DATAGRAM_OVERHEAD_BYTES: usize = 64;
+
+/// Datagrams a node reads from its socket in one loop turn. A sender
+/// faster than this leaves the rest in the kernel's queue for the next
+/// turn (or to be dropped there), so the loop never reads forever.
+pub const INTAKE_READS_PER_TURN_MAX: usize = 4096;
+
+/// A node logs how many datagrams its intake dropped at most this often.
+pub const DROPS_REPORT_MS: u64 = 10_000;
+
+/// Messages a node handles in one loop turn (a datagram is handled whole,
+/// so a turn may go over by one datagram's). The rest wait in the intake
+/// for the next turn: every turn ends with a sync and sends its answers,
+/// however much a flood has queued.
+pub const TURN_MESSAGES_MAX: usize = 1024;
+
+/// Of a turn's messages, at most this many are from clients (a datagram
+/// is handled whole). Peers' come first and fill the rest: votes for
+/// requests taken already (here or at a peer) before new requests, and the
+/// new requests a turn takes on stay few enough that their votes fit the
+/// next turn.
+pub const TURN_CLIENT_MESSAGES_MAX: usize = 256;
+
 /// Records the log reader makes room for up front (one per 128 bytes of
 /// log, at most this many: about 280 MB of record structs, reserved, not
 /// touched), so that the list of a large log is not copied as it grows,
@@ -275,6 +331,13 @@ pub const PHASE_RESENDS_MAX: u32 = 4;
 /// Time to wait for answers before resending a prepare or accept.
 pub const PHASE_RESEND_MS: u64 = 40;
 
+/// Resends of a read's query to acceptors that have not answered before
+/// the read falls back to both phases (which costs every acceptor a
+/// promise on disk). Few: an acceptor holding an adopted state stays silent
+/// on purpose (`core::acceptor`), and a read must fall back before its
+/// node takes the silence for being cut off (`STALL_MS_MIN`).
+pub const QUERY_RESENDS_MAX: u32 = 1;
+
 /// Backoff after a failed attempt: starts at MIN, doubles up to MAX, with
 /// full jitter.
 pub const BACKOFF_MS_MIN: u64 = 2;
@@ -324,6 +387,11 @@ pub const CONFIG_GOSSIP_MS: u64 = 100;
 /// A membership change that makes no progress for this long gives up (a
 /// later request resumes it).
 pub const MEMBER_CHANGE_TIMEOUT_MS: u64 = 30_000;
+
+/// Clients a node tells how the membership change it drives ended (those
+/// that asked for it while it ran). Others that ask are answered "in
+/// progress" and learn the end from their next copy of the request.
+pub const MEMBER_CHANGE_WAITERS_MAX: usize = 64;
 
 /// A node frozen in a membership change asks the members for their
 /// configuration this often, so that it learns how the change ended even
@@ -389,10 +457,25 @@ const _: () = assert!(RECORD_BYTES_MAX < u32::MAX as usize);
 const _: () = assert!(RECORD_BYTES_MAX < LOG_UNIT_BYTES_MAX);
 const _: () = assert!(LOG_UNIT_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(SOCKET_BUFFER_BYTES >= 16 * DATAGRAM_BYTES_MAX);
+const _: () =
+    assert!(0 < REQUESTS_PER_CLIENT_BEHIND_MAX && REQUESTS_PER_CLIENT_BEHIND_MAX < REQUESTS_IN_FLIGHT_MAX);
+// The writes in flight at two nodes each create at most one key.
+const _: () = assert!(ABSENT_PROMISES_MAX >= 2 * REQUESTS_IN_FLIGHT_MAX);
+// Every source may queue its largest datagrams, and many sources at once.
+const _: () = assert!(INTAKE_SOURCE_BYTES_MAX >= DATAGRAM_BYTES_MAX + INTAKE_DATAGRAM_OVERHEAD_BYTES);
+const _: () = assert!(INTAKE_BYTES_MAX >= 64 * INTAKE_SOURCE_BYTES_MAX);
+// A turn handles at least one full datagram's messages.
+const _: () = assert!(TURN_MESSAGES_MAX >= MESSAGES_PER_DATAGRAM_MAX);
+const _: () = assert!(TURN_CLIENT_MESSAGES_MAX >= MESSAGES_PER_DATAGRAM_MAX);
+// A client's request costs a few votes from each peer (a query, or a
+// prepare and an accept) in the next turn.
+const _: () = assert!(TURN_MESSAGES_MAX >= 4 * TURN_CLIENT_MESSAGES_MAX);
 const _: () = assert!(BATCH_REQUESTS_MAX <= RECENT_WRITES_MAX);
 const _: () = assert!(CLIENT_MOVE_WRITE_AFTER_MS > EXCLUSIVE_WINDOW_MS);
 const _: () = assert!(CLIENT_RENEW_WRITE_MS < EXCLUSIVE_WINDOW_MS);
 const _: () = assert!(PHASE_RESEND_MS <= STALL_MS_MIN && STALL_MS_MIN <= STALL_MS_MAX);
+const _: () = assert!((QUERY_RESENDS_MAX as u64 + 1) * PHASE_RESEND_MS < STALL_MS_MIN);
+const _: () = assert!(QUERY_RESENDS_MAX <= PHASE_RESENDS_MAX);
 const _: () =
     assert!(CLIENT_RTO_MS_MIN <= CLIENT_RTO_MS_INITIAL && CLIENT_RTO_MS_INITIAL <= CLIENT_RTO_MS_MAX);
 const _: () = assert!(CLIENT_REPLY_MARGIN_MS < REQUEST_TIMEOUT_MS_DEFAULT);

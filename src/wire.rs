@@ -381,6 +381,8 @@ impl fmt::Display for Refusal {
 pub struct NodeStatus {
     pub node: NodeId,
     pub incarnation: Incarnation,
+    /// Keys the acceptor holds a state for (not those it holds only a
+    /// promise for, see `core::acceptor`).
     pub keys: u64,
     pub requests_in_flight: u64,
     /// Client sessions the node remembers.

@@ -66,6 +66,12 @@ fn a_not_run_answer_that_a_later_copy_makes_false_is_caught() {
 }
 
 #[test]
+fn a_promise_dropped_without_widening_it_to_keys_without_a_slot_is_caught() {
+    let bugs = PlantedBugs { forget_dropped_promises: true, ..PlantedBugs::default() };
+    assert_caught("forget_dropped_promises", bugs, 1000);
+}
+
+#[test]
 fn one_round_writes_that_skip_the_prepare_after_a_conflict_are_caught() {
     let bugs = PlantedBugs { fast_path_after_conflict: true, ..PlantedBugs::default() };
     assert_caught("fast_path_after_conflict", bugs, 1000);

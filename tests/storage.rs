@@ -355,8 +355,8 @@ fn header_layout_is_magic_version_crc() {
     assert_eq!(header.len(), HEADER_BYTES);
     assert_eq!(&header[..8], b"PXDLOG\0\x01");
     assert_eq!(&header[..8], &MAGIC);
-    assert_eq!(FORMAT_VERSION, 3);
-    assert_eq!(header[8..12], 3u32.to_le_bytes());
+    assert_eq!(FORMAT_VERSION, 4);
+    assert_eq!(header[8..12], 4u32.to_le_bytes());
     assert_eq!(header[12..16], crc32fast::hash(&header[..12]).to_le_bytes());
 }
 
@@ -1111,7 +1111,11 @@ fn replay(records: &[Record]) -> (BTreeMap<Key, Record>, Option<u64>) {
                 slots.insert(key.clone(), rec.clone());
             }
             Record::RoundsReserved { round_limit: r } => round_limit = Some(*r),
-            Record::Fence { .. } | Record::CatchingUp | Record::CaughtUp { .. } | Record::Membership(_) => {}
+            Record::Fence { .. }
+            | Record::AbsentFloor { .. }
+            | Record::CatchingUp
+            | Record::CaughtUp { .. }
+            | Record::Membership(_) => {}
         }
     }
     (slots, round_limit)

@@ -165,8 +165,11 @@ fn a_watcher_further_behind_than_the_history_is_told_of_the_gap_and_goes_on() {
     let cluster = TestCluster::start("watchgap", 3);
     let key = Key::from("busy");
     let mut writer = cluster.client(None);
+    // The history is switched on once the key exists: a watch of a key
+    // that does not exist leaves nothing behind.
+    write_versions(&mut writer, &key, 1..=1);
     writer.execute(&key, Change::Watch).expect("switch the history on");
-    write_versions(&mut writer, &key, 1..=100);
+    write_versions(&mut writer, &key, 2..=100);
     let held = 100 - paxosd::limits::WATCH_HISTORY_VERSIONS_MAX as u64;
     let count = (100 - held + 1).to_string();
     let mut watch = Ctl::start(&cluster, &["watch", "busy", "--from-version", "5", "--count", &count]);

@@ -5,12 +5,32 @@
 //!
 //! Every change to a slot produces a `Record`; the answer it goes with may
 //! leave the node only after that record is synced (see `core::Ready`).
+//!
+//! # Promises on keys that do not exist
+//!
+//! A prepare on a key nothing was ever accepted for leaves a slot holding
+//! only a promise. No accept may follow (a read of a key that does not
+//! exist answers once a majority promised and reported nothing accepted; a
+//! write may be given up), so such slots are kept apart (`Absent`), at most
+//! `max` of them. Beyond that the lowest promise among them is dropped, and
+//! every key without a slot counts as promised it from then on (`Absent::
+//! floor`): the promise is widened to more keys, never forgotten, so no
+//! accept below it is ever taken for that key. Writes to keys being created
+//! meanwhile hold higher promises, which are kept; one whose promise goes
+//! is refused at most once and retries with a higher ballot.
+//!
+//! Dropping writes nothing. The dropped slot's record stays in the log
+//! until compaction, which writes the floor (`Record::AbsentFloor`) in
+//! place of the records it leaves out; a restart before then reads the
+//! record again (and may drop it again). A promise given on the strength
+//! of the floor alone gets a record of its own (`handle_prepare`), so every
+//! promise this acceptor sent is in a record a restart reads.
 
 use crate::limits;
 use crate::storage::Record;
 use crate::types::{Ballot, Epoch, Key, RegisterState};
 use crate::wire::{Message, QueryId, ScanSlot};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One key's acceptor state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,12 +72,22 @@ impl Stored {
         Slot { promised: self.promised, accepted: self.accepted, state: decode_state(&self.state) }
     }
 
+    /// Only a promise: nothing accepted, the state a key starts with.
+    fn is_promise_only(&self) -> bool {
+        self.accepted.is_zero() && *self.state == *EMPTY_STATE
+    }
+
     /// Roughly what this slot costs in the log, to decide when to compact:
     /// the key, the state, and about 48 bytes of ballots and framing.
     fn bytes(&self, key: &Key) -> u64 {
         (key.0.len() + self.state.len() + 48) as u64
     }
 }
+
+/// The encoding of `RegisterState::default()`: a register's state before
+/// anything was accepted for it: each of its five fields empty, a zero tag,
+/// number or length each (a test checks it against `encode_state`).
+const EMPTY_STATE: &[u8] = &[0, 0, 0, 0, 0];
 
 fn encode_state(state: &RegisterState) -> Box<[u8]> {
     // Encoding into a vector fails only when memory runs out.
@@ -80,9 +110,26 @@ pub struct Vote {
     pub record: Option<Record>,
 }
 
+/// The slots that hold only a promise (see the module comment).
+#[derive(Debug)]
+struct Absent {
+    /// Their keys, by promise.
+    by_promise: BTreeSet<(Ballot, Key)>,
+    /// Promised for every key without a slot: the highest promise dropped.
+    floor: Ballot,
+    max: usize,
+}
+
+impl Default for Absent {
+    fn default() -> Self {
+        Absent { by_promise: BTreeSet::new(), floor: Ballot::ZERO, max: limits::ABSENT_PROMISES_MAX }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Acceptor {
     slots: BTreeMap<Key, Stored>,
+    absent: Absent,
     /// Promised for every key (`Ballot::floor_of` the highest epoch this
     /// acceptor was fenced at): a slot's promise is the higher of its own
     /// and this.
@@ -103,20 +150,36 @@ impl Acceptor {
         Acceptor::default()
     }
 
+    /// An acceptor that keeps at most `max` slots holding only a promise
+    /// (`limits::ABSENT_PROMISES_MAX` in the daemon; the simulator shrinks
+    /// it).
+    pub fn with_absent_promises_max(max: usize) -> Acceptor {
+        Acceptor { absent: Absent { max: max.max(1), ..Absent::default() }, ..Acceptor::default() }
+    }
+
     /// An acceptor restored from a log's slot records, in log order (later
-    /// records win). The newest slot of each key is found by hashing, and
-    /// the map is then built in one pass from the sorted keys: a node with
-    /// a million keys starts in seconds, and its map's nodes are full.
-    pub fn restored(records: impl IntoIterator<Item = (Key, Slot)>, keys_hint: usize) -> Acceptor {
+    /// records win), keeping at most `absent_max` slots that hold only a
+    /// promise. The newest slot of each key is found by hashing, and the
+    /// map is then built in one pass from the sorted keys: a node with a
+    /// million keys starts in seconds, and its map's nodes are full.
+    pub fn restored(
+        records: impl IntoIterator<Item = (Key, Slot)>,
+        keys_hint: usize,
+        absent_max: usize,
+    ) -> Acceptor {
         let mut latest: HashMap<Key, Stored> = HashMap::with_capacity(keys_hint);
         for (key, slot) in records {
             latest.insert(key, Stored::new(&slot));
         }
         let slots: BTreeMap<Key, Stored> = latest.into_iter().collect();
         let live_bytes = slots.iter().map(|(key, slot)| slot.bytes(key)).sum();
-        let mut acceptor = Acceptor::new();
+        let by_promise =
+            slots.iter().filter(|(_, s)| s.is_promise_only()).map(|(k, s)| (s.promised, k.clone()));
+        let mut acceptor = Acceptor::with_absent_promises_max(absent_max);
+        acceptor.absent.by_promise = by_promise.collect();
         acceptor.slots = slots;
         acceptor.live_bytes = live_bytes;
+        acceptor.drop_absent_beyond_max();
         acceptor
     }
 
@@ -124,8 +187,47 @@ impl Acceptor {
     pub fn restore(&mut self, key: Key, slot: Slot) {
         let stored = Stored::new(&slot);
         self.live_bytes += stored.bytes(&key);
+        let promise_only = stored.is_promise_only().then_some(stored.promised);
         if let Some(old) = self.slots.insert(key.clone(), stored) {
             self.live_bytes -= old.bytes(&key);
+            if old.is_promise_only() {
+                self.absent.by_promise.remove(&(old.promised, key.clone()));
+            }
+        }
+        if let Some(promised) = promise_only {
+            self.absent.by_promise.insert((promised, key));
+            self.drop_absent_beyond_max();
+        }
+    }
+
+    /// Replays a `Record::AbsentFloor`: every key without a slot counts as
+    /// promised `promised` (the highest such record wins).
+    pub fn restore_absent_floor(&mut self, promised: Ballot) {
+        self.absent.floor = self.absent.floor.max(promised);
+    }
+
+    /// What every key without a slot counts as promised, besides the fence.
+    pub fn absent_floor(&self) -> Ballot {
+        self.absent.floor
+    }
+
+    /// Slots holding only a promise.
+    pub fn absent_promises(&self) -> usize {
+        self.absent.by_promise.len()
+    }
+
+    /// Drops the lowest promises of keys nothing was accepted for while
+    /// there are more than `max`, widening each to every key without a
+    /// slot (see the module comment).
+    fn drop_absent_beyond_max(&mut self) {
+        while self.absent.by_promise.len() > self.absent.max {
+            let Some((promised, key)) = self.absent.by_promise.pop_first() else { return };
+            if let Some(old) = self.slots.remove(&key) {
+                self.live_bytes -= old.bytes(&key);
+            }
+            if !self.forgets_dropped_promises() {
+                self.absent.floor = self.absent.floor.max(promised);
+            }
         }
     }
 
@@ -139,7 +241,7 @@ impl Acceptor {
 
     /// The key's promise, without decoding its state.
     pub fn promised(&self, key: &Key) -> Ballot {
-        self.slots.get(key).map_or(Ballot::ZERO, |s| s.promised).max(self.floor)
+        self.slots.get(key).map_or(self.absent.floor, |s| s.promised).max(self.floor)
     }
 
     /// The epoch below which this acceptor refuses every ballot.
@@ -228,7 +330,8 @@ impl Acceptor {
     }
 
     fn get(&self, key: &Key) -> Slot {
-        self.slot(key).unwrap_or(Slot { promised: self.floor, ..Slot::default() })
+        let absent = Slot { promised: self.floor.max(self.absent.floor), ..Slot::default() };
+        self.slot(key).unwrap_or(absent)
     }
 
     pub fn keys(&self) -> usize {
@@ -253,7 +356,10 @@ impl Acceptor {
         }
         let reply =
             Message::Promise { key: key.clone(), ballot, accepted: slot.accepted, state: slot.state.clone() };
-        if ballot == slot.promised {
+        // A key without a slot may count as promised `ballot` by the floor
+        // of dropped promises alone, which is durable only through records
+        // a restart may drop again differently: the promise gets a record.
+        if ballot == slot.promised && self.slots.contains_key(key) {
             return Vote { reply, record: None };
         }
         let new = Slot { promised: ballot, ..slot };
@@ -336,6 +442,16 @@ impl Acceptor {
 
     #[cfg(not(feature = "planted-bugs"))]
     fn accepts_below_promise(&self) -> bool {
+        false
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn forgets_dropped_promises(&self) -> bool {
+        self.bugs.forget_dropped_promises
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn forgets_dropped_promises(&self) -> bool {
         false
     }
 
@@ -534,6 +650,81 @@ mod tests {
         let vote = a.handle_prepare(&Key::from("other"), b(1, 2));
         assert!(matches!(vote.reply, Message::Promise { .. }));
         assert_eq!(a.keys(), 2);
+    }
+
+    fn key(name: &str) -> Key {
+        Key::from(name)
+    }
+
+    #[test]
+    fn the_empty_state_is_what_encode_state_makes_of_the_default() {
+        assert_eq!(&*encode_state(&RegisterState::default()), EMPTY_STATE);
+    }
+
+    #[test]
+    fn promises_of_keys_nothing_was_accepted_for_are_bounded_and_widened_when_dropped() {
+        let mut a = Acceptor::with_absent_promises_max(2);
+        for (name, round) in [("k1", 5), ("k2", 7), ("k3", 6)] {
+            let vote = a.handle_prepare(&key(name), b(round, 1));
+            assert!(vote.record.is_some(), "{name} promised and recorded");
+        }
+        assert_eq!((a.keys(), a.absent_promises(), a.absent_floor()), (2, 2, b(5, 1)), "k1 dropped");
+        assert_eq!(a.slot(&key("k1")), None);
+        assert_eq!(a.promised(&key("k1")), b(5, 1), "its promise is kept, widened");
+        let vote = a.handle_accept(&key("k1"), b(4, 2), &st("x", 1), Ballot::ZERO);
+        assert_eq!(vote.reply, Message::Reject { key: key("k1"), ballot: b(4, 2), promised: b(5, 1) });
+        let vote = a.handle_prepare(&key("never"), b(4, 3));
+        assert!(matches!(vote.reply, Message::Reject { .. }), "every key without a slot counts as promised");
+        // A prepare at the floor itself is promised again with a record of
+        // its own: the floor alone is not durable.
+        let vote = a.handle_prepare(&key("k9"), b(5, 1));
+        assert!(matches!(vote.reply, Message::Promise { .. }));
+        assert_eq!(
+            vote.record,
+            Some(Record::Slot {
+                key: key("k9"),
+                promised: b(5, 1),
+                accepted: Ballot::ZERO,
+                state: RegisterState::default()
+            })
+        );
+        assert_eq!(a.absent_promises(), 2, "k9, the lowest, dropped at once");
+    }
+
+    #[test]
+    fn a_slot_with_something_accepted_is_never_dropped() {
+        let mut a = Acceptor::with_absent_promises_max(1);
+        a.handle_prepare(&key("written"), b(1, 1));
+        a.handle_accept(&key("written"), b(1, 1), &st("x", 1), Ballot::ZERO);
+        a.handle_prepare(&key("read1"), b(2, 1));
+        a.handle_prepare(&key("read2"), b(3, 1));
+        assert_eq!((a.keys(), a.absent_promises(), a.absent_floor()), (2, 1, b(2, 1)));
+        assert_eq!(a.slot(&key("written")).map(|s| s.state), Some(st("x", 1)));
+        let live: u64 = a.slots.iter().map(|(k, s)| s.bytes(k)).sum();
+        assert_eq!(a.live_bytes(), live, "what was dropped no longer counts");
+    }
+
+    #[test]
+    fn an_acceptor_restored_over_its_bound_drops_the_lowest_promises() {
+        let promise = |name: &str, round| {
+            (
+                key(name),
+                Slot { promised: b(round, 2), accepted: Ballot::ZERO, state: RegisterState::default() },
+            )
+        };
+        let records = vec![
+            promise("a", 3),
+            promise("b", 9),
+            promise("c", 4),
+            (key("d"), Slot { promised: b(1, 1), accepted: b(1, 1), state: st("x", 1) }),
+        ];
+        let a = Acceptor::restored(records, 4, 2);
+        assert_eq!((a.keys(), a.absent_promises(), a.absent_floor()), (3, 2, b(3, 2)));
+        assert_eq!(a.promised(&key("a")), b(3, 2));
+        assert_eq!(
+            a.live_bytes(),
+            ["b", "c", "d"].iter().map(|k| a.slots[&key(k)].bytes(&key(k))).sum::<u64>()
+        );
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //!    (`Envelope::Peer` to nodes, `Envelope::Client` to clients);
 //! 4. wait for input until `next_deadline()`.
 //!
+//! A driver reading a socket shared by every sender keeps what it read in
+//! an `intake::Intake` and feeds step 2 from it, one sender's datagram in
+//! turn, at most `limits::TURN_MESSAGES_MAX` messages per turn.
+//!
 //! Step 3's order is enforced by types: the messages of a `Ready` can only be
 //! had with the `Synced` proof that `Storage::sync` returns.
 //!
@@ -25,6 +29,7 @@
 pub mod acceptor;
 pub mod backoff;
 pub mod client;
+pub mod intake;
 pub mod lease;
 pub mod membership;
 pub mod node;
@@ -74,6 +79,10 @@ pub struct PlantedBugs {
     /// later copy of the refused request runs after all: a "not run" answer
     /// that does not stay true.
     pub forget_refusals: bool,
+    /// An acceptor that drops a promise of a key nothing was accepted for
+    /// (to bound their number) does not widen it to every key without a
+    /// slot: the key's promise goes down, and a lower ballot is accepted.
+    pub forget_dropped_promises: bool,
     /// After an accept without a prepare is refused (another proposer came
     /// by), the node goes on sending accepts without a prepare, at a fresh
     /// ballot, built on what its own acceptor holds: updates chosen through

@@ -68,11 +68,15 @@ pub struct Ready<A> {
     pub records: Vec<Record>,
     early: Vec<Envelope<A>>,
     messages: Vec<Envelope<A>>,
+    /// `records` holds a reservation of rounds: set by `Node::take_ballot`,
+    /// the only place that reserves, so that sending a message need not
+    /// search the turn's records.
+    reserves_rounds: bool,
 }
 
 impl<A> Default for Ready<A> {
     fn default() -> Self {
-        Ready { records: Vec::new(), early: Vec::new(), messages: Vec::new() }
+        Ready { records: Vec::new(), early: Vec::new(), messages: Vec::new(), reserves_rounds: false }
     }
 }
 
@@ -87,7 +91,7 @@ impl<A> Ready<A> {
     fn may_leave_early(&self, msg: &Message) -> bool {
         let proposer =
             matches!(msg, Message::Prepare { .. } | Message::Accept { .. } | Message::Query { .. });
-        proposer && !self.records.iter().any(|r| matches!(r, Record::RoundsReserved { .. }))
+        proposer && !self.reserves_rounds
     }
 
     pub fn release(mut self, _proof: Synced) -> Vec<Envelope<A>> {
@@ -197,6 +201,12 @@ pub struct ClientLimits {
     pub sessions_per_generation: usize,
     /// Reads run for watches at once, apart from the requests' budget.
     pub watch_reads_in_flight_max: usize,
+    /// Slots of the acceptor that hold only a promise (see
+    /// `core::acceptor`): what reads of keys that do not exist may leave.
+    pub absent_promises_max: usize,
+    /// Requests one client address may have running while the node is
+    /// behind on its votes (see `Node::set_behind`).
+    pub requests_per_client_behind_max: usize,
 }
 
 impl Default for ClientLimits {
@@ -206,6 +216,8 @@ impl Default for ClientLimits {
             requests_queued_per_key_max: limits::REQUESTS_QUEUED_PER_KEY_MAX,
             sessions_per_generation: limits::SESSIONS_PER_GENERATION,
             watch_reads_in_flight_max: limits::WATCH_READS_IN_FLIGHT_MAX,
+            absent_promises_max: limits::ABSENT_PROMISES_MAX,
+            requests_per_client_behind_max: limits::REQUESTS_PER_CLIENT_BEHIND_MAX,
         }
     }
 }
@@ -231,6 +243,49 @@ struct Running<A> {
     next_handle: u64,
     by_handle: BTreeMap<ReqHandle, (ReplyTo<A>, RequestId)>,
     by_id: BTreeMap<RequestId, ReqHandle>,
+    /// How many run for each client address that has any.
+    by_client: BTreeMap<A, usize>,
+}
+
+impl<A: Copy + Ord> Running<A> {
+    fn new() -> Running<A> {
+        Running {
+            next_handle: 0,
+            by_handle: BTreeMap::new(),
+            by_id: BTreeMap::new(),
+            by_client: BTreeMap::new(),
+        }
+    }
+
+    fn insert(&mut self, handle: ReqHandle, to: ReplyTo<A>, id: RequestId) {
+        self.by_handle.insert(handle, (to, id));
+        self.by_id.insert(id, handle);
+        if let ReplyTo::Client(addr) = to {
+            *self.by_client.entry(addr).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, handle: ReqHandle) -> Option<(ReplyTo<A>, RequestId)> {
+        let (to, id) = self.by_handle.remove(&handle)?;
+        self.by_id.remove(&id);
+        if let ReplyTo::Client(addr) = to
+            && let Some(count) = self.by_client.get_mut(&addr)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.by_client.remove(&addr);
+            }
+        }
+        Some((to, id))
+    }
+
+    /// Requests running for `from`, when it is a client.
+    fn of_client(&self, from: ReplyTo<A>) -> usize {
+        match from {
+            ReplyTo::Client(addr) => self.by_client.get(&addr).copied().unwrap_or(0),
+            ReplyTo::Peer(_) => 0,
+        }
+    }
 }
 
 pub struct Node<A> {
@@ -246,6 +301,9 @@ pub struct Node<A> {
     next_query: u64,
     rounds_taken: RoundsTaken,
     running: Running<A>,
+    /// The driver has votes from peers waiting that it had no room for in
+    /// this turn (see `set_behind`).
+    behind: bool,
     sessions: Sessions,
     limits: ClientLimits,
     rng: Rng,
@@ -301,6 +359,7 @@ impl<A: Copy + Ord> Node<A> {
     pub fn new(setup: NodeSetup) -> Node<A> {
         let mut rounds = Rounds { epoch: Epoch(0), next: 1, limit: 1, reach_base: 1, reach_since: setup.now };
         let mut floor = Epoch(0);
+        let mut absent_floor = Ballot::ZERO;
         let mut catching_up = false;
         let mut adopted = Epoch(0);
         // A node the founding members do not name joins a running cluster:
@@ -328,6 +387,11 @@ impl<A: Copy + Ord> Node<A> {
                 floor = floor.max(epoch);
                 None
             }
+            Record::AbsentFloor { promised } => {
+                rounds.observe(promised);
+                absent_floor = absent_floor.max(promised);
+                None
+            }
             Record::CatchingUp => {
                 catching_up = true;
                 None
@@ -342,7 +406,8 @@ impl<A: Copy + Ord> Node<A> {
                 None
             }
         });
-        let mut acceptor = Acceptor::restored(slots, keys_hint);
+        let mut acceptor = Acceptor::restored(slots, keys_hint, setup.limits.absent_promises_max);
+        acceptor.restore_absent_floor(absent_floor);
         acceptor.raise_floor(floor);
         acceptor.mark_adopted_below(adopted);
         rounds.observe(Ballot::floor_of(floor));
@@ -369,7 +434,8 @@ impl<A: Copy + Ord> Node<A> {
             // life's (the one-round read needs answers sent after it began).
             next_query: rng.next_u64(),
             rounds_taken: RoundsTaken::default(),
-            running: Running { next_handle: 0, by_handle: BTreeMap::new(), by_id: BTreeMap::new() },
+            running: Running::new(),
+            behind: false,
             sessions,
             limits: setup.limits,
             rng,
@@ -434,15 +500,28 @@ impl<A: Copy + Ord> Node<A> {
     pub fn live_records(&self) -> impl Iterator<Item = Record> + '_ {
         let rounds = Record::RoundsReserved { round_limit: self.rounds.limit };
         let fence = Record::Fence { epoch: self.acceptor.floor() };
+        let absent = Record::AbsentFloor { promised: self.acceptor.absent_floor() };
         let adopted = Record::CaughtUp { epoch: self.acceptor.adopted_epoch() };
         // Last, so that a restart replays it after the mark above.
         let catching_up = self.catching_up().then_some(Record::CatchingUp);
         let membership = Record::Membership(self.membership.clone());
-        self.acceptor.live_records().chain([rounds, fence, adopted, membership]).chain(catching_up)
+        self.acceptor.live_records().chain([rounds, fence, absent, adopted, membership]).chain(catching_up)
     }
 
     pub fn requests_in_flight(&self) -> usize {
         self.running.by_handle.len()
+    }
+
+    /// The driver says whether messages from peers wait that it had no
+    /// room for before this turn's clients (`limits::TURN_MESSAGES_MAX`):
+    /// the node is behind on the work it took on, here and at its peers.
+    /// While it is, a client that has `requests_per_client_behind_max`
+    /// requests running here already is refused as overloaded: a client
+    /// that floods the node is told it is busy (and tries elsewhere), its
+    /// requests stop crowding out the votes, and clients that ask little
+    /// are still served. The driver says it again every turn.
+    pub fn set_behind(&mut self, behind: bool) {
+        self.behind = behind;
     }
 
     /// The driver tells how large the log is, for status replies.
@@ -463,7 +542,8 @@ impl<A: Copy + Ord> Node<A> {
         NodeStatus {
             node: self.id,
             incarnation: self.sessions.incarnation(),
-            keys: self.acceptor.keys() as u64,
+            // Slots holding only a promise are no keys of the store.
+            keys: (self.acceptor.keys() - self.acceptor.absent_promises()) as u64,
             requests_in_flight: self.requests_in_flight() as u64,
             sessions: self.sessions.len() as u64,
             uptime_ms: self.clock.micros_since(self.started) / 1000,
@@ -695,7 +775,9 @@ impl<A: Copy + Ord> Node<A> {
         }
         if let Some((machine, waiting)) = self.reconfig.as_mut() {
             let reply = if *machine.target() == target {
-                if !waiting.contains(&(from, id)) {
+                // Beyond the bound a client is not told the end unasked:
+                // it learns it from its next copy of the request.
+                if waiting.len() < limits::MEMBER_CHANGE_WAITERS_MAX && !waiting.contains(&(from, id)) {
                     waiting.push((from, id));
                 }
                 Message::MembersReply { id, outcome: MembersOutcome::InProgress(machine.describe()) }
@@ -1057,7 +1139,7 @@ impl<A: Copy + Ord> Node<A> {
         }
         // The planted bug refuses before the session table hears of the
         // request, as a reply cache full of answers once did.
-        if self.forgets_refusals() && self.is_overloaded(&request.key) {
+        if self.forgets_refusals() && self.is_overloaded(&request.key, from) {
             return self.reply(from, id, Outcome::Refused(Refusal::Overloaded));
         }
         let exclusive = match self.sessions.admit(id, request.incarnation, request.resent) {
@@ -1073,7 +1155,7 @@ impl<A: Copy + Ord> Node<A> {
         } else if self.membership.joining || self.membership.removed(self.id) {
             Some(Refusal::NotMember)
         } else {
-            self.is_overloaded(&request.key).then_some(Refusal::Overloaded)
+            self.is_overloaded(&request.key, from).then_some(Refusal::Overloaded)
         };
         if let Some(refusal) = refusal {
             // Remembered like any answer, so that no later copy runs here.
@@ -1083,17 +1165,22 @@ impl<A: Copy + Ord> Node<A> {
         self.start_request(now, from, request, exclusive);
     }
 
-    fn is_overloaded(&self, key: &Key) -> bool {
+    /// Whether a request on `key` from `from` is refused as overloaded:
+    /// the node runs all the requests it may, or the key's queue is full,
+    /// or the node is behind on its votes and `from` has its share running
+    /// already (see `set_behind`).
+    fn is_overloaded(&self, key: &Key, from: ReplyTo<A>) -> bool {
         let queue = self.queued.get(key).map_or(0, VecDeque::len);
+        let share = self.behind && self.running.of_client(from) >= self.limits.requests_per_client_behind_max;
         self.requests_in_flight() >= self.limits.requests_in_flight_max
             || queue >= self.limits.requests_queued_per_key_max
+            || share
     }
 
     fn start_request(&mut self, now: Time, from: ReplyTo<A>, request: wire::Request, exclusive: bool) {
         self.running.next_handle += 1;
         let handle = ReqHandle(self.running.next_handle);
-        self.running.by_handle.insert(handle, (from, request.id));
-        self.running.by_id.insert(request.id, handle);
+        self.running.insert(handle, from, request.id);
         let proposal_request = Request {
             handle,
             fingerprint: request.id.fingerprint(),
@@ -1453,7 +1540,10 @@ impl<A: Copy + Ord> Node<A> {
 
     /// A fresh ballot of this node (see `Rounds::take`).
     fn take_ballot(&mut self) -> Option<Ballot> {
-        self.rounds.take(self.id, &mut self.ready.records)
+        let records = self.ready.records.len();
+        let ballot = self.rounds.take(self.id, &mut self.ready.records);
+        self.ready.reserves_rounds |= self.ready.records.len() > records;
+        ballot
     }
 
     /// The ballot and base state for accepts without a prepare, if the
@@ -1510,10 +1600,9 @@ impl<A: Copy + Ord> Node<A> {
             if self.watch_read_done(handle, &outcome) {
                 continue;
             }
-            let Some((to, id)) = self.running.by_handle.remove(&handle) else {
+            let Some((to, id)) = self.running.remove(handle) else {
                 continue;
             };
-            self.running.by_id.remove(&id);
             self.sessions.finish(id, &outcome);
             self.reply(to, id, outcome);
         }

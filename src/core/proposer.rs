@@ -170,6 +170,7 @@ enum Phase {
         votes: Quorum,
         /// Each accepted ballot reported, how many reported it, and its state.
         tally: Vec<(Ballot, usize, RegisterState)>,
+        resends: u32,
     },
 }
 
@@ -406,8 +407,34 @@ impl Proposal {
             return Progress::Pending;
         }
         self.quorum_sample_us = Some(now.micros_since(self.attempt_started));
+        if best.is_zero() && self.requests.iter().all(|r| !r.change.is_write()) {
+            return self.answer_unwritten();
+        }
         let (base, next) = (best_state.clone(), *next);
         self.propose(now, ballot, next, &base, ctx)
+    }
+
+    /// A promise quorum reported nothing accepted, and the batch only
+    /// reads (or watches): nothing was ever chosen for the key, so the
+    /// reads see the state every key starts with, absent at version 0, and
+    /// nothing is written back. Why that is linearizable: a state chosen
+    /// before the read began was accepted by a majority, which shares an
+    /// acceptor with this quorum; an acceptor's accepted ballot never goes
+    /// back to zero, so that acceptor would have reported it. The read
+    /// takes effect at its start. (A read in one round whose majority
+    /// agrees on nothing accepted is the same case.)
+    ///
+    /// Writing nothing is what keeps reads and watches of keys that do not
+    /// exist from leaving state behind: a watch switches no history on for
+    /// such a key (a watcher sees its first versions as the history allows
+    /// once it exists; see `docs/watch.md`), and the acceptors keep only
+    /// the promise, in their bounded table of such promises.
+    fn answer_unwritten(&mut self) -> Progress {
+        let state = RegisterState::default();
+        let outcomes = self.requests.iter().map(|r| (r.handle, evaluated_answer(r, &state, true))).collect();
+        self.phase = Phase::Idle;
+        self.chosen = Some(state);
+        Progress::Finished(outcomes)
     }
 
     /// Starts an attempt at `ballot` with its accepts at once: a majority
@@ -576,7 +603,8 @@ impl Proposal {
     pub fn start_query(&mut self, now: Time, query: QueryId, members: &[NodeId], out: &mut Outbox) {
         self.queried = true;
         self.attempt_started = now;
-        self.phase = Phase::Querying { query, votes: Quorum::new(members.len()), tally: Vec::new() };
+        self.phase =
+            Phase::Querying { query, votes: Quorum::new(members.len()), tally: Vec::new(), resends: 0 };
         self.wake_at = now.plus_millis(limits::PHASE_RESEND_MS);
         for &to in members {
             out.push((to, Message::Query { key: self.key.clone(), query }));
@@ -614,7 +642,7 @@ impl Proposal {
         state: &RegisterState,
         ctx: &Ctx<'_>,
     ) -> Progress {
-        let Phase::Querying { query: mine, votes, tally } = &mut self.phase else {
+        let Phase::Querying { query: mine, votes, tally, .. } = &mut self.phase else {
             return Progress::Pending;
         };
         if *mine != query || votes.has_answered(from) {
@@ -626,10 +654,12 @@ impl Proposal {
             None => tally.push((accepted, 1, state.clone())),
         }
         let majority = if ctx.bugs().read_from_one_acceptor { 1 } else { votes.majority() };
-        if let Some((_, _, agreed)) = tally.iter_mut().find(|(_, count, _)| *count >= majority) {
+        if let Some((ballot, _, agreed)) = tally.iter_mut().find(|(_, count, _)| *count >= majority) {
             // A watch that would switch the key's history on must write the
-            // state back: a read in one round writes nothing.
-            if !self.requests.iter().all(|r| r.change.is_identity_on(agreed)) {
+            // state back: a read in one round writes nothing. A key nothing
+            // was accepted for keeps no history (see `answer_unwritten`).
+            let unwritten = ballot.is_zero();
+            if !unwritten && !self.requests.iter().all(|r| r.change.is_identity_on(agreed)) {
                 self.fall_back_from_query(now);
                 return Progress::Pending;
             }
@@ -713,9 +743,19 @@ impl Proposal {
                     next: *next,
                 })
             }
-            Phase::Querying { .. } => {
-                self.fall_back_from_query(now);
-                return Progress::Pending;
+            // Silent members are asked again (see `QUERY_RESENDS_MAX`): a
+            // busy node's answers may be waiting to be read, and falling
+            // back would cost every acceptor a promise on disk (on a key
+            // that does not exist, one it keeps only in a bounded table).
+            Phase::Querying { query, votes, resends, .. } => {
+                let (query, votes) = (*query, &*votes);
+                let message = || Message::Query { key: key.clone(), query };
+                let asked = resend_up_to(limits::QUERY_RESENDS_MAX, ctx, votes, resends, message);
+                if !asked {
+                    self.fall_back_from_query(now);
+                    return Progress::Pending;
+                }
+                true
             }
         };
         if !resent {
@@ -849,7 +889,17 @@ fn without_value(answer: &Outcome) -> Outcome {
 /// Resends a phase message to the members that have not answered. Returns
 /// false when the resend budget is spent.
 fn resend(ctx: &mut Ctx<'_>, votes: &Quorum, resends: &mut u32, make: impl Fn() -> Message) -> bool {
-    if *resends >= limits::PHASE_RESENDS_MAX {
+    resend_up_to(limits::PHASE_RESENDS_MAX, ctx, votes, resends, make)
+}
+
+fn resend_up_to(
+    max: u32,
+    ctx: &mut Ctx<'_>,
+    votes: &Quorum,
+    resends: &mut u32,
+    make: impl Fn() -> Message,
+) -> bool {
+    if *resends >= max {
         return false;
     }
     *resends += 1;

@@ -282,13 +282,80 @@ fn a_read_whose_acceptors_disagree_runs_both_phases_and_writes_back() {
     assert_eq!(drain(&mut node).1, vec![reply(&node, 1, found)]);
 }
 
+/// Lets the query of a read started at `T0` go unanswered through every
+/// resend: the read falls back to both phases. Returns the time it did.
+fn query_unanswered(node: &mut Node<u32>, query: QueryId) -> Time {
+    let mut at = T0;
+    for _ in 0..limits::QUERY_RESENDS_MAX {
+        at = at.plus_millis(limits::PHASE_RESEND_MS);
+        node.handle_timeout(at);
+        let again = [2, 3].map(|p| Envelope::Peer(n(p), Message::Query { key: k(), query })).to_vec();
+        assert_eq!(drain(node).1, again, "silent members are asked again");
+    }
+    at = at.plus_millis(limits::PHASE_RESEND_MS);
+    node.handle_timeout(at);
+    at
+}
+
 #[test]
 fn a_read_whose_query_goes_unanswered_falls_back_to_both_phases() {
     let mut node = node1();
-    read_queried(&mut node, 1);
-    node.handle_timeout(T0.plus_millis(limits::PHASE_RESEND_MS));
+    let query = read_queried(&mut node, 1);
+    query_unanswered(&mut node, query);
     let (_, messages) = drain(&mut node);
     assert_eq!(messages[0], Envelope::Peer(n(2), Message::Prepare { key: k(), ballot: b(1, 1) }));
+}
+
+#[test]
+fn a_read_whose_query_is_answered_after_a_resend_needs_one_round() {
+    let mut node = node1();
+    let query = read_queried(&mut node, 1);
+    node.handle_timeout(T0.plus_millis(limits::PHASE_RESEND_MS));
+    drain(&mut node);
+    node.handle_peer(T0, n(3), query_reply(query, Ballot::ZERO, RegisterState::default()));
+    let absent = Outcome::Done { version: Version(0), precondition_held: true, value: Some(None) };
+    assert_eq!(drain(&mut node), (vec![], vec![reply(&node, 1, absent)]));
+}
+
+#[test]
+fn a_read_in_both_phases_of_a_key_nothing_was_accepted_for_writes_nothing_back() {
+    let mut node = node1();
+    let query = read_queried(&mut node, 1);
+    query_unanswered(&mut node, query);
+    let (records, _) = drain(&mut node);
+    let promise = slot(b(1, 1), Ballot::ZERO, RegisterState::default());
+    assert_eq!(records.last(), Some(&promise), "the local promise");
+    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
+    let absent = Outcome::Done { version: Version(0), precondition_held: true, value: Some(None) };
+    assert_eq!(drain(&mut node), (vec![], vec![reply(&node, 1, absent)]), "answered without accepts");
+    // The next read of the key finds only the promise, and reads in one
+    // round again.
+    let query = read_queried(&mut node, 2);
+    node.handle_peer(T0, n(3), query_reply(query, Ballot::ZERO, RegisterState::default()));
+    assert_eq!(drain(&mut node).1.len(), 1, "answered");
+}
+
+#[test]
+fn dropped_promises_survive_compaction_and_a_restart_as_the_floor_of_keys_without_a_slot() {
+    let promise = |name: &str, round| Record::Slot {
+        key: Key::from(name),
+        promised: b(round, 2),
+        accepted: Ballot::ZERO,
+        state: RegisterState::default(),
+    };
+    let limits = ClientLimits { absent_promises_max: 1, ..ClientLimits::default() };
+    let node: Node<u32> = Node::new(NodeSetup { limits, ..setup(3, vec![promise("a", 4), promise("b", 6)]) });
+    let live: Vec<Record> = node.live_records().collect();
+    assert!(live.contains(&Record::AbsentFloor { promised: b(4, 2) }), "{live:?}");
+    assert!(!live.iter().any(|r| matches!(r, Record::Slot { key, .. } if *key == Key::from("a"))));
+    // Restarted from the compacted log, with room for every promise, it
+    // still refuses a ballot below the promise it dropped.
+    let mut restarted: Node<u32> = Node::new(setup(3, live));
+    let accept =
+        Message::Accept { key: Key::from("a"), ballot: b(3, 3), state: st("x", 1), next: Ballot::ZERO };
+    restarted.handle_peer(T0, n(3), accept);
+    let reject = Message::Reject { key: Key::from("a"), ballot: b(3, 3), promised: b(4, 2) };
+    assert_eq!(drain(&mut restarted), (vec![], vec![Envelope::Peer(n(3), reject)]));
 }
 
 #[test]
@@ -910,6 +977,47 @@ fn a_cut_off_node_gives_up_what_it_never_sent_and_keeps_the_rest_without_exclusi
     assert_eq!(drain(&mut node).1, vec![reply_at(&node, 1, at, working)]);
 }
 
+/// A write of session `session` on a key of its own, from `client`.
+fn write_from(node: &mut Node<u32>, client: u32, session: u128) {
+    let r = wire::Request {
+        id: RequestId { session: SessionId(session), seq: 1 },
+        key: Key::from(format!("k{session}").as_str()),
+        ..request(node, 1, Change::Put(Value::from("v")), 1000)
+    };
+    node.handle_client(T0, client, Message::Request(r));
+}
+
+/// The refusals among `messages`, by client and session.
+fn refused(messages: &[Envelope<u32>]) -> Vec<(u32, u128)> {
+    let busy = Outcome::Refused(Refusal::Overloaded);
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Envelope::Client(to, Message::Reply { id, outcome, .. }) if *outcome == busy => {
+                Some((*to, id.session.0))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_behind_on_its_votes_refuses_a_client_with_its_share_running_and_serves_the_others() {
+    let limits = ClientLimits { requests_per_client_behind_max: 2, ..ClientLimits::default() };
+    let mut node: Node<u32> = Node::new(NodeSetup { limits, ..setup(3, Vec::new()) });
+    write_from(&mut node, CLIENT, 1);
+    write_from(&mut node, CLIENT, 2);
+    node.set_behind(true);
+    write_from(&mut node, CLIENT, 3);
+    write_from(&mut node, WATCHER, 4);
+    assert_eq!(refused(&drain(&mut node).1), [(CLIENT, 3)], "only the client with its share running");
+    assert_eq!(node.requests_in_flight(), 3);
+    node.set_behind(false);
+    write_from(&mut node, CLIENT, 5);
+    assert_eq!(refused(&drain(&mut node).1), [], "caught up, the node takes more");
+    assert_eq!(node.requests_in_flight(), 4);
+}
+
 #[test]
 fn a_request_naming_another_incarnation_is_refused_unrun_and_names_the_current_one() {
     let mut node = node1();
@@ -1143,20 +1251,33 @@ fn parked(after: u64, state: RegisterState) -> Node<u32> {
 
 #[test]
 fn a_watch_of_an_unwatched_key_writes_the_state_back_to_switch_its_history_on() {
-    let mut node = node1();
-    node.handle_client(T0, WATCHER, watch_request(1, Some(0)));
+    let state = st("v", 1);
+    let mut node = Node::new(setup(3, vec![slot(b(0, 2), b(0, 2), state.clone())]));
+    node.handle_client(T0, WATCHER, watch_request(1, Some(1)));
     let query = query_of(&drain(&mut node).1);
-    // Its own acceptor and node 2 agree: nothing accepted. A read would be
-    // done; the watch must write the state back with its history on.
-    node.handle_peer(T0, n(2), query_reply(query, Ballot::ZERO, RegisterState::default()));
+    // Its own acceptor and node 2 agree on the state. A read would be done;
+    // the watch must write the state back with its history on.
+    node.handle_peer(T0, n(2), query_reply(query, b(0, 2), state.clone()));
     let prepares: Vec<Envelope<u32>> =
         [2, 3].map(|p| Envelope::Peer(n(p), Message::Prepare { key: k(), ballot: b(1, 1) })).to_vec();
     assert_eq!(drain(&mut node).1, prepares);
-    node.handle_peer(T0, n(2), empty_promise(b(1, 1)));
-    let on = RegisterState { history: Some(History::default()), ..RegisterState::default() };
+    node.handle_peer(T0, n(2), Message::Promise { key: k(), ballot: b(1, 1), accepted: b(0, 2), state });
+    let on = RegisterState { history: Some(History::default()), ..st("v", 1) };
     assert_eq!(drain(&mut node).1, accepts(b(1, 1), on));
     node.handle_peer(T0, n(3), accepted(b(1, 1)));
-    assert_eq!(drain(&mut node).1, vec![], "nothing after version 0 yet: parked");
+    assert_eq!(drain(&mut node).1, vec![], "nothing after version 1 yet: parked");
+}
+
+#[test]
+fn a_watch_of_a_key_that_does_not_exist_writes_nothing() {
+    let mut node = node1();
+    node.handle_client(T0, WATCHER, watch_request(1, Some(0)));
+    let query = query_of(&drain(&mut node).1);
+    // Its own acceptor and node 2 agree: nothing accepted. The key keeps
+    // no history before it exists, so there is nothing to write back.
+    node.handle_peer(T0, n(2), query_reply(query, Ballot::ZERO, RegisterState::default()));
+    assert_eq!(drain(&mut node), (vec![], vec![]), "nothing after version 0 yet: parked");
+    assert_eq!(node.status().keys, 0);
 }
 
 #[test]

@@ -29,6 +29,9 @@ pub struct DurableView {
     slots: BTreeMap<Key, DurableSlot>,
     /// The highest fence synced: promised for every key.
     floor: Ballot,
+    /// The highest floor of dropped promises synced: promised for every
+    /// key without a slot.
+    absent_floor: Ballot,
     /// Whether the last catch-up mark synced says the node catches up.
     catching_up: bool,
 }
@@ -40,6 +43,7 @@ impl DurableView {
                 self.slots.insert(key.clone(), DurableSlot { promised: *promised, accepted: *accepted });
             }
             Record::Fence { epoch } => self.floor = self.floor.max(Ballot::floor_of(*epoch)),
+            Record::AbsentFloor { promised } => self.absent_floor = self.absent_floor.max(*promised),
             Record::CatchingUp => self.catching_up = true,
             Record::CaughtUp { .. } => self.catching_up = false,
             Record::RoundsReserved { .. } | Record::Membership(_) => {}
@@ -52,7 +56,8 @@ impl DurableView {
     }
 
     pub fn slot(&self, key: &Key) -> DurableSlot {
-        let slot = self.slots.get(key).copied().unwrap_or_default();
+        let absent = DurableSlot { promised: self.absent_floor, accepted: Ballot::ZERO };
+        let slot = self.slots.get(key).copied().unwrap_or(absent);
         DurableSlot { promised: slot.promised.max(self.floor), ..slot }
     }
 }

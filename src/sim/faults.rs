@@ -43,6 +43,10 @@ pub struct FaultPlan {
     /// Requests a node runs at once: now and then tiny, so nodes refuse
     /// requests as overloaded.
     pub requests_in_flight_max: usize,
+    /// Slots holding only a promise an acceptor keeps: now and then tiny,
+    /// so acceptors drop promises of keys nothing was accepted for (and of
+    /// keys being created) all the time.
+    pub absent_promises_max: usize,
 }
 
 impl FaultPlan {
@@ -79,6 +83,11 @@ impl FaultPlan {
                 limits::REQUESTS_IN_FLIGHT_MAX
             },
             membership: rng.chance(0.4),
+            absent_promises_max: if rng.chance(0.3) {
+                rng.range(1, 4) as usize
+            } else {
+                limits::ABSENT_PROMISES_MAX
+            },
         }
     }
 
@@ -90,6 +99,8 @@ impl FaultPlan {
             sessions_per_generation: self.sessions_per_generation,
             // Small budgets for requests make small ones for watch reads.
             watch_reads_in_flight_max: limits::WATCH_READS_IN_FLIGHT_MAX.min(self.requests_in_flight_max),
+            absent_promises_max: self.absent_promises_max,
+            requests_per_client_behind_max: limits::REQUESTS_PER_CLIENT_BEHIND_MAX,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The acceptor's append-only record log: byte layout, recovery, and the
 //! file that implements `Storage`.
 //!
-//! # Byte layout (format version 3)
+//! # Byte layout (format version 4)
 //!
 //! All integers are little-endian; every CRC is CRC-32 (IEEE, `crc32fast`).
 //!
@@ -78,18 +78,22 @@
 //! An empty input (0 bytes) is not an error: it is a log whose header was
 //! never written, reported with `Recovered::fresh` set.
 //!
-//! # Versions 1 and 2
+//! # Versions 1, 2 and 3
+//!
+//! A version 3 log has the layout above and today's records, without
+//! `Record::AbsentFloor`, which the version number keeps older builds from
+//! reading (they refuse the log rather than misread it).
 //!
 //! A version 2 log has the layout above; its records are of the shape they
 //! had before register states kept a watched key's history, and `log_v2`
-//! reads them (as states without history). Recovery works as for version 3.
+//! reads them (as states without history). Recovery works as for version 4.
 //!
 //! Logs of format version 1 hold frames right after the header, without
 //! units, and records of an older shape (ballots had no epoch); `log_v1`
 //! reads them. Recovery of such a log works frame by frame with the rules
 //! above (a bad frame followed by a valid one is corruption, else the bad
-//! frames are the torn tail). `LogFile::open` rewrites a version 1 or 2 log
-//! as a version 3 one before it appends anything.
+//! frames are the torn tail). `LogFile::open` rewrites a version 1, 2 or 3
+//! log as a version 4 one before it appends anything.
 //!
 //! The functions over bytes (`encode_header`, `encode_record`,
 //! `encode_unit`, `recover`, `record_len`) do no I/O, so the simulator's
@@ -113,12 +117,16 @@ mod log_v2;
 /// First bytes of every log file.
 pub const MAGIC: [u8; 8] = *b"PXDLOG\0\x01";
 /// The unit layout described above.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The frame-only layout of the first release, still read (see `log_v1`).
 pub const FORMAT_VERSION_FRAMES: u32 = 1;
 /// Units of records without a watched key's history, still read (see
 /// `log_v2`).
 pub const FORMAT_VERSION_NO_HISTORY: u32 = 2;
+/// Units of records before `Record::AbsentFloor`, still read: the record
+/// types are today's but for that variant, which comes last in the enum,
+/// so their bytes decode as today's.
+pub const FORMAT_VERSION_NO_ABSENT_FLOOR: u32 = 3;
 /// Size of the file header.
 pub const HEADER_BYTES: usize = 16;
 /// Bytes a frame adds around its payload: length, length CRC, frame CRC.
@@ -350,6 +358,7 @@ pub fn recover(bytes: &[u8]) -> Result<Recovered, RecoveryError> {
     match check_header(bytes)? {
         FORMAT_VERSION_FRAMES => log_v1::recover_frames(bytes),
         FORMAT_VERSION_NO_HISTORY => recover_units::<log_v2::RecordV2>(bytes, FORMAT_VERSION_NO_HISTORY),
+        FORMAT_VERSION_NO_ABSENT_FLOOR => recover_units::<Record>(bytes, FORMAT_VERSION_NO_ABSENT_FLOOR),
         _ => recover_units::<Record>(bytes, FORMAT_VERSION),
     }
 }
@@ -405,7 +414,12 @@ fn check_header(bytes: &[u8]) -> Result<u32, RecoveryError> {
         return Err(RecoveryError::BadHeader);
     }
     match read_u32(body, MAGIC.len()) {
-        Some(version @ (FORMAT_VERSION | FORMAT_VERSION_NO_HISTORY | FORMAT_VERSION_FRAMES)) => Ok(version),
+        Some(
+            version @ (FORMAT_VERSION
+            | FORMAT_VERSION_NO_ABSENT_FLOOR
+            | FORMAT_VERSION_NO_HISTORY
+            | FORMAT_VERSION_FRAMES),
+        ) => Ok(version),
         Some(version) => Err(RecoveryError::UnsupportedVersion { version }),
         None => Err(RecoveryError::BadHeader),
     }

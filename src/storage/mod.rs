@@ -40,6 +40,12 @@ pub enum Record {
     /// `core::membership`). The last such record wins; without one, the
     /// node is a founding member.
     Membership(Membership),
+    /// The acceptor has promised `promised` for every key it holds no slot
+    /// for: the promises it dropped of keys nothing was accepted for (see
+    /// `core::acceptor`). Written by compaction, which leaves their slots
+    /// out; the highest such record wins. (Last in the enum: a version 3
+    /// log's records decode unchanged.)
+    AbsentFloor { promised: Ballot },
 }
 
 /// Proof that everything appended so far is on stable storage. Only
