@@ -188,6 +188,11 @@ impl TestCluster {
         None
     }
 
+    /// The process id of node `id`, while this cluster runs it.
+    pub fn pid(&self, id: u16) -> Option<u32> {
+        self.children[id as usize - 1].as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self, id: u16) -> bool {
         match self.children[id as usize - 1].as_mut() {
             Some(child) => matches!(child.try_wait(), Ok(None)),
