@@ -12,6 +12,7 @@
 mod common;
 
 use common::*;
+use paxosd::auth::Keyring;
 use paxosd::change::Change;
 use paxosd::client::{Client, ClientError};
 use paxosd::types::{ClusterId, Epoch, Incarnation, Key, NodeId, RequestId, SessionId, Time, Value, Version};
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant};
 
 /// How long the flood lasts ...
 const FLOOD: Duration = Duration::from_secs(30);
+/// The node the flood is sent to (the first of the cluster).
+const FLOODED: NodeId = NodeId(1);
 /// ... and how long at its end nobody writes: the flood and the clients
 /// only read.
 const READS_ONLY: Duration = Duration::from_secs(6);
@@ -99,8 +102,16 @@ impl Tally {
     }
 }
 
+/// The header of a client's datagram to the flooded node, sent now.
 fn flood_header(cluster: ClusterId) -> Header {
-    Header { cluster, sender: NodeId::CLIENT, config: ConfigDigest::NONE, epoch: Epoch(0) }
+    Header {
+        cluster,
+        sender: NodeId::CLIENT,
+        config: ConfigDigest::NONE,
+        epoch: Epoch(0),
+        sent_unix_ms: paxosd::driver::unix_ms_now(),
+        receiver: FLOODED,
+    }
 }
 
 /// Flood request `i`: the next request of one of the flood's sessions, or
@@ -149,7 +160,6 @@ fn send_flood(
     tally: &Tally,
     reads_only_at: Instant,
 ) {
-    let header = flood_header(cluster);
     let sessions = (u128::from(std::process::id()) << 64) | 0x5eed;
     let total = FLOOD_RATE * FLOOD.as_secs();
     let started = Instant::now();
@@ -162,7 +172,8 @@ fn send_flood(
             let messages: Vec<Message> =
                 (i..i + PER_DATAGRAM).map(|n| flood_message(n, sessions, incarnation, writes)).collect();
             // A full buffer drops the datagram, as the network would.
-            let _ = socket.send_to(&wire::encode_datagram(header, &messages), target);
+            let datagram = wire::encode_datagram(flood_header(cluster), &messages, &Keyring::none());
+            let _ = socket.send_to(&datagram, target);
             i += PER_DATAGRAM;
             tally.sent.fetch_add(PER_DATAGRAM, Ordering::Relaxed);
         }
@@ -177,7 +188,9 @@ fn read_replies(socket: &UdpSocket, cluster: ClusterId, tally: &Tally) {
     let mut buf = vec![0u8; 64 * 1024];
     while !tally.stop.load(Ordering::Relaxed) {
         let Ok((len, _)) = socket.recv_from(&mut buf) else { continue };
-        let Ok((_, messages)) = wire::decode_datagram(cluster, &buf[..len]) else { continue };
+        let Ok((_, messages)) = wire::decode_datagram(&Keyring::none(), cluster, &buf[..len]) else {
+            continue;
+        };
         for msg in messages {
             count_reply(msg, tally);
         }
@@ -210,7 +223,7 @@ fn count_reply(msg: Message, tally: &Tally) {
 /// (bounded): the flood's sessions must name it to be run.
 fn learn_incarnation(socket: &UdpSocket, target: SocketAddr, cluster: ClusterId, tally: &Tally) {
     let ask = Message::StatusRequest { session: SessionId(1), probe: 1 };
-    let datagram = wire::encode_datagram(flood_header(cluster), &[ask]);
+    let datagram = wire::encode_datagram(flood_header(cluster), &[ask], &Keyring::none());
     let deadline = Instant::now() + Duration::from_secs(10);
     while tally.incarnation.load(Ordering::Relaxed) == 0 {
         assert!(Instant::now() < deadline, "the node never told its incarnation");
