@@ -13,8 +13,10 @@
 //! Memory is bounded: a client address may have at most `source_max` bytes
 //! waiting (beyond that its oldest datagrams are dropped, so a flood is
 //! served fresh rather than late), and all senders together `total_max`
-//! (a datagram that finds it full is dropped). Peers are held to the total
-//! only: their datagrams carry the votes every request waits for. Each
+//! (a client's datagram that finds it full is dropped). Peers are held to
+//! the total only, and a peer's datagram that finds it full makes room by
+//! dropping clients' datagrams: peers' carry the votes every request waits
+//! for, and a flood from many client addresses must not crowd them out. Each
 //! datagram counts `INTAKE_DATAGRAM_OVERHEAD_BYTES` besides its bytes.
 //!
 //! Order: `push` what the socket had, then `pop` until the turn is full or
@@ -75,7 +77,9 @@ impl<A: Copy + Ord> Intake<A> {
             self.dropped += 1;
             return;
         }
-        if !peer {
+        if peer {
+            self.make_room_for_peer(size);
+        } else {
             self.make_room(from, size);
         }
         if self.bytes + size > self.total_max {
@@ -102,6 +106,30 @@ impl<A: Copy + Ord> Intake<A> {
             queue.bytes -= cost(oldest.len());
             self.bytes -= cost(oldest.len());
             self.dropped += 1;
+        }
+    }
+
+    /// Drops clients' datagrams until `size` more bytes fit the total: the
+    /// oldest of each client in turn, starting with the one served next,
+    /// so no one client pays for all (each step is O(1)).
+    fn make_room_for_peer(&mut self, size: usize) {
+        let mut idle = 0;
+        while self.bytes + size > self.total_max && idle < self.client_turns.len() {
+            let Some(&client) = self.client_turns.front() else { return };
+            self.client_turns.rotate_left(1);
+            let oldest = self.queues.get_mut(&client).and_then(|q| {
+                let oldest = q.datagrams.pop_front()?;
+                q.bytes -= cost(oldest.len());
+                Some(oldest)
+            });
+            match oldest {
+                Some(oldest) => {
+                    self.bytes -= cost(oldest.len());
+                    self.dropped += 1;
+                    idle = 0;
+                }
+                None => idle += 1,
+            }
         }
     }
 
@@ -238,5 +266,38 @@ mod tests {
         assert_eq!(intake.dropped(), 2, "the oldest made room");
         assert_eq!(drain(&mut intake), [(1, 3)]);
         assert!(intake.is_empty());
+    }
+
+    /// A hundred clients flooding within their own shares fill the total;
+    /// a peer's datagram (a vote) that finds it full makes room, and every
+    /// one is kept.
+    #[test]
+    fn peers_votes_are_kept_while_a_flood_from_many_clients_fills_the_intake() {
+        let mut intake: Intake<u16> = Intake::default();
+        let (clients, peer) = (100u16, 1000u16);
+        let (mut sent, mut kept) = (0u64, 0u64);
+        for turn in 0..50 {
+            // A turn: every peer datagram waiting, then the clients' share.
+            while intake.pop_peer().is_some() {
+                kept += u64::from(turn > 30);
+            }
+            for _ in 0..limits::TURN_CLIENT_MESSAGES_MAX {
+                intake.pop_client();
+            }
+            // The next read: 4096 datagrams, one in a hundred a peer's vote.
+            for i in 0..limits::INTAKE_READS_PER_TURN_MAX {
+                if i % 100 == 50 {
+                    sent += u64::from(turn >= 30);
+                    intake.push(peer, d(1, 200), true);
+                } else {
+                    intake.push((i % clients as usize) as u16, d(2, 200), false);
+                }
+            }
+        }
+        assert!(intake.bytes() + 50 * 264 > limits::INTAKE_BYTES_MAX, "the clients filled the intake");
+        while intake.pop_peer().is_some() {
+            kept += 1;
+        }
+        assert_eq!(kept, sent, "peers' votes kept");
     }
 }
