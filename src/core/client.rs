@@ -355,6 +355,12 @@ impl ClientMachine {
             self.ending = Some(Ending::NotRun(NotRun::Refused(refusal)));
             return Ok(());
         }
+        // A node catching up asks its peers through this machine; the only
+        // member of its configuration has none, and no node is reachable.
+        if self.members.is_empty() {
+            self.ending = Some(Ending::NotRun(NotRun::Unreachable));
+            return Ok(());
+        }
         self.next_seq += 1;
         let first = self.pinned.unwrap_or_else(|| self.route(now, &key));
         let placeholder = Step::Await { node: first, until: now };
@@ -891,6 +897,18 @@ mod tests {
 
     fn written(version: u64) -> Outcome {
         Outcome::Done { version: Version(version), precondition_held: true, value: None }
+    }
+
+    /// With no node to ask (a node catching up that is the only member of
+    /// its configuration asks its peers, and has none), an operation ends
+    /// at once, reaching no one.
+    #[test]
+    fn with_no_node_to_ask_an_operation_ends_unreachable_at_once() {
+        let mut m = ClientMachine::new(Vec::new(), None, S, Routing::Home);
+        m.start(T0, k(), put(), 1000).expect("idle");
+        assert_eq!(sent(&mut m), vec![]);
+        assert_eq!(m.poll_ending(), Some(Ending::NotRun(NotRun::Unreachable)));
+        assert!(m.is_idle());
     }
 
     #[test]

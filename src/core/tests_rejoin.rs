@@ -279,3 +279,29 @@ fn a_state_adopted_while_catching_up_is_never_confirmed_as_a_vote() {
     };
     assert_eq!(out, vec![Envelope::Peer(y, reply)]);
 }
+
+/// A node that must catch up but is the only member of its configuration
+/// (a one-node cluster whose last unit was damaged, or a log that says so)
+/// has no peer to catch up from: it starts, votes on nothing and asks no
+/// one, and the driver can tell its operator (`DriverError::RejoinAlone`).
+#[test]
+fn a_sole_member_catching_up_starts_and_waits_without_peers() {
+    let setup = NodeSetup {
+        id: n(1),
+        founding: Members::named(&[n(1)]),
+        records: vec![Record::CatchingUp],
+        seed: 11,
+        now: Time(0),
+        limits: ClientLimits::default(),
+    };
+    let mut node: Node<u32> = Node::new(setup);
+    assert!(node.catching_up());
+    assert_eq!(drain(&mut node), (vec![], vec![]));
+    let mut now = T0;
+    for _ in 0..3 {
+        now = node.next_deadline().map_or(now, |d| d.max(now));
+        node.handle_timeout(now);
+        assert_eq!(drain(&mut node), (vec![], vec![]), "nobody to ask, nothing to record");
+    }
+    assert!(node.catching_up());
+}
