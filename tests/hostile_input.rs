@@ -10,6 +10,7 @@ mod hostile;
 use hostile::logs::{self, FORMATS};
 use hostile::messages::{self, VARIANTS};
 use hostile::node::{self, Harness};
+use paxosd::auth::Keyring;
 use paxosd::core::rng::Rng;
 use paxosd::storage::Record;
 use paxosd::storage::log::{HEADER_BYTES, RecoveryError, TailKind};
@@ -24,7 +25,7 @@ fn every_kind_of_message_is_generated_within_the_limits_and_decodes() {
             assert_eq!(messages::variant(&msg), kind, "kind {kind} case {case}");
             assert!(msg.is_within_limits(), "kind {kind} case {case}: {msg:?}");
             let header = messages::header(&mut rng);
-            let bytes = wire::encode_datagram(header, std::slice::from_ref(&msg));
+            let bytes = wire::encode_datagram(header, std::slice::from_ref(&msg), &Keyring::none());
             let decoded = messages::check_decoded(&bytes);
             assert_eq!(decoded, Some((header, vec![msg])), "kind {kind} case {case}");
         }
@@ -40,7 +41,7 @@ fn random_bytes_never_panic_the_decoder() {
         // that what follows is decoded as the fields of a message.
         let mut bytes = match case % 4 {
             0 => Vec::new(),
-            _ => wire::encode_datagram(messages::header(&mut rng), &[]),
+            _ => wire::encode_datagram(messages::header(&mut rng), &[], &Keyring::none()),
         };
         if bytes.pop().is_some() {
             bytes.extend([rng.range(1, 2) as u8, rng.below(VARIANTS as u64) as u8]);
@@ -113,7 +114,7 @@ fn hostile_datagrams(rng: &mut Rng) -> Vec<Vec<u8>> {
             messages::damage(rng, &mut datagrams[at]);
         }
         _ => {
-            let mut bytes = wire::encode_datagram(messages::header(rng), &[]);
+            let mut bytes = wire::encode_datagram(messages::header(rng), &[], &Keyring::none());
             bytes.pop();
             bytes.extend((0..rng.below(100)).map(|_| rng.next_u64() as u8));
             datagrams = vec![bytes];
@@ -231,7 +232,7 @@ fn write_fuzz_seeds() {
     for kind in 0..VARIANTS {
         for case in 0..4 {
             let header = messages::header(&mut rng);
-            let bytes = wire::encode_datagram(header, &[messages::message(&mut rng, kind)]);
+            let bytes = wire::encode_datagram(header, &[messages::message(&mut rng, kind)], &Keyring::none());
             std::fs::write(dir.join(format!("seed-kind{kind}-{case}")), bytes).expect("write a seed");
         }
     }

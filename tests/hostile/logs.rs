@@ -264,6 +264,7 @@ mod v2 {
             Record::CatchingUp => RecordV2::CatchingUp,
             Record::CaughtUp { epoch } => RecordV2::CaughtUp { epoch: *epoch },
             Record::Membership(m) => RecordV2::Membership(m),
+            Record::AbsentFloor { .. } => panic!("version 2 had no floor of absent promises"),
         }
     }
 }

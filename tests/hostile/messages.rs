@@ -3,6 +3,7 @@
 //! accepts.
 
 use super::node;
+use paxosd::auth::Keyring;
 use paxosd::change::Change;
 use paxosd::core::rng::Rng;
 use paxosd::limits;
@@ -139,9 +140,9 @@ pub fn datagrams(rng: &mut Rng) -> Vec<Vec<u8>> {
     let encoded: Vec<Vec<u8>> = messages.iter().map(wire::encode_message).collect();
     let fits = encoded.iter().map(Vec::len).sum::<usize>() + HEADER_BYTES + 5 <= limits::DATAGRAM_BYTES_MAX;
     if fits && rng.chance(0.2) {
-        return vec![wire::encode_datagram(header, &messages)];
+        return vec![wire::encode_datagram(header, &messages, &Keyring::none())];
     }
-    wire::pack_datagrams(header, &encoded)
+    wire::pack_datagrams(header, &encoded, &Keyring::none())
 }
 
 /// A header as the harness's node expects it: from a client (sender 0), or
@@ -161,7 +162,8 @@ pub fn header(rng: &mut Rng) -> Header {
         (_, 1) => (founding, Epoch(rng.range(1, 3))),
         _ => (founding, Epoch(0)),
     };
-    Header { cluster: CLUSTER, sender, config, epoch }
+    let (sent_unix_ms, receiver) = (1_790_000_000_000, node::ME);
+    Header { cluster: CLUSTER, sender, config, epoch, sent_unix_ms, receiver }
 }
 
 /// Damages a datagram with one to three edits: bit flips and odd bytes in
@@ -296,16 +298,21 @@ fn edit_header(rng: &mut Rng, bytes: &mut [u8]) {
 /// re-encode, whole or packed, into no more bytes than came in, and decode
 /// to the same again.
 pub fn check_decoded(bytes: &[u8]) -> Option<(Header, Vec<Message>)> {
-    let decoded = wire::decode_datagram(CLUSTER, bytes).ok()?;
+    let decoded = wire::decode_datagram(&Keyring::none(), CLUSTER, bytes).ok()?;
     let (header, messages) = &decoded;
     assert!(messages.iter().all(Message::is_within_limits), "accepted over the limits: {messages:?}");
-    let again = wire::encode_datagram(*header, messages);
+    let again = wire::encode_datagram(*header, messages, &Keyring::none());
     assert!(again.len() <= bytes.len(), "re-encoded {} bytes from {}", again.len(), bytes.len());
-    assert_eq!(wire::decode_datagram(CLUSTER, &again).as_ref(), Ok(&decoded), "whole re-encoding");
+    assert_eq!(
+        wire::decode_datagram(&Keyring::none(), CLUSTER, &again).as_ref(),
+        Ok(&decoded),
+        "whole re-encoding"
+    );
     let encoded: Vec<Vec<u8>> = messages.iter().map(wire::encode_message).collect();
     let mut unpacked = Vec::new();
-    for datagram in wire::pack_datagrams(*header, &encoded) {
-        let (h, m) = wire::decode_datagram(CLUSTER, &datagram).expect("a packed datagram decodes");
+    for datagram in wire::pack_datagrams(*header, &encoded, &Keyring::none()) {
+        let (h, m) =
+            wire::decode_datagram(&Keyring::none(), CLUSTER, &datagram).expect("a packed datagram decodes");
         assert_eq!(h, *header, "packed header");
         unpacked.extend(m);
     }

@@ -172,8 +172,10 @@ fn check_sent(sent: &[Envelope<u32>]) {
             sender: ME,
             config: founding().digest(),
             epoch: paxosd::types::Epoch(0),
+            sent_unix_ms: 1_790_000_000_000,
+            receiver: to,
         };
-        let bytes = wire::encode_datagram(header, std::slice::from_ref(msg));
+        let bytes = wire::encode_datagram(header, std::slice::from_ref(msg), &paxosd::auth::Keyring::none());
         assert!(
             bytes.len() <= limits::DATAGRAM_BYTES_MAX,
             "sent to {to} {} bytes: {}",
